@@ -1,0 +1,48 @@
+# The README's commands. Each target installs what it needs on first use (.venv, pinned
+# packages, the Triton server binary); a second run with nothing changed installs nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SCALE ?= demo
+
+.PHONY: install up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[all,dev]'
+	@# The Triton server binary ships in this wheel; its Python API pins numpy<2, which Feast
+	@# cannot use, so it goes in without dependencies (DESIGN.md).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0
+	@touch $@
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/cascade up --scale $(SCALE)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: bench-offline bench-triton bench-serve
+
+bench-offline: $(STAMP)
+	$(PY) -m cascade.bench.offline
+
+bench-triton: $(STAMP)
+	$(PY) -m cascade.bench.triton
+
+bench-serve: $(STAMP)
+	$(PY) -m cascade.bench.serve
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

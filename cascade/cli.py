@@ -1,0 +1,53 @@
+"""The ``cascade`` command: a thin Typer shell over typed functions in each package.
+
+Each command module imports its heavy libraries (torch, feast, implicit) inside the command body,
+so ``cascade --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from cascade.data import cli as data_cli
+from cascade.evaluation import cli as evaluation_cli
+from cascade.features import cli as features_cli
+from fallback_mf import cli as mf_cli
+from two_tower import cli as two_tower_cli
+
+app = typer.Typer(
+    help="Cascade: build data and features, train and evaluate models, serve recommendations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="Feast feature store: register definitions, materialize.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
+export_app = typer.Typer(help="Export a trained model for serving.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one serving process in the foreground.", no_args_is_help=True)
+
+app.add_typer(features_app, name="features")
+app.add_typer(train_app, name="train")
+app.add_typer(export_app, name="export")
+app.add_typer(serve_app, name="serve")
+
+app.command("data")(data_cli.data)
+features_app.command("apply")(features_cli.apply)
+features_app.command("materialize")(features_cli.materialize)
+train_app.command("mf")(mf_cli.train_mf)
+train_app.command("two-tower")(two_tower_cli.train_two_tower)
+export_app.command("two-tower")(two_tower_cli.export_two_tower)
+serve_app.command("triton")(two_tower_cli.serve_triton)
+app.command("evaluate")(evaluation_cli.evaluate)
+app.command("recommend")(evaluation_cli.recommend)
+
+
+@app.callback()
+def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    level = logging.DEBUG if verbose else os.environ.get("CASCADE_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    app()
