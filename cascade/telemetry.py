@@ -1,0 +1,52 @@
+"""OpenTelemetry tracing, configured by the standard ``OTEL_*`` variables.
+
+- ``OTEL_SERVICE_NAME`` (default: the service's own name), ``OTEL_RESOURCE_ATTRIBUTES``.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: where spans go (OTLP
+  over HTTP/protobuf; Jaeger ingests OTLP natively on 4318). Unset: spans are created (so trace
+  ids still reach logs and the ``traceparent`` header) but not exported.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: default ``parentbased_traceidratio``
+  with ratio 1.0.
+- ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_EXPORT_TIMEOUT``: the
+  batch processor's bounded queue. A full queue drops spans; an unreachable collector never
+  blocks or fails a request, because export runs on the processor's own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+
+logger = logging.getLogger(__name__)
+
+
+def _sampler() -> Sampler | None:
+    # The SDK reads OTEL_TRACES_SAMPLER itself when it is set; our default is parent-based 100%.
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBasedTraceIdRatio(float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")))
+
+
+def configure_tracing(*, service_name: str) -> TracerProvider:
+    """Install a global TracerProvider for this process and return it (call ``shutdown`` on exit)."""
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    sampler = _sampler()
+    provider = TracerProvider(resource=resource, sampler=sampler) if sampler else TracerProvider(resource=resource)
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if endpoint and os.environ.get("OTEL_TRACES_EXPORTER", "otlp") != "none":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        # The exporter reads the endpoint, headers and timeout from OTEL_* itself.
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        logger.info("tracing: exporting OTLP/HTTP to %s", endpoint)
+    else:
+        logger.info("tracing: no OTLP endpoint configured, spans are not exported")
+    trace.set_tracer_provider(provider)
+    return provider
