@@ -1,0 +1,104 @@
+"""The Two-Tower Triton model's wire contract: model name, tensor names, dtypes and dims.
+
+Defined once here, by the producer; imports nothing heavy (stdlib only), so the gateway can import
+it. ``triton_models/two_tower/config.pbtxt`` is generated from this module
+(``two_tower.triton_config``) and a test checks that the committed file agrees.
+
+One request row is one user. Every input has a leading batch dimension (``max_batch_size > 0``),
+so a request carries ``n`` users and the shapes below are per row:
+
+============== ====== ==================== ==================================================
+name           dtype  dims (per row)       meaning
+============== ====== ==================== ==================================================
+user_id        INT64  [1]                  the data set's own user id (>= 0)
+age_bucket     INT64  [1]                  Feast ``user_profile:age_bucket`` (-1 if missing)
+country        BYTES  [1]                  Feast ``user_profile:country`` (UTF-8, b"" if missing)
+interaction_count INT64 [1]                Feast ``user_activity:interaction_count``
+recent_items   INT64  [RECENT_ITEMS_LEN]   newest first, right-padded with PAD_ITEM (-1)
+seen_items     INT64  [MAX_SEEN_ITEMS]     items to exclude, right-padded with PAD_ITEM (-1)
+k              INT32  [1]                  1 <= k <= MAX_K
+============== ====== ==================== ==================================================
+
+Outputs, per row, width = the largest k in the request:
+
+* ``item_ids`` INT64: the data set's own item ids, best first, padded with PAD_ITEM (-1) after
+  the row's own k, or when fewer unseen items exist.
+* ``scores`` FP32: cosine scores (higher is better), padded with -inf where ``item_ids`` is -1.
+
+Errors (a Triton error for that request; the model stays ready): wrong dtype or shape, a negative
+``user_id``, an item id below -1, ``k`` outside ``[1, MAX_K]``. A ``user_id`` the model has not
+seen in training is not an error: it gets the out-of-vocabulary user embedding, and its features
+and recent items still personalise the result. Unknown item ids in ``recent_items`` are ignored;
+unknown ids in ``seen_items`` cannot be recommended anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_NAME = "two_tower"
+
+# Kept equal to cascade.data.schema.RECENT_ITEMS_LEN / MAX_SEEN_ITEMS (a test checks it); not
+# imported so that this module stays importable on its own inside any client.
+RECENT_ITEMS_LEN = 20
+MAX_SEEN_ITEMS = 500
+PAD_ITEM = -1
+
+MAX_K = 100
+MAX_BATCH_SIZE = 64
+# Dynamic batching: how long Triton may hold a request to form a larger batch.
+MAX_QUEUE_DELAY_MICROSECONDS = 500
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor: name, Triton dtype, dims per row (batch dim excluded)."""
+
+    name: str
+    dtype: str  # Triton dtype without the TYPE_ prefix: INT64, INT32, FP32, BYTES
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> str:
+        """The numpy dtype name tritonclient expects for this tensor."""
+        return _NUMPY_DTYPES[self.dtype]
+
+
+_NUMPY_DTYPES = {"INT64": "int64", "INT32": "int32", "FP32": "float32", "BYTES": "object"}
+
+USER_ID = "user_id"
+AGE_BUCKET = "age_bucket"
+COUNTRY = "country"
+INTERACTION_COUNT = "interaction_count"
+RECENT_ITEMS = "recent_items"
+SEEN_ITEMS = "seen_items"
+K = "k"
+
+ITEM_IDS = "item_ids"
+SCORES = "scores"
+
+INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(USER_ID, "INT64", (1,)),
+    TensorSpec(AGE_BUCKET, "INT64", (1,)),
+    TensorSpec(COUNTRY, "BYTES", (1,)),
+    TensorSpec(INTERACTION_COUNT, "INT64", (1,)),
+    TensorSpec(RECENT_ITEMS, "INT64", (RECENT_ITEMS_LEN,)),
+    TensorSpec(SEEN_ITEMS, "INT64", (MAX_SEEN_ITEMS,)),
+    TensorSpec(K, "INT32", (1,)),
+)
+
+OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(ITEM_IDS, "INT64", (-1,)),
+    TensorSpec(SCORES, "FP32", (-1,)),
+)
+
+
+def pad_items(items: list[int], length: int) -> list[int]:
+    """Truncate or right-pad ``items`` with PAD_ITEM to exactly ``length`` ids."""
+    items = list(items[:length])
+    return items + [PAD_ITEM] * (length - len(items))
+
+
+def ready_path(model_name: str = MODEL_NAME) -> str:
+    """KServe v2 readiness path of the model (``/v2/health/ready`` answers before models load)."""
+    return f"/v2/models/{model_name}/ready"
