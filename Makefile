@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= demo
 
-.PHONY: install up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
+.PHONY: install system-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# promtool/prometheus (Debian package) for the alert-rule tests and the scrape test.
+system-deps:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
 up: $(STAMP)
 	$(VENV)/bin/cascade up --scale $(SCALE)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest
 
 lint: $(STAMP)
