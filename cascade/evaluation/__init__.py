@@ -1,0 +1,1 @@
+"""Offline evaluation: temporal split, ranking metrics, reports. Every model is judged here."""
