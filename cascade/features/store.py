@@ -1,0 +1,243 @@
+"""Open Cascade's Feast store for one data set, register definitions, materialize.
+
+The config is built in code, not read from ``feature_store.yaml``, so the online store is chosen
+by the environment without editing files:
+
+- ``REDIS_URL`` set (``redis://host:port/db``): Redis online store;
+- otherwise SQLite at ``<feast_dir>/<dataset>/online.db``.
+
+The registry is a file per data set (``<feast_dir>/<dataset>/registry.db``), because the
+registry stores the parquet paths of that data set's sources. The offline store is ``file``
+(Feast's Dask store over the parquet files). The Feast project is ``cascade`` unless env
+``CASCADE_FEAST_PROJECT`` names another (tests do, since Redis keys include the project).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from cascade.data import schema
+from cascade.features import names
+from cascade.paths import Layout
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+logger = logging.getLogger(__name__)
+
+REDIS_URL_ENV = "REDIS_URL"
+DEFINITIONS_FILE = Path(__file__).resolve().parents[2] / "feature_repo" / "definitions.py"
+# Start of a "full" range: before any event in any data set we load.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class FeatureStoreError(Exception):
+    """A problem the user can fix (missing data set, unreachable Redis); the CLI prints it."""
+
+
+@dataclass(frozen=True)
+class ViewReport:
+    """What one materialization moved for one feature view."""
+
+    view: str
+    start: datetime
+    end: datetime
+    rows: int  # entities written: Feast writes the newest row per entity in [start, end]
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    """What ``materialize`` did: online store kind, per-view ranges and rows, wall time."""
+
+    online_store: str
+    full: bool
+    seconds: float
+    views: list[ViewReport] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(v.rows for v in self.views)
+
+
+def redis_connection_string(url: str) -> str:
+    """Turn ``redis://[:password@]host:port/db`` into Feast's ``host:port,db=N[,...]`` form."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise FeatureStoreError(f"{REDIS_URL_ENV}={url!r}: expected redis://host:port/db")
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or 6379
+    path = parsed.path.strip("/")
+    db = int(path) if path.isdigit() else 0
+    parts = [f"{host}:{port}", f"db={db}"]
+    if parsed.password:
+        parts.append(f"password={unquote(parsed.password)}")
+    if parsed.username and parsed.username != "default":
+        parts.append(f"username={unquote(parsed.username)}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def online_store_kind() -> str:
+    """``redis`` when ``REDIS_URL`` is set, else ``sqlite``."""
+    return "redis" if os.environ.get(REDIS_URL_ENV) else "sqlite"
+
+
+def store_dir(*, layout: Layout, dataset: str) -> Path:
+    """Folder of this data set's Feast registry (and SQLite online store)."""
+    return layout.feast_dir / dataset
+
+
+def features_dir(*, layout: Layout, dataset: str) -> Path:
+    """The data set's folder of parquet offline sources."""
+    return layout.dataset_dir(dataset) / schema.FEATURES_DIR
+
+
+def store_config(*, layout: Layout, dataset: str) -> RepoConfig:
+    """Feast config for ``dataset``: file registry, file offline store, Redis or SQLite online."""
+    from feast import RepoConfig
+
+    folder = store_dir(layout=layout, dataset=dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = os.environ.get(REDIS_URL_ENV)
+    online: dict[str, Any]
+    if url:
+        online = {"type": "redis", "connection_string": redis_connection_string(url)}
+    else:
+        online = {"type": "sqlite", "path": str(folder / "online.db")}
+    return RepoConfig(
+        project=names.project_name(),
+        provider="local",
+        registry=str(folder / "registry.db"),
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=folder,
+    )
+
+
+def open_store(*, layout: Layout, dataset: str) -> FeatureStore:
+    """A ``FeatureStore`` for ``dataset`` (see ``store_config``)."""
+    from feast import FeatureStore
+
+    return FeatureStore(config=store_config(layout=layout, dataset=dataset))
+
+
+def _load_definitions_module() -> ModuleType:
+    # feature_repo/ is not an installed package (Feast imports its files by path), so load it
+    # the same way.
+    if not DEFINITIONS_FILE.is_file():
+        raise FeatureStoreError(f"Feast definitions not found at {DEFINITIONS_FILE}")
+    spec = importlib.util.spec_from_file_location("cascade_feature_repo_definitions", DEFINITIONS_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def require_features(*, layout: Layout, dataset: str) -> Path:
+    """The data set's features folder; ``FeatureStoreError`` when a source file is missing."""
+    folder = features_dir(layout=layout, dataset=dataset)
+    missing = [f for f in names.VIEW_FILES.values() if not (folder / f).is_file()]
+    if missing:
+        raise FeatureStoreError(
+            f"data set {dataset!r} has no feature files {missing} in {folder}; "
+            f"run `cascade data` first"
+        )
+    return folder
+
+
+def definitions(*, layout: Layout, dataset: str) -> list[object]:
+    """The Feast objects for ``dataset``, from ``feature_repo/definitions.py``."""
+    folder = require_features(layout=layout, dataset=dataset)
+    result: list[object] = _load_definitions_module().definitions(folder)
+    return result
+
+
+def check_online_store() -> None:
+    """Fail fast with ``FeatureStoreError`` when Redis is configured but does not answer."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        return
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise FeatureStoreError(f"Redis at {REDIS_URL_ENV}={url} is unreachable: {exc}") from exc
+    finally:
+        client.close()
+
+
+def apply(*, layout: Layout, dataset: str) -> None:
+    """Register the entities, feature views and services of ``dataset`` in its registry."""
+    objects = definitions(layout=layout, dataset=dataset)
+    check_online_store()
+    store = open_store(layout=layout, dataset=dataset)
+    store.apply(objects)  # type: ignore[arg-type]
+    logger.info("applied %d Feast objects for %s (project %s)", len(objects), dataset, store.project)
+
+
+def _rows_in_range(path: Path, key: str, start: datetime, end: datetime) -> int:
+    """Entities with a row in [start, end]: what Feast writes (newest row per entity)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=[key, names.EVENT_TIMESTAMP])
+    ts = table.column(names.EVENT_TIMESTAMP)
+    if ts.type.tz is None:  # naive stamps are UTC, as Feast reads them
+        ts = pc.assume_timezone(ts, "UTC")
+    mask = pc.and_(pc.greater_equal(ts, start), pc.less_equal(ts, end))
+    return len(pc.unique(table.column(key).filter(mask)))
+
+
+def materialize(
+    *, layout: Layout, dataset: str, end: datetime | None = None, full: bool = False
+) -> MaterializeReport:
+    """Move feature rows up to ``end`` (default now) from parquet into the online store.
+
+    Incremental by default: each view continues from the end of its last run recorded in the
+    registry (``materialize_incremental``). A view never materialized, or every view when
+    ``full``, gets the whole range from 1970: an emptied Redis needs that, because the
+    registry still remembers the last end. Feast writes the newest row per entity in the range.
+    """
+    from feast import FeatureView
+
+    require_features(layout=layout, dataset=dataset)
+    check_online_store()
+    store = open_store(layout=layout, dataset=dataset)
+    end = (end or datetime.now(UTC)).astimezone(UTC)
+    views = [v for v in store.list_feature_views() if isinstance(v, FeatureView)]
+    if not views:
+        raise FeatureStoreError(f"no feature views registered for {dataset!r}; run apply first")
+    reports: list[ViewReport] = []
+    started = time.perf_counter()
+    for view in views:
+        last = view.most_recent_end_time
+        start = EPOCH if full or last is None else last.astimezone(UTC)
+        if start > end:
+            logger.info("%s: already materialized up to %s, nothing to do", view.name, start)
+            continue
+        source_path = Path(view.batch_source.path)  # type: ignore[union-attr]
+        rows = _rows_in_range(source_path, view.join_keys[0], start, end)
+        if start == EPOCH:
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        else:
+            store.materialize_incremental(end_date=end, feature_views=[view.name])
+        reports.append(ViewReport(view=view.name, start=start, end=end, rows=rows))
+    seconds = time.perf_counter() - started
+    report = MaterializeReport(
+        online_store=store.config.online_store.type, full=full, seconds=seconds, views=reports
+    )
+    logger.info("materialized %d rows into %s in %.2fs", report.rows, report.online_store, seconds)
+    return report

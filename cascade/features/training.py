@@ -1,0 +1,174 @@
+"""Point-in-time correct training frames from the Feast offline store.
+
+``training_frame`` gives each entity row (user_id, item_id, event_timestamp, plus any label
+columns) the features of a feature service as they were at that moment: for each feature view,
+the newest snapshot stamped at or before ``event_timestamp`` and not older than the view's TTL;
+none found -> missing values. A snapshot stamped after the event never reaches its row.
+
+Two engines give the same frame (a test checks it):
+
+- ``engine="feast"`` (default): ``FeatureStore.get_historical_features``, one call per feature
+  view. Feast's file (Dask) offline store has two quirks this works around: it silently drops an
+  entity row when every snapshot of that entity lies outside [event - TTL, event] (instead of
+  returning nulls), and it collapses rows sharing (join key, timestamp) (feast issue #6787).
+  So each view is asked only for the distinct (join key, timestamp) pairs, and the answer is
+  left-joined back onto the entity rows: a dropped pair becomes missing values for that view
+  only, which is the correct point-in-time answer.
+- ``engine="asof"``: ``pandas.merge_asof`` over the same parquet sources and TTLs, read from
+  the same registry. Much faster at hundreds of thousands of rows (see the README's figures).
+
+The result keeps the entity rows in their order with their columns, then the features under
+their plain names (feature names are unique across Cascade's views): integer features as
+nullable ``Int64``, floats as ``float64`` (NaN when missing), strings as objects, lists as ``numpy.int64`` arrays; missing values are
+``pd.NA`` / ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from cascade.features import names
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+Engine = Literal["feast", "asof"]
+TS = names.EVENT_TIMESTAMP
+
+
+@dataclass(frozen=True)
+class _View:
+    name: str
+    join_key: str
+    features: list[str]
+    kinds: dict[str, str]  # feature -> "int" | "float" | "str" | "list"
+    ttl: timedelta | None
+    path: str
+
+
+def _service_views(store: FeatureStore, feature_service: str) -> list[_View]:
+    from feast.types import Array, Float32, Float64, String
+
+    service = store.get_feature_service(feature_service)
+    views = []
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        kinds = {}
+        for f in projection.features:
+            if isinstance(f.dtype, Array):
+                kinds[f.name] = "list"
+            elif f.dtype == String:
+                kinds[f.name] = "str"
+            elif f.dtype in (Float32, Float64):
+                kinds[f.name] = "float"
+            else:
+                kinds[f.name] = "int"
+        ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+        views.append(
+            _View(
+                name=projection.name,
+                join_key=view.join_keys[0],
+                features=[f.name for f in projection.features],
+                kinds=kinds,
+                ttl=ttl,
+                path=view.batch_source.path,  # type: ignore[union-attr]
+            )
+        )
+    return views
+
+
+def _utc_ns(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _normalize(values: pd.Series, kind: str) -> pd.Series:
+    """One representation for both engines: Int64, object str/None, int64 arrays/None."""
+    if kind == "int":
+        return values.astype("Int64")
+    if kind == "float":
+        return values.astype("float64")
+    if kind == "str":
+        return values.astype(object).where(values.notna(), None)
+    out = [
+        np.asarray(v, dtype=np.int64) if isinstance(v, list | np.ndarray) else None
+        for v in values.to_numpy(dtype=object)
+    ]
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _feast_view(store: FeatureStore, view: _View, pairs: pd.DataFrame) -> pd.DataFrame:
+    refs = [f"{view.name}:{f}" for f in view.features]
+    got = store.get_historical_features(entity_df=pairs, features=refs).to_df()
+    got[TS] = _utc_ns(got[TS])
+    return got[[view.join_key, TS, *view.features]]
+
+
+def _asof_view(view: _View, pairs: pd.DataFrame) -> pd.DataFrame:
+    source = pd.read_parquet(view.path, columns=[view.join_key, TS, *view.features])
+    source = source.rename(columns={TS: "__feature_ts"})
+    source["__feature_ts"] = _utc_ns(source["__feature_ts"])
+    source = source.sort_values("__feature_ts", kind="stable")
+    left = pairs.sort_values(TS, kind="stable")
+    got = pd.merge_asof(
+        left,
+        source,
+        left_on=TS,
+        right_on="__feature_ts",
+        by=view.join_key,
+        direction="backward",  # newest snapshot at or before the event: never a later one
+        allow_exact_matches=True,  # a snapshot at T covers interactions strictly before T
+        tolerance=pd.Timedelta(view.ttl) if view.ttl is not None else None,
+    )
+    return got[[view.join_key, TS, *view.features]]
+
+
+def training_frame(
+    store: FeatureStore,
+    entity_df: pd.DataFrame,
+    *,
+    feature_service: str = names.TWO_TOWER_SERVICE,
+    engine: Engine = "feast",
+) -> pd.DataFrame:
+    """Point-in-time features of ``feature_service`` for each row of ``entity_df``.
+
+    ``entity_df`` needs ``event_timestamp`` and the join keys of the service's views
+    (``user_id``, and ``item_id`` for ``two_tower_v1``). See the module docstring for the
+    engines and the output types.
+    """
+    views = _service_views(store, feature_service)
+    needed = {TS} | {v.join_key for v in views}
+    missing = needed - set(entity_df.columns)
+    if missing:
+        raise ValueError(f"entity_df lacks columns {sorted(missing)} for {feature_service}")
+    base = entity_df.reset_index(drop=True)
+    ts = _utc_ns(base[TS])
+    out = base.copy()
+    for view in views:
+        started = time.perf_counter()
+        keys = pd.DataFrame({view.join_key: base[view.join_key].astype(np.int64), TS: ts})
+        pairs = keys.drop_duplicates(ignore_index=True)
+        if engine == "feast":
+            got = _feast_view(store, view, pairs)
+        elif engine == "asof":
+            got = _asof_view(view, pairs)
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
+        # A left merge keeps the entity rows' order; pairs are unique, so no row multiplies.
+        joined = keys.merge(got, on=[view.join_key, TS], how="left", validate="many_to_one")
+        for feature in view.features:
+            # Same RangeIndex as `out` (both come from `base`), so assignment aligns row by row.
+            out[feature] = _normalize(joined[feature], view.kinds[feature])
+        logger.info(
+            "%s: %d rows (%d distinct) via %s in %.2fs",
+            view.name, len(keys), len(pairs), engine, time.perf_counter() - started,
+        )
+    return out
