@@ -1,0 +1,43 @@
+"""Domain errors of the MF service; each knows its HTTP status and is rendered by one handler.
+
+::
+
+    MfServiceError            500 base
+    ├── ModelNotReady         503 no artifact loaded yet (or the first load failed)
+    ├── InvalidRequest        422 a parameter FastAPI's own validation cannot judge (k > max_k, exclude)
+    └── ReloadFailed          409 the requested artifact could not be loaded; the old one keeps serving
+"""
+
+from __future__ import annotations
+
+
+class MfServiceError(Exception):
+    """Base class: ``status_code`` and ``code`` go into the response."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ModelNotReady(MfServiceError):
+    """No model is loaded yet."""
+
+    status_code = 503
+    code = "model_not_ready"
+
+
+class InvalidRequest(MfServiceError):
+    """Bad input: the reason is in ``detail``."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class ReloadFailed(MfServiceError):
+    """A reload could not load the new artifact; the service keeps the previous model."""
+
+    status_code = 409
+    code = "reload_failed"

@@ -1,0 +1,66 @@
+"""Settings of the fallback MF service: one pydantic-settings class, env prefix ``MF_``.
+
+Built by the entry point or by ``create_app``, never at import time.
+
+========================== ======================= ==================================================
+variable                   default                 meaning
+========================== ======================= ==================================================
+``MF_HOST``                ``127.0.0.1``           bind address (``0.0.0.0`` in containers)
+``MF_PORT``                ``8001``                HTTP port (API, probes, metrics, admin)
+``MF_ARTIFACTS_DIR``       ``$CASCADE_HOME/artifacts/als``  folder holding ``<version>/`` dirs
+                                                   and the ``latest`` pointer file
+``MF_VERSION``             unset                   pin one version; unset follows ``latest``
+``MF_MAX_K``               ``100``                 largest ``k`` a request may ask for
+``MF_DEFAULT_K``           ``20``                  ``k`` when the request names none
+``MF_MAX_EXCLUDE``         ``1000``                most ids in one ``exclude`` list
+``MF_INLINE_MAX_ITEMS``    ``20000``               catalogues up to this size are scored on the event
+                                                   loop; larger ones in a worker thread
+``MF_RELOAD_INTERVAL_S``   ``30``                  how often ``latest`` is checked; ``0`` disables
+``MF_LOG_LEVEL``           ``INFO``                root log level
+``MF_JSON_LOGS``           ``true``                JSON lines on stderr (false: plain text)
+========================== ======================= ==================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cascade.paths import Layout
+
+ABSOLUTE_MAX_K = 1000  # a response this long is already ~40 KB of JSON
+
+
+def default_artifacts_dir() -> Path:
+    """``$CASCADE_HOME/artifacts/als``: where ``cascade train mf`` writes its versions."""
+    return Layout.from_env().artifacts_dir / "als"
+
+
+class MfSettings(BaseSettings):
+    """Configuration of one MF service process (see the module docstring for the table)."""
+
+    model_config = SettingsConfigDict(env_prefix="MF_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    artifacts_dir: Path = Field(default_factory=default_artifacts_dir)
+    version: str | None = None
+    max_k: int = Field(default=100, ge=1, le=ABSOLUTE_MAX_K)
+    default_k: int = Field(default=20, ge=1, le=ABSOLUTE_MAX_K)
+    max_exclude: int = Field(default=1000, ge=0, le=100_000)
+    inline_max_items: int = Field(default=20_000, ge=0)
+    reload_interval_s: float = Field(default=30.0, ge=0.0)
+    log_level: str = "INFO"
+    json_logs: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> MfSettings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.version is not None and ("/" in self.version or self.version in {"", ".", ".."}):
+            raise ValueError(f"version must be a folder name, got {self.version!r}")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {self.log_level!r}")
+        return self
