@@ -1,0 +1,269 @@
+"""The deadline-driven fallback chain: features, primary (behind the breaker), ALS, popular.
+
+Each request has a deadline (``deadline_ms``). The chain spends it in order and skips a remote
+tier when the time left cannot cover at least ``min_tier_ms`` of it:
+
+1. features (Feast, ``feature_timeout_ms``). Failure: reason ``features_unavailable``, skip the
+   primary (it needs features). No features for the user: reason ``cold_start``, skip the primary.
+2. primary (Two-Tower on Triton) if the breaker grants a permit (else ``breaker_open``), with a
+   timeout of ``primary_timeout_ms`` (the breaker's slow-call threshold) or the time left.
+   Failure: ``timeout`` or ``error``.
+3. ALS (MF service, ``mf_timeout_ms``). A user it never saw: ``cold_start``, go to popular.
+4. popular, in memory: always answers.
+
+Every tier's answer is checked before it is served: exactly k unique items, none seen (features'
+``seen_items``, the training history, the request's ``exclude``), all known ids, scores sorted.
+An answer that breaks a rule is treated as that tier's error and the next tier serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry import propagate, trace
+
+from gateway.breaker import SlidingWindowBreaker
+from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
+from gateway.metrics import GatewayMetrics
+from gateway.popular import PopularList
+from gateway.schemas import FallbackReason, Tier
+from gateway.tiers import TierResult, UserFeatures
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("gateway")
+
+# Time kept back for the popular tier and the response itself.
+_RESERVE_S = 0.002
+
+
+class FeatureSource(Protocol):
+    async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None: ...
+
+
+class PrimaryTier(Protocol):
+    async def recommend(
+        self, features: UserFeatures, *, k: int, exclude: Sequence[int], timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult: ...
+
+
+class FallbackTier(Protocol):
+    async def recommend(
+        self, user_id: int, *, k: int, exclude: Sequence[int], timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult: ...
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Time budgets in seconds (see ``GatewaySettings``)."""
+
+    deadline_s: float = 0.250
+    feature_timeout_s: float = 0.020
+    primary_timeout_s: float = 0.100
+    mf_timeout_s: float = 0.060
+    min_tier_s: float = 0.005
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the chain served and why."""
+
+    result: TierResult
+    tier: Tier
+    reason: FallbackReason | None
+    features: str  # ok | missing | unavailable | disabled
+
+
+def _traceparent() -> dict[str, str]:
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
+
+
+class FallbackChain:
+    """See the module docstring. One instance per app, shared by all requests."""
+
+    def __init__(
+        self,
+        *,
+        config: ChainConfig,
+        popular: PopularList,
+        breaker: SlidingWindowBreaker,
+        metrics: GatewayMetrics,
+        features: FeatureSource | None = None,
+        primary: PrimaryTier | None = None,
+        fallback: FallbackTier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.popular = popular
+        self.breaker = breaker
+        self.metrics = metrics
+        self.features = features
+        self.primary = primary
+        self.fallback = fallback
+        self.clock = clock
+
+    async def recommend(self, *, user_id: int, k: int, exclude: Sequence[int]) -> Outcome:
+        """Serve k items for ``user_id`` within the deadline; never raises an upstream error."""
+        cfg = self.config
+        deadline = self.clock() + cfg.deadline_s
+        feats, feature_state = await self._read_features(user_id, deadline)
+        skip = set(exclude)
+        if feats is not None:
+            skip.update(feats.seen_items)
+        skip.update(int(i) for i in self.popular.seen(user_id))
+        exclude_all = sorted(skip)
+
+        reason: FallbackReason | None
+        if feature_state == "unavailable":
+            reason = FallbackReason.FEATURES_UNAVAILABLE
+        elif feature_state == "missing":
+            reason = FallbackReason.COLD_START
+        else:
+            reason = None
+
+        if feats is not None and self.primary is not None:
+            result, reason = await self._call_primary(feats, k, exclude_all, skip, deadline)
+            if result is not None:
+                return Outcome(result, Tier.TWO_TOWER, None, feature_state)
+        elif reason is None:
+            reason = FallbackReason.ERROR  # features read fine but no primary is configured
+
+        if self.fallback is not None:
+            result, als_reason = await self._call_fallback(user_id, k, exclude_all, skip, deadline)
+            if result is not None:
+                return Outcome(result, Tier.ALS, reason, feature_state)
+            if als_reason is FallbackReason.COLD_START and reason is not FallbackReason.FEATURES_UNAVAILABLE:
+                reason = FallbackReason.COLD_START
+
+        result = self.popular.recommend(user_id, k=k, exclude=skip)
+        return Outcome(result, Tier.POPULAR, reason, feature_state)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _left(self, deadline: float) -> float:
+        return deadline - self.clock() - _RESERVE_S
+
+    async def _read_features(self, user_id: int, deadline: float) -> tuple[UserFeatures | None, str]:
+        if self.features is None:
+            return None, "disabled"
+        budget = min(self.config.feature_timeout_s, self._left(deadline))
+        with tracer.start_as_current_span("features.read") as span:
+            started = self.clock()
+            try:
+                feats = await self.features.read(user_id, timeout_s=budget)
+            except UpstreamError as exc:
+                kind = "timeout" if "timed out" in exc.detail else "error"
+                self.metrics.feature_errors.labels(kind=kind).inc()
+                span.set_attribute("feature.outcome", f"unavailable:{kind}")
+                logger.warning("features unavailable for user %d: %s", user_id, exc.detail)
+                return None, "unavailable"
+            finally:
+                self.metrics.feature_seconds.observe(self.clock() - started)
+            state = "ok" if feats is not None else "missing"
+            span.set_attribute("feature.outcome", state)
+            return feats, state
+
+    async def _call_primary(
+        self, feats: UserFeatures, k: int, exclude: list[int], skip: set[int], deadline: float
+    ) -> tuple[TierResult | None, FallbackReason]:
+        assert self.primary is not None
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return None, FallbackReason.BREAKER_OPEN
+        budget = min(self.config.primary_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
+            self.breaker.release(permit)
+            return None, FallbackReason.TIMEOUT
+        cut_short = budget < self.config.primary_timeout_s
+        with tracer.start_as_current_span("tier.two_tower") as span:
+            span.set_attribute("breaker.state", self.breaker.state)
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                result = await self.primary.recommend(
+                    feats, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
+                )
+            except UpstreamTimeout as exc:
+                elapsed = self.clock() - started
+                if cut_short:  # our deadline, not the upstream's fault: no verdict
+                    self.breaker.release(permit)
+                else:
+                    self.breaker.record(permit, duration=elapsed, ok=False)
+                self._upstream(Tier.TWO_TOWER, "timeout", elapsed, span, exc)
+                return None, FallbackReason.TIMEOUT
+            except UpstreamError as exc:
+                elapsed = self.clock() - started
+                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._upstream(Tier.TWO_TOWER, "error", elapsed, span, exc)
+                return None, FallbackReason.ERROR
+            except BaseException:
+                self.breaker.release(permit)  # cancelled: the caller gave up, no verdict
+                raise
+            elapsed = self.clock() - started
+            self.breaker.record(permit, duration=elapsed, ok=True)
+            checked = self._check(result, k, skip)
+            self._upstream(Tier.TWO_TOWER, "ok" if checked else "invalid", elapsed, span, None)
+            span.set_attribute("model.version", result.model_version)
+        return checked, FallbackReason.ERROR
+
+    async def _call_fallback(
+        self, user_id: int, k: int, exclude: list[int], skip: set[int], deadline: float
+    ) -> tuple[TierResult | None, FallbackReason | None]:
+        assert self.fallback is not None
+        budget = min(self.config.mf_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
+            return None, None
+        with tracer.start_as_current_span("tier.als") as span:
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                result = await self.fallback.recommend(
+                    user_id, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
+                )
+            except UnknownUser:
+                self._upstream(Tier.ALS, "unknown_user", self.clock() - started, span, None)
+                return None, FallbackReason.COLD_START
+            except UpstreamTimeout as exc:
+                self._upstream(Tier.ALS, "timeout", self.clock() - started, span, exc)
+                return None, None
+            except UpstreamError as exc:
+                self._upstream(Tier.ALS, "error", self.clock() - started, span, exc)
+                return None, None
+            checked = self._check(result, k, skip)
+            self._upstream(Tier.ALS, "ok" if checked else "invalid", self.clock() - started, span, None)
+            span.set_attribute("model.version", result.model_version)
+        return checked, None
+
+    def _upstream(
+        self, tier: Tier, outcome: str, elapsed: float, span: trace.Span, exc: UpstreamError | None
+    ) -> None:
+        self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome).observe(elapsed)
+        span.set_attribute("tier.outcome", outcome)
+        if exc is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
+            logger.info("%s %s after %.1f ms: %s", tier.value, outcome, elapsed * 1000, exc.detail)
+
+    def _check(self, result: TierResult, k: int, skip: set[int]) -> TierResult | None:
+        """The result if it follows every rule (k unique, unseen, known, sorted), else None."""
+        items = result.item_ids
+        if len(items) != k or len(set(items)) != k or skip.intersection(items):
+            logger.warning("%s broke the rules: %d items for k=%d", result.model_version, len(items), k)
+            return None
+        if not bool(self.popular.known(items).all()):
+            logger.warning("%s returned unknown item ids", result.model_version)
+            return None
+        if any(a < b for a, b in zip(result.scores, result.scores[1:], strict=False)):
+            order = sorted(range(k), key=lambda i: -result.scores[i])
+            return TierResult(
+                item_ids=[items[i] for i in order],
+                scores=[result.scores[i] for i in order],
+                model_version=result.model_version,
+            )
+        return result

@@ -1,0 +1,114 @@
+"""Build and close the gateway's long-lived objects: clients, breaker, popular list, chain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from cascade.paths import Layout
+from gateway.breaker import SlidingWindowBreaker, redis_storage
+from gateway.chain import ChainConfig, FallbackChain, FeatureSource
+from gateway.errors import UpstreamError
+from gateway.fallback import MfFallback
+from gateway.features import FeastFeatureReader, FeaturesUnavailable
+from gateway.metrics import GatewayMetrics
+from gateway.popular import PopularList
+from gateway.primary import TritonPrimary
+from gateway.settings import GatewaySettings
+from gateway.tiers import UserFeatures
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    """What the lifespan owns. ``closers`` run at shutdown, in reverse order."""
+
+    chain: FallbackChain
+    primary: TritonPrimary | None = None
+    fallback: MfFallback | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def popular(self) -> PopularList:
+        return self.chain.popular
+
+    @property
+    def breaker(self) -> SlidingWindowBreaker:
+        return self.chain.breaker
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except (UpstreamError, OSError, RuntimeError) as exc:
+                logger.warning("error while closing: %r", exc)
+
+
+class NoFeatures:
+    """A feature source for when the store could not be opened: every read is unavailable."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None:
+        raise FeaturesUnavailable(self.why)
+
+
+def chain_config(settings: GatewaySettings) -> ChainConfig:
+    return ChainConfig(
+        deadline_s=settings.deadline_ms / 1000,
+        feature_timeout_s=settings.feature_timeout_ms / 1000,
+        primary_timeout_s=settings.primary_timeout_ms / 1000,
+        mf_timeout_s=settings.mf_timeout_ms / 1000,
+        min_tier_s=settings.min_tier_ms / 1000,
+    )
+
+
+def build_breaker(settings: GatewaySettings, metrics: GatewayMetrics) -> SlidingWindowBreaker:
+    storage = None
+    if settings.breaker_redis_url:
+        storage = redis_storage(url=settings.breaker_redis_url, namespace="cascade:gateway:primary")
+    breaker = SlidingWindowBreaker(
+        name="primary", config=settings.breaker_config(), storage=storage,
+        on_transition=[metrics.on_breaker_transition],
+    )
+    metrics.on_breaker_transition(breaker.name, "none", breaker.state)
+    return breaker
+
+
+async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -> Components:
+    """The real clients from ``settings`` (Feast opened in a thread: it imports slowly)."""
+    popular = PopularList(artifacts_dir=settings.artifacts_dir)
+    await asyncio.to_thread(popular.refresh)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    features: FeatureSource | None = None
+    if settings.features_enabled:
+        try:
+            reader = await asyncio.to_thread(
+                FeastFeatureReader.open,
+                layout=Layout(home=Layout.from_env().home),
+                dataset=settings.dataset,
+                socket_timeout_s=settings.feature_timeout_ms / 1000,
+            )
+            await reader.start()
+            closers.append(reader.close)
+            features = reader
+        except Exception as exc:  # startup, not the request path: any failure means no features
+            logger.error("feature store for %r not available: %r", settings.dataset, exc)
+            features = NoFeatures(f"feature store not opened: {exc}")
+    primary = None
+    if settings.triton_url:
+        primary = TritonPrimary(url=settings.triton_url, protocol=settings.triton_protocol, model=settings.triton_model)
+        closers.append(primary.close)
+    fallback = None
+    if settings.mf_url:
+        fallback = MfFallback(base_url=settings.mf_url, timeout_s=settings.mf_timeout_ms / 1000)
+        closers.append(fallback.close)
+    chain = FallbackChain(
+        config=chain_config(settings), popular=popular, breaker=build_breaker(settings, metrics),
+        metrics=metrics, features=features, primary=primary, fallback=fallback,
+    )
+    return Components(chain=chain, primary=primary, fallback=fallback, closers=closers)

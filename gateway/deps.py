@@ -1,0 +1,31 @@
+"""``Annotated`` dependency aliases: the app's long-lived objects, owned by the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.components import Components
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+ComponentsDep = Annotated[Components, Depends(get_components)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]

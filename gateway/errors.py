@@ -1,0 +1,64 @@
+"""Domain exceptions that know their HTTP status, rendered by one handler in ``main.py``.
+
+Tree::
+
+    GatewayError                 (500, code "internal")
+    ├── BadRequest               (422, "invalid_request")
+    ├── PayloadTooLarge          (413, "payload_too_large")
+    ├── NotReady                 (503, "not_ready")
+    └── UpstreamError            (502, "upstream_error"): a tier failed; the chain catches these
+        ├── UpstreamTimeout      (504, "upstream_timeout")
+        ├── UpstreamUnavailable  (503, "upstream_unavailable")
+        └── UnknownUser          (404, "unknown_user"): the tier does not know the user
+
+Tier clients turn their library's errors (httpx, tritonclient, redis) into ``UpstreamError``
+subclasses, so the fallback chain catches one narrow family and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of the gateway's domain errors."""
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(GatewayError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotReady(GatewayError):
+    status_code = 503
+    code = "not_ready"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UnknownUser(UpstreamError):
+    status_code = 404
+    code = "unknown_user"

@@ -1,0 +1,80 @@
+"""The ALS tier: the fallback MF service over HTTP (httpx, keep-alive pool, timeout per call).
+
+Wire format: ``fallback_mf.schemas``. httpx errors become ``UpstreamTimeout`` /
+``UpstreamUnavailable`` / ``UpstreamError``; a user the model never saw (``known_user`` false)
+becomes ``UnknownUser``, so the chain answers ``cold_start`` from its own popular list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import httpx
+from pydantic import ValidationError
+
+from fallback_mf import schemas as mf
+from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.tiers import TierResult
+
+MF_MAX_EXCLUDE = 1000  # the MF service's default MF_MAX_EXCLUDE
+
+
+class MfFallback:
+    """Async client of ``GET /v1/recommendations/{user_id}`` on the MF service."""
+
+    def __init__(self, *, base_url: str, timeout_s: float, max_connections: int = 64) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ready(self, *, timeout_s: float = 0.5) -> bool:
+        """Whether ``/readyz`` answers 200 (for /readyz details; never gates readiness)."""
+        try:
+            response = await self.client.get("/readyz", timeout=timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def recommend(
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult:
+        """Top-k for one user, excluding ``exclude``; raises the Upstream* errors."""
+        params: dict[str, str | int] = {"k": k}
+        if exclude:
+            params["exclude"] = ",".join(str(i) for i in list(exclude)[:MF_MAX_EXCLUDE])
+        path = mf.RECOMMENDATIONS_PATH.format(user_id=user_id)
+        try:
+            response = await self.client.get(
+                path, params=params, headers=dict(headers or {}), timeout=timeout_s
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"MF did not answer in {timeout_s * 1000:.0f} ms") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"MF unreachable: {exc!r}") from exc
+        if response.status_code >= 500:
+            raise UpstreamUnavailable(f"MF answered {response.status_code}")
+        if response.status_code != 200:
+            raise UpstreamError(f"MF answered {response.status_code}: {response.text[:200]}")
+        try:
+            body = mf.RecommendationResponse.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UpstreamError(f"MF answer does not match its schema: {exc}") from exc
+        if not body.known_user:
+            raise UnknownUser(f"user {user_id} is unknown to the ALS model")
+        return TierResult(
+            item_ids=[i.item_id for i in body.items],
+            scores=[i.score for i in body.items],
+            model_version=f"als/{body.model_version}",
+        )

@@ -1,0 +1,225 @@
+"""The gateway's app factory: routes, lifespan (clients, breaker, popular refresh), error handler.
+
+``create_app(settings=None)`` builds everything from ``GatewaySettings`` (env ``GATEWAY_*``).
+Tests may pass ``components=`` (a factory returning ready ``Components``) to put in-process fakes
+in place of upstreams, for faults that real processes cannot produce on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from opentelemetry import propagate, trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cascade.telemetry import configure_tracing
+from gateway import schemas
+from gateway.components import Components, build_components
+from gateway.deps import ComponentsDep, MetricsDep, SettingsDep
+from gateway.errors import BadRequest, GatewayError
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import GatewayMiddleware, route_label
+from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("gateway")
+
+ComponentsFactory = Callable[[GatewaySettings, GatewayMetrics], Awaitable[Components]]
+
+
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        413: "Request body too large",
+        422: "Invalid request: malformed user id, k out of range, bad body",
+        500: "Internal error",
+        503: "Not ready",
+    }
+    return {code: {"model": schemas.ErrorResponse, "description": text[code]} for code in codes}
+
+
+def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _refresh_popular(components: Components, interval_s: float, metrics: GatewayMetrics) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        if await asyncio.to_thread(components.popular.refresh):
+            snap = components.popular.snapshot
+            metrics.popular_items.set(len(snap.items) if snap else 0)
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, components: ComponentsFactory | None = None
+) -> FastAPI:
+    """The gateway app. ``settings`` default to the environment (``GATEWAY_*``)."""
+    settings = settings or GatewaySettings()
+    metrics = GatewayMetrics()
+    factory = components or build_components
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        provider = configure_tracing(service_name="gateway")
+        built = await factory(settings, metrics)
+        app.state.components = built
+        snap = built.popular.snapshot
+        metrics.popular_items.set(len(snap.items) if snap else 0)
+        refresher = None
+        if settings.popular_refresh_s > 0:
+            refresher = asyncio.create_task(_refresh_popular(built, settings.popular_refresh_s, metrics))
+        logger.info("gateway ready: popular=%s primary=%s mf=%s", built.popular.version,
+                    settings.triton_url or "-", settings.mf_url or "-")
+        try:
+            yield
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            await built.close()
+            provider.shutdown()
+            logger.info("gateway stopped: clients closed")
+
+    app = FastAPI(
+        title="Cascade gateway",
+        version="1.0",
+        summary="Personalized top-k recommendations that always answer in time.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+
+    def error(request: Request, status: int, code: str, detail: str) -> Response:
+        metrics.errors.labels(route=route_label(request.url.path), code=code).inc()
+        request_id = getattr(request.state, "request_id", None)
+        return _json({"code": code, "detail": detail, "request_id": request_id}, status=status)
+
+    @app.exception_handler(GatewayError)
+    async def _domain_error(request: Request, exc: GatewayError) -> Response:
+        return error(request, exc.status_code, exc.code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for item in exc.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return error(request, 422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    async def serve(request: Request, comps: Components, *, user_id: int, k: int, exclude: list[int]) -> Response:
+        if k > settings.max_k:
+            raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
+        if len(exclude) > settings.max_exclude:
+            raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
+        request_id: str = request.state.request_id
+        context = propagate.extract(request.headers)
+        with tracer.start_as_current_span("gateway.recommend", context=context) as span:
+            span.set_attribute("k", k)
+            span.set_attribute("request.id", request_id)
+            outcome = await comps.chain.recommend(user_id=user_id, k=k, exclude=exclude)
+            reason = outcome.reason.value if outcome.reason else None
+            span.set_attribute("tier", outcome.tier.value)
+            span.set_attribute("fallback.reason", reason or "none")
+            span.set_attribute("breaker.state", comps.breaker.state)
+            span.set_attribute("model.version", outcome.result.model_version)
+            span.set_attribute("feature.outcome", outcome.features)
+        if reason:
+            metrics.fallbacks.labels(reason=reason, tier=outcome.tier.value).inc()
+        metrics.served.labels(tier=outcome.tier.value, model_version=outcome.result.model_version).inc()
+        body = {
+            "user_id": user_id,
+            "items": [
+                {"item_id": i, "score": s}
+                for i, s in zip(outcome.result.item_ids, outcome.result.scores, strict=True)
+            ],
+            "served_by": outcome.tier.value,
+            "fallback_reason": reason,
+            "model_version": outcome.result.model_version,
+            "request_id": request_id,
+        }
+        headers = {schemas.SERVED_BY_HEADER: outcome.tier.value}
+        if reason:
+            headers[schemas.FALLBACK_REASON_HEADER] = reason
+        return _json(body, headers=headers)
+
+    ok_doc: dict[int | str, dict[str, Any]] = {
+        200: {
+            "model": schemas.RecommendationResponse,
+            "description": "k items; the serving tier is also in the X-Served-By header",
+        }
+    }
+
+    @app.get(
+        schemas.RECOMMENDATIONS_PATH + "/{user_id}",
+        response_model=schemas.RecommendationResponse,
+        responses={**ok_doc, **_error_responses(422, 500)},
+        tags=["recommendations"],
+    )
+    async def get_recommendations(
+        request: Request,
+        comps: ComponentsDep,
+        user_id: Annotated[int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")],
+        k: Annotated[int, Query(ge=1, le=settings.max_k, description="how many items")] = settings.default_k,
+    ) -> Response:
+        """Top-k items for a user, from the best tier that answers within the deadline."""
+        return await serve(request, comps, user_id=user_id, k=k, exclude=[])
+
+    @app.post(
+        schemas.RECOMMENDATIONS_PATH,
+        response_model=schemas.RecommendationResponse,
+        responses={**ok_doc, **_error_responses(413, 422, 500)},
+        tags=["recommendations"],
+    )
+    async def post_recommendations(
+        request: Request, comps: ComponentsDep, body: schemas.RecommendationRequest
+    ) -> Response:
+        """Top-k items for a user, never returning the ``exclude`` ids."""
+        return await serve(request, comps, user_id=body.user_id, k=body.k, exclude=body.exclude)
+
+    @app.get("/healthz", response_model=schemas.HealthResponse, tags=["ops"])
+    async def healthz() -> Response:
+        """The process is alive."""
+        return _json({"status": "ok", "checks": {}})
+
+    @app.get(
+        "/readyz",
+        response_model=schemas.HealthResponse,
+        responses=_error_responses(503),
+        tags=["ops"],
+    )
+    async def readyz(comps: ComponentsDep, cfg: SettingsDep) -> Response:
+        """Ready when the popular list is loaded and a primary or MF tier is configured.
+
+        Upstream health is reported but never gates readiness: the chain falls back to popular,
+        and pulling every replica out of the load balancer during a shared upstream outage
+        would turn a degraded answer into no answer.
+        """
+        checks = {
+            "popular": comps.popular.version or "missing",
+            "breaker": comps.breaker.state,
+            "triton": "unconfigured",
+            "mf": "unconfigured",
+        }
+        if comps.primary is not None:
+            checks["triton"] = "ready" if await comps.primary.ready(timeout_s=0.2) else "down"
+        if comps.fallback is not None:
+            checks["mf"] = "ready" if await comps.fallback.ready(timeout_s=0.2) else "down"
+        ready = comps.popular.loaded and (bool(cfg.triton_url) or bool(cfg.mf_url))
+        return _json({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus_metrics(m: MetricsDep) -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

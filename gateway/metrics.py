@@ -1,0 +1,68 @@
+"""Prometheus metrics of the gateway, on a registry per app (tests build many apps).
+
+Names (all prefixed ``gateway_``): ``requests_total{route,method,status,tier}``,
+``request_seconds{route,tier}`` (buckets 1..250 ms and beyond), ``errors_total{route,code}``,
+``fallbacks_total{reason,tier}``, ``breaker_state{breaker}`` (0 closed, 1 half-open, 2 open),
+``breaker_transitions_total{breaker,from_state,to_state}``, ``feature_read_seconds``,
+``feature_read_errors_total{kind}``, ``upstream_seconds{tier,outcome}``, ``in_flight``,
+``served_total{tier,model_version}``, ``popular_items``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.breaker import STATE_VALUES
+
+# Resolve 1..250 ms (the SLO region) finely, with a tail for pathologies.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.010, 0.015, 0.020, 0.030, 0.040, 0.050, 0.075,
+    0.100, 0.125, 0.150, 0.200, 0.250, 0.500, 1.0, 2.5,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests answered", ["route", "method", "status", "tier"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_seconds", "Request latency by route and serving tier",
+            ["route", "tier"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.errors = Counter("gateway_errors", "Error responses by code", ["route", "code"], registry=r)
+        self.fallbacks = Counter(
+            "gateway_fallbacks", "Responses not served by the primary, by reason",
+            ["reason", "tier"], registry=r,
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r
+        )
+        self.breaker_transitions = Counter(
+            "gateway_breaker_transitions", "Breaker state transitions",
+            ["breaker", "from_state", "to_state"], registry=r,
+        )
+        self.feature_seconds = Histogram(
+            "gateway_feature_read_seconds", "Feast online read latency", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.feature_errors = Counter(
+            "gateway_feature_read_errors", "Failed Feast online reads", ["kind"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_seconds", "Upstream call latency per tier and outcome",
+            ["tier", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("gateway_in_flight", "Requests being served", registry=r)
+        self.served = Counter(
+            "gateway_served", "Responses by tier and model version", ["tier", "model_version"], registry=r
+        )
+        self.popular_items = Gauge("gateway_popular_items", "Items in the in-memory popular list", registry=r)
+
+    def on_breaker_transition(self, name: str, old: str, new: str) -> None:
+        """Breaker observer: gauge and transition counter."""
+        self.breaker_state.labels(breaker=name).set(STATE_VALUES.get(new, -1))
+        self.breaker_transitions.labels(breaker=name, from_state=old, to_state=new).inc()

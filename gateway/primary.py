@@ -1,0 +1,139 @@
+"""The primary tier: the Two-Tower model on Triton, through the async tritonclient (gRPC or HTTP).
+
+Tensors follow ``two_tower.contract``. The per-call timeout is applied both by the client
+(gRPC deadline) and by ``asyncio.wait_for`` (HTTP, and a hard bound either way). The caller
+passes the ``traceparent`` header so Triton's spans join the request's trace. Errors become
+``UpstreamTimeout`` / ``UpstreamUnavailable`` / ``UpstreamError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.tiers import TierResult, UserFeatures
+from two_tower import contract
+
+logger = logging.getLogger(__name__)
+
+# gRPC retries a lost connection with exponential backoff up to 120 s by default: far too slow
+# to notice that Triton is back. Keep the reconnect backoff short.
+_GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
+]
+
+
+def build_inputs(
+    features: UserFeatures, *, k: int, exclude: Sequence[int], module: Any
+) -> list[Any]:
+    """The contract's input tensors for one user (``module``: tritonclient.grpc or .http)."""
+    seen = list(dict.fromkeys([*exclude, *features.seen_items]))
+    values: dict[str, np.ndarray] = {
+        contract.USER_ID: np.array([[features.user_id]], dtype=np.int64),
+        contract.AGE_BUCKET: np.array([[features.age_bucket]], dtype=np.int64),
+        contract.COUNTRY: np.array([[features.country.encode()]], dtype=np.object_),
+        contract.INTERACTION_COUNT: np.array([[features.interaction_count]], dtype=np.int64),
+        contract.RECENT_ITEMS: np.array(
+            [contract.pad_items(list(features.recent_items), contract.RECENT_ITEMS_LEN)], dtype=np.int64
+        ),
+        contract.SEEN_ITEMS: np.array(
+            [contract.pad_items(seen, contract.MAX_SEEN_ITEMS)], dtype=np.int64
+        ),
+        contract.K: np.array([[k]], dtype=np.int32),
+    }
+    inputs = []
+    for spec in contract.INPUTS:
+        tensor = module.InferInput(spec.name, list(values[spec.name].shape), spec.dtype)
+        tensor.set_data_from_numpy(values[spec.name])
+        inputs.append(tensor)
+    return inputs
+
+
+class TritonPrimary:
+    """Async Triton client for the Two-Tower model."""
+
+    def __init__(self, *, url: str, protocol: str, model: str = contract.MODEL_NAME) -> None:
+        self.url = url
+        self.protocol = protocol
+        self.model = model
+        self._client: Any = None
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+            import tritonclient.grpc.aio as aio
+
+            self._client = aio.InferenceServerClient(url=url, channel_args=_GRPC_CHANNEL_ARGS)
+        else:
+            import tritonclient.http as module
+            import tritonclient.http.aio as aio
+
+            self._client = aio.InferenceServerClient(url=url, conn_timeout=5.0)
+        self._module = module
+        self._outputs = [module.InferRequestedOutput(spec.name) for spec in contract.OUTPUTS]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ready(self, *, timeout_s: float = 0.5) -> bool:
+        """Whether the model answers ready (for /readyz details; never gates readiness)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(await asyncio.wait_for(self._client.is_model_ready(self.model), timeout_s))
+        except (InferenceServerException, TimeoutError, OSError):
+            return False
+
+    async def recommend(
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult:
+        """Top-k for one user; raises UpstreamTimeout / UpstreamUnavailable / UpstreamError."""
+        from tritonclient.utils import InferenceServerException
+
+        inputs = build_inputs(features, k=k, exclude=exclude, module=self._module)
+        kwargs: dict[str, Any] = {"headers": dict(headers or {})}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout_s
+        try:
+            result = await asyncio.wait_for(
+                self._client.infer(self.model, inputs, outputs=self._outputs, **kwargs), timeout_s
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"triton did not answer in {timeout_s * 1000:.0f} ms") from exc
+        except InferenceServerException as exc:
+            status = str(exc.status() or "")
+            if "DEADLINE_EXCEEDED" in status:
+                raise UpstreamTimeout(f"triton deadline exceeded: {exc.message()}") from exc
+            if "UNAVAILABLE" in status:
+                raise UpstreamUnavailable(f"triton unavailable: {exc.message()}") from exc
+            raise UpstreamError(f"triton error {status}: {exc.message()}") from exc
+        except (OSError, ConnectionError) as exc:  # HTTP client: refused / reset
+            raise UpstreamUnavailable(f"triton unreachable: {exc!r}") from exc
+        item_ids = result.as_numpy(contract.ITEM_IDS)
+        scores = result.as_numpy(contract.SCORES)
+        if item_ids is None or scores is None:
+            raise UpstreamError("triton response lacks item_ids or scores")
+        row_items, row_scores = item_ids.reshape(-1), scores.reshape(-1)
+        keep = row_items != contract.PAD_ITEM
+        response = result.get_response()
+        version = response["model_version"] if isinstance(response, dict) else response.model_version
+        return TierResult(
+            item_ids=[int(i) for i in row_items[keep][:k]],
+            scores=[float(s) for s in row_scores[keep][:k]],
+            model_version=f"{self.model}/{version or '1'}",
+        )

@@ -1,0 +1,86 @@
+"""The gateway's public wire format, defined once here (its producer). Imports only pydantic.
+
+``GET /v1/recommendations/{user_id}?k=20`` and ``POST /v1/recommendations`` (body
+:class:`RecommendationRequest`) answer :class:`RecommendationResponse`, with the serving tier also
+in the ``X-Served-By`` header and the request id in ``X-Request-ID``. Errors answer
+:class:`ErrorResponse`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECOMMENDATIONS_PATH = "/v1/recommendations"
+SERVED_BY_HEADER = "X-Served-By"
+REQUEST_ID_HEADER = "X-Request-ID"
+FALLBACK_REASON_HEADER = "X-Fallback-Reason"
+
+# User ids are the data set's own non-negative int64 ids.
+MAX_USER_ID = 2**63 - 1
+
+
+class Tier(StrEnum):
+    """Which tier served a response."""
+
+    TWO_TOWER = "two_tower"
+    ALS = "als"
+    POPULAR = "popular"
+
+
+class FallbackReason(StrEnum):
+    """Why a response was not served by the primary tier."""
+
+    BREAKER_OPEN = "breaker_open"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    FEATURES_UNAVAILABLE = "features_unavailable"
+    COLD_START = "cold_start"
+
+
+class RecommendationRequest(BaseModel):
+    """Body of ``POST /v1/recommendations``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=0, le=MAX_USER_ID, description="the data set's own user id")
+    k: int = Field(20, ge=1, description="how many items; at most the gateway's max_k")
+    exclude: list[int] = Field(
+        default_factory=list, description="item ids never to return (besides the user's history)"
+    )
+
+
+class ScoredItem(BaseModel):
+    """One recommended item (higher score is better; scores are comparable only within a tier)."""
+
+    item_id: int
+    score: float
+
+
+class RecommendationResponse(BaseModel):
+    """Exactly k unique items the user has not interacted with, best first."""
+
+    user_id: int
+    items: list[ScoredItem]
+    served_by: Tier
+    fallback_reason: FallbackReason | None = Field(
+        description="null when the primary (two_tower) served the request"
+    )
+    model_version: str
+    request_id: str
+
+
+class ErrorResponse(BaseModel):
+    """A domain error: a stable machine-readable ``code`` and a human-readable ``detail``."""
+
+    code: str
+    detail: str
+    request_id: str | None = None
+
+
+class HealthResponse(BaseModel):
+    """``/healthz`` and ``/readyz``: status plus what each check found."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

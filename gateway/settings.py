@@ -1,0 +1,118 @@
+"""Settings of the gateway: one pydantic-settings class, env prefix ``GATEWAY_``.
+
+Built by the entry point or by ``create_app``, never at import time.
+
+=================================== ========================== ==========================================
+variable                            default                    meaning
+=================================== ========================== ==========================================
+``GATEWAY_HOST`` / ``GATEWAY_PORT`` ``127.0.0.1`` / ``8000``   bind address and port
+``GATEWAY_TRITON_URL``              ``127.0.0.1:8101``         Triton address (gRPC ``host:port``, or
+                                                               HTTP ``host:port``); empty: no primary
+``GATEWAY_TRITON_PROTOCOL``         ``grpc``                   ``grpc`` or ``http``
+``GATEWAY_MF_URL``                  ``http://127.0.0.1:8001``  fallback MF service; empty: no ALS tier
+``GATEWAY_DATASET``                 ``$CASCADE_DATASET``/demo  data set whose Feast registry is read
+``GATEWAY_FEATURES_ENABLED``        ``true``                   false: never read features
+``GATEWAY_ARTIFACTS_DIR``           ``$CASCADE_HOME/artifacts`` where the ALS artifacts (popular list) are
+``GATEWAY_DEADLINE_MS``             ``250``                    whole-request budget
+``GATEWAY_FEATURE_TIMEOUT_MS``      ``20``                     Feast online read timeout
+``GATEWAY_PRIMARY_TIMEOUT_MS``      ``100``                    Triton per-call timeout = slow-call threshold
+``GATEWAY_MF_TIMEOUT_MS``           ``60``                     MF per-call timeout
+``GATEWAY_MIN_TIER_MS``             ``5``                      skip a remote tier with less time left
+``GATEWAY_BREAKER_WINDOW``          ``100``                    sliding window, calls
+``GATEWAY_BREAKER_MIN_CALLS``       ``50``                     calls before the rates are judged
+``GATEWAY_BREAKER_THRESHOLD``       ``0.5``                    failure / slow-call rate that opens it
+``GATEWAY_BREAKER_WAIT_S``          ``5``                      open period before half-open
+``GATEWAY_BREAKER_HALF_OPEN_CALLS`` ``2``                      trial calls when half-open
+``GATEWAY_BREAKER_REDIS_URL``       unset                      share breaker state across replicas
+``GATEWAY_MAX_K`` / ``DEFAULT_K``   ``100`` / ``20``           k limits (max <= Triton contract MAX_K)
+``GATEWAY_MAX_EXCLUDE``             ``500``                    most ids in one ``exclude`` list
+``GATEWAY_MAX_BODY_BYTES``          ``16384``                  larger bodies answer 413
+``GATEWAY_POPULAR_REFRESH_S``       ``60``                     re-read the popular list; 0 disables
+``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
+=================================== ========================== ==========================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cascade.paths import Layout
+from gateway.breaker import BreakerConfig
+from two_tower import contract
+
+
+def _default_dataset() -> str:
+    return os.environ.get("CASCADE_DATASET") or "demo"
+
+
+def _default_artifacts_dir() -> Path:
+    return Layout.from_env().artifacts_dir
+
+
+class GatewaySettings(BaseSettings):
+    """Configuration of one gateway process (see the module docstring for the table)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    triton_url: str = "127.0.0.1:8101"
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_model: str = contract.MODEL_NAME
+    mf_url: str = "http://127.0.0.1:8001"
+    dataset: str = Field(
+        default_factory=_default_dataset,
+        validation_alias=AliasChoices("GATEWAY_DATASET", "CASCADE_DATASET"),
+    )
+    features_enabled: bool = True
+    artifacts_dir: Path = Field(default_factory=_default_artifacts_dir)
+
+    deadline_ms: float = Field(default=250.0, gt=0, le=10_000)
+    feature_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
+    primary_timeout_ms: float = Field(default=100.0, gt=0, le=5_000)
+    mf_timeout_ms: float = Field(default=60.0, gt=0, le=5_000)
+    min_tier_ms: float = Field(default=5.0, ge=0, le=1_000)
+
+    breaker_window: int = Field(default=100, ge=1, le=100_000)
+    breaker_min_calls: int = Field(default=50, ge=1, le=100_000)
+    breaker_threshold: float = Field(default=0.5, gt=0, le=1)
+    breaker_wait_s: float = Field(default=5.0, ge=0, le=3_600)
+    breaker_half_open_calls: int = Field(default=2, ge=1, le=1_000)
+    breaker_redis_url: str | None = None
+
+    max_k: int = Field(default=100, ge=1, le=contract.MAX_K)
+    default_k: int = Field(default=20, ge=1, le=contract.MAX_K)
+    max_exclude: int = Field(default=500, ge=0, le=10_000)
+    max_body_bytes: int = Field(default=16_384, ge=256, le=10_000_000)
+    popular_refresh_s: float = Field(default=60.0, ge=0)
+
+    log_level: str = "INFO"
+    json_logs: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.breaker_min_calls > self.breaker_window:
+            raise ValueError("breaker_min_calls must not exceed breaker_window")
+        if self.feature_timeout_ms >= self.deadline_ms:
+            raise ValueError("feature_timeout_ms must be below deadline_ms")
+        if self.mf_url and not self.mf_url.startswith(("http://", "https://")):
+            raise ValueError(f"mf_url must be an http(s) URL, got {self.mf_url!r}")
+        return self
+
+    def breaker_config(self) -> BreakerConfig:
+        """The breaker policy; the slow-call threshold is the primary's per-call timeout."""
+        return BreakerConfig(
+            window_size=self.breaker_window,
+            minimum_calls=self.breaker_min_calls,
+            failure_rate_threshold=self.breaker_threshold,
+            slow_call_seconds=self.primary_timeout_ms / 1000.0,
+            wait_seconds=self.breaker_wait_s,
+            half_open_calls=self.breaker_half_open_calls,
+        )
