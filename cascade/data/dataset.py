@@ -101,7 +101,9 @@ def sha256_file(path: Path, *, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def write_dataset(ds: Dataset, directory: Path, *, extra_manifest: dict[str, Any] | None = None) -> Path:
+def write_dataset(
+    ds: Dataset, directory: Path, *, extra_manifest: dict[str, Any] | None = None
+) -> Path:
     """Write ``ds`` into ``directory`` (replacing what is there) and return the folder.
 
     Files are written into a temporary sibling folder and moved into place at the end, so a
@@ -156,9 +158,13 @@ def read_dataset(directory: Path) -> Dataset:
     """Read a data set folder written by :func:`write_dataset`."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    missing = [f for f in (INTERACTIONS_FILE, USERS_FILE, ITEMS_FILE) if not (directory / f).is_file()]
+    missing = [
+        f for f in (INTERACTIONS_FILE, USERS_FILE, ITEMS_FILE) if not (directory / f).is_file()
+    ]
     if missing:
-        raise DatasetNotFoundError(f"data set at {directory} is incomplete: missing {', '.join(missing)}")
+        raise DatasetNotFoundError(
+            f"data set at {directory} is incomplete: missing {', '.join(missing)}"
+        )
     ds = Dataset(
         name=str(manifest.get("name", directory.name)),
         interactions=pd.read_parquet(directory / INTERACTIONS_FILE),

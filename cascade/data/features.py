@@ -170,7 +170,9 @@ def _user_activity(interactions: pd.DataFrame, stamps: list[int]) -> pd.DataFram
             state = _state_sorted(users[keep], items[keep])
             state.insert(1, EVENT_TIMESTAMP, pd.Timestamp(stamp, unit="us", tz="UTC"))
             parts.append(state)
-            logger.debug("activity snapshot %s: %d users", parts[-1][EVENT_TIMESTAMP].iloc[0], len(state))
+            logger.debug(
+                "activity snapshot %s: %d users", parts[-1][EVENT_TIMESTAMP].iloc[0], len(state)
+            )
         prev = stamp
     out = pd.concat(parts, ignore_index=True)
     out[EVENT_TIMESTAMP] = out[EVENT_TIMESTAMP].astype(_TS_DTYPE)
@@ -239,7 +241,9 @@ def build_feature_tables(
     every = snapshot_every or default_snapshot_every(len(ds.interactions))
     ts = _ts_int(ds.interactions[TIMESTAMP])
     stamps = _boundaries(int(ts.min()), int(ts.max()), every)
-    logger.info("building feature tables for %s: %d snapshots every %s", ds.name, len(stamps), every)
+    logger.info(
+        "building feature tables for %s: %d snapshots every %s", ds.name, len(stamps), every
+    )
     return {
         USER_PROFILE_FILE: _user_profile(ds),
         USER_ACTIVITY_FILE: _user_activity(ds.interactions, stamps),

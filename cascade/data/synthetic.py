@@ -75,7 +75,9 @@ def _categorical_by_group(
     return out
 
 
-def _users(rng: np.random.Generator, sc: Scale, cluster_p: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _users(
+    rng: np.random.Generator, sc: Scale, cluster_p: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     n = sc.users
     age = rng.choice(len(_AGE_P), size=n, p=_AGE_P).astype(np.int64)
     country = rng.choice(len(COUNTRIES), size=n, p=_COUNTRY_P)
@@ -137,7 +139,8 @@ def _activity(rng: np.random.Generator, sc: Scale, total: int) -> np.ndarray:
     raw = rng.lognormal(0.0, sc.activity_sigma, size=sc.users)
     counts = np.maximum(2, np.round(raw / raw.sum() * total)).astype(np.int64)
     cap = max(5, int(sc.items * sc.max_user_share))
-    return np.minimum(counts, cap)
+    out: np.ndarray = np.minimum(counts, cap)
+    return out
 
 
 _ROUNDS = 4
@@ -180,7 +183,9 @@ class _Sampler:
         return item, slot, noise
 
 
-def _timestamps(rng: np.random.Generator, signup_s: np.ndarray, release_s: np.ndarray) -> np.ndarray:
+def _timestamps(
+    rng: np.random.Generator, signup_s: np.ndarray, release_s: np.ndarray
+) -> np.ndarray:
     """Uniform between the latest of window start, signup and release, and the window end."""
     start_s = int(WINDOW_START.astype(np.int64))
     end_s = start_s + WINDOW_DAYS * _DAY_S

@@ -1,0 +1,65 @@
+"""Wall time and peak memory of generating a synthetic data set and its feature tables.
+
+Each run happens in a fresh Python process, so its peak RSS is the run's own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+_CHILD = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+from cascade.data.features import build_feature_tables, write_feature_tables
+from cascade.data.dataset import write_dataset
+from cascade.data.synthetic import generate
+
+scale = sys.argv[1]
+t0 = time.perf_counter()
+ds = generate(scale=scale)
+t1 = time.perf_counter()
+tables = build_feature_tables(ds)
+t2 = time.perf_counter()
+with tempfile.TemporaryDirectory() as tmp:
+    write_dataset(ds, Path(tmp) / scale)
+    write_feature_tables(tables, Path(tmp) / scale)
+    t3 = time.perf_counter()
+print(json.dumps({
+    "scale": scale,
+    "users": len(ds.users),
+    "items": len(ds.items),
+    "interactions": len(ds.interactions),
+    "activity_rows": len(tables["user_activity.parquet"]),
+    "generate_s": round(t1 - t0, 2),
+    "features_s": round(t2 - t1, 2),
+    "write_s": round(t3 - t2, 2),
+    "wall_s": round(t3 - t0, 2),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+}))
+"""
+
+
+def bench_generate(scale: str, *, timeout_s: float = 1800) -> dict[str, Any]:
+    """Generate ``scale``, build and write its feature tables in a subprocess; return the figures.
+
+    Keys: scale, users, items, interactions, activity_rows, generate_s, features_s, write_s,
+    wall_s (all three), peak_rss_mb (the subprocess's maximum resident set).
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, scale],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench of {scale} failed:\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(bench_generate(sys.argv[1] if len(sys.argv) > 1 else "demo"), indent=2))

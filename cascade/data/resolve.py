@@ -1,0 +1,92 @@
+"""Turn a data spec or name into a data set folder under the Cascade home, building it if needed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cascade.data.dataset import DatasetNotFoundError, read_manifest, sha256_file, write_dataset
+from cascade.data.errors import DataSourceError
+from cascade.data.features import build_feature_tables, write_feature_tables
+from cascade.data.loaders import load, parse_spec, source_file
+from cascade.data.schema import FEATURES_DIR, USER_ACTIVITY_FILE
+from cascade.paths import Layout
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_name(spec: str, *, positive_threshold: float | None = None) -> str:
+    """The folder name a spec builds: the scale for synthetic data, else ``<stem>-<sha8>``.
+
+    A positive-rating threshold changes the rows, so it is part of the name (``-pos4``).
+    """
+    kind, arg = parse_spec(spec)
+    if kind == "synthetic":
+        name = arg
+    else:
+        path = Path(arg).expanduser()
+        ratings = source_file(spec)
+        stem = path.name if path.is_dir() else ratings.stem
+        name = f"{stem}-{sha256_file(ratings)[:8]}"
+    if positive_threshold is not None:
+        name += f"-pos{positive_threshold:g}"
+    return name
+
+
+def _up_to_date(directory: Path, wanted: dict[str, Any]) -> bool:
+    try:
+        manifest = read_manifest(directory)
+    except DatasetNotFoundError:
+        return False
+    if not (directory / FEATURES_DIR / USER_ACTIVITY_FILE).is_file():
+        return False
+    return all(manifest.get(k) == v for k, v in wanted.items())
+
+
+def resolve_dataset(
+    spec: str,
+    *,
+    layout: Layout,
+    positive_threshold: float | None = None,
+    seed: int = 42,
+    name: str | None = None,
+    snapshot_every: timedelta | None = None,
+    force: bool = False,
+) -> Path:
+    """The folder of the data set ``spec`` names, built (with its feature tables) if missing.
+
+    ``spec`` is a plain name of an existing folder (``demo``), or ``synthetic:SCALE``,
+    ``movielens:PATH``, ``csv:PATH``. A folder whose manifest matches the spec, seed and
+    threshold is reused unless ``force``; ``name`` overrides the folder name.
+    """
+    if ":" not in spec:
+        directory = layout.dataset_dir(spec)
+        try:
+            read_manifest(directory)
+        except DatasetNotFoundError:
+            known = sorted(
+                p.name for p in layout.datasets_dir.glob("*") if (p / "manifest.json").is_file()
+            )
+            hint = f"; known: {', '.join(known)}" if known else ""
+            raise DataSourceError(
+                f"no data set named {spec!r} in {layout.datasets_dir}{hint}. "
+                "Build one with: cascade data --source synthetic:demo"
+            ) from None
+        return directory
+    kind, _ = parse_spec(spec)
+    directory = layout.dataset_dir(
+        name or dataset_name(spec, positive_threshold=positive_threshold)
+    )
+    wanted: dict[str, Any] = {"source": spec, "positive_threshold": positive_threshold}
+    if kind == "synthetic":
+        wanted["seed"] = seed
+    if not force and _up_to_date(directory, wanted):
+        logger.info("data set %s is up to date at %s", spec, directory)
+        return directory
+    ds = load(spec, positive_threshold=positive_threshold, seed=seed)
+    ds.name = directory.name
+    write_dataset(ds, directory, extra_manifest={"positive_threshold": positive_threshold})
+    write_feature_tables(build_feature_tables(ds, snapshot_every=snapshot_every), directory)
+    return directory

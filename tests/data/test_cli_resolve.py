@@ -1,0 +1,80 @@
+"""``cascade data`` and resolve_dataset: folders, reuse, names, and clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cascade.data.cli import data
+from cascade.data.errors import DataSourceError
+from cascade.data.resolve import dataset_name, resolve_dataset
+from cascade.data.schema import FEATURES_DIR, MANIFEST_FILE, USER_ACTIVITY_FILE
+from cascade.paths import Layout
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(data)
+    return app
+
+
+def test_cli_builds_tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    result = CliRunner().invoke(_app(), ["--source", "synthetic:tiny", "--snapshot-days", "14"])
+    assert result.exit_code == 0, result.output
+    assert "300 users" in result.output and "200 items" in result.output
+    folder = tmp_path / "datasets" / "tiny"
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["seed"] == 42 and manifest["source"] == "synthetic:tiny"
+    assert (folder / FEATURES_DIR / USER_ACTIVITY_FILE).is_file()
+
+
+def test_cli_bad_file_exits_2_with_message_and_no_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,timestamp\n1,2,3\nx,2,3\n")
+    result = CliRunner().invoke(_app(), ["-s", f"csv:{bad}"])
+    assert result.exit_code == 2
+    assert f"{bad}, line 3: non-numeric user_id 'x'" in result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_cli_unknown_spec_exits_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    result = CliRunner().invoke(_app(), ["-s", "synthetic:huge"])
+    assert result.exit_code == 2 and "unknown synthetic scale" in result.output
+
+
+def test_resolve_reuses_and_rebuilds(tmp_path):
+    layout = Layout(home=tmp_path)
+    first = resolve_dataset("synthetic:tiny", layout=layout)
+    stamp = json.loads((first / MANIFEST_FILE).read_text())["created_at"]
+    mtime = (first / MANIFEST_FILE).stat().st_mtime_ns
+    assert resolve_dataset("synthetic:tiny", layout=layout) == first
+    assert (first / MANIFEST_FILE).stat().st_mtime_ns == mtime  # reused, not rebuilt
+    resolve_dataset("synthetic:tiny", layout=layout, seed=5)  # another seed: rebuilt
+    assert json.loads((first / MANIFEST_FILE).read_text())["seed"] == 5
+    assert stamp
+    assert resolve_dataset("tiny", layout=layout) == first  # a plain name
+
+
+def test_resolve_unknown_name(tmp_path):
+    with pytest.raises(DataSourceError, match="no data set named 'nope'"):
+        resolve_dataset("nope", layout=Layout(home=tmp_path))
+
+
+def test_resolve_csv_names_folder_by_stem_and_hash(tmp_path):
+    src = tmp_path / "clicks.csv"
+    src.write_text("user_id,item_id,timestamp,rating\n1,2,100,5\n1,3,200,2\n2,2,300,4\n")
+    name = dataset_name(f"csv:{src}")
+    assert name.startswith("clicks-") and len(name) == len("clicks-") + 8
+    assert dataset_name(f"csv:{src}", positive_threshold=4) == name + "-pos4"
+    folder = resolve_dataset(f"csv:{src}", layout=Layout(home=tmp_path / "h"), positive_threshold=4)
+    assert folder.name == name + "-pos4"
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["rows"]["interactions"] == 2 and manifest["positive_threshold"] == 4
+    assert (folder / FEATURES_DIR / USER_ACTIVITY_FILE).is_file()
