@@ -34,7 +34,7 @@ ITEM_COLUMNS = (ITEM_ID, "category", "price_bucket", "release_date")
 # Feast offline sources written by cascade.data.features. Every row is a snapshot of an entity's
 # features as of EVENT_TIMESTAMP, computed only from interactions strictly before that moment.
 EVENT_TIMESTAMP = "event_timestamp"
-USER_PROFILE_FILE = "user_profile.parquet"    # user_id, event_timestamp, age_bucket, country
+USER_PROFILE_FILE = "user_profile.parquet"  # user_id, event_timestamp, age_bucket, country
 USER_ACTIVITY_FILE = "user_activity.parquet"  # user_id, event_timestamp, interaction_count,
 #                                               recent_items (list<int64>, newest first),
 #                                               seen_items (list<int64>, capped at MAX_SEEN_ITEMS)
