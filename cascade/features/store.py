@@ -52,6 +52,7 @@ class ViewReport:
     start: datetime
     end: datetime
     rows: int  # entities written: Feast writes the newest row per entity in [start, end]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,11 @@ def features_dir(*, layout: Layout, dataset: str) -> Path:
     return layout.dataset_dir(dataset) / schema.FEATURES_DIR
 
 
-def store_config(*, layout: Layout, dataset: str) -> RepoConfig:
-    """Feast config for ``dataset``: file registry, file offline store, Redis or SQLite online."""
+def store_config(*, layout: Layout, dataset: str, project: str | None = None) -> RepoConfig:
+    """Feast config for ``dataset``: file registry, file offline store, Redis or SQLite online.
+
+    ``project`` overrides ``names.project_name()`` (env ``CASCADE_FEAST_PROJECT`` or cascade).
+    """
     from feast import RepoConfig
 
     folder = store_dir(layout=layout, dataset=dataset)
@@ -115,7 +119,7 @@ def store_config(*, layout: Layout, dataset: str) -> RepoConfig:
     else:
         online = {"type": "sqlite", "path": str(folder / "online.db")}
     return RepoConfig(
-        project=names.project_name(),
+        project=project or names.project_name(),
         provider="local",
         registry=str(folder / "registry.db"),
         online_store=online,
@@ -125,11 +129,11 @@ def store_config(*, layout: Layout, dataset: str) -> RepoConfig:
     )
 
 
-def open_store(*, layout: Layout, dataset: str) -> FeatureStore:
+def open_store(*, layout: Layout, dataset: str, project: str | None = None) -> FeatureStore:
     """A ``FeatureStore`` for ``dataset`` (see ``store_config``)."""
     from feast import FeatureStore
 
-    return FeatureStore(config=store_config(layout=layout, dataset=dataset))
+    return FeatureStore(config=store_config(layout=layout, dataset=dataset, project=project))
 
 
 def _load_definitions_module() -> ModuleType:
@@ -179,11 +183,11 @@ def check_online_store() -> None:
         client.close()
 
 
-def apply(*, layout: Layout, dataset: str) -> None:
+def apply(*, layout: Layout, dataset: str, project: str | None = None) -> None:
     """Register the entities, feature views and services of ``dataset`` in its registry."""
     objects = definitions(layout=layout, dataset=dataset)
     check_online_store()
-    store = open_store(layout=layout, dataset=dataset)
+    store = open_store(layout=layout, dataset=dataset, project=project)
     store.apply(objects)  # type: ignore[arg-type]
     logger.info("applied %d Feast objects for %s (project %s)", len(objects), dataset, store.project)
 
@@ -202,7 +206,13 @@ def _rows_in_range(path: Path, key: str, start: datetime, end: datetime) -> int:
 
 
 def materialize(
-    *, layout: Layout, dataset: str, end: datetime | None = None, full: bool = False
+    *,
+    layout: Layout,
+    dataset: str,
+    end: datetime | None = None,
+    full: bool = False,
+    views: list[str] | None = None,
+    project: str | None = None,
 ) -> MaterializeReport:
     """Move feature rows up to ``end`` (default now) from parquet into the online store.
 
@@ -210,31 +220,43 @@ def materialize(
     registry (``materialize_incremental``). A view never materialized, or every view when
     ``full``, gets the whole range from 1970: an emptied Redis needs that, because the
     registry still remembers the last end. Feast writes the newest row per entity in the range.
+    ``views`` limits the run to those feature views (default: all).
     """
     from feast import FeatureView
 
     require_features(layout=layout, dataset=dataset)
     check_online_store()
-    store = open_store(layout=layout, dataset=dataset)
+    store = open_store(layout=layout, dataset=dataset, project=project)
     end = (end or datetime.now(UTC)).astimezone(UTC)
-    views = [v for v in store.list_feature_views() if isinstance(v, FeatureView)]
-    if not views:
+    registered = [v for v in store.list_feature_views() if isinstance(v, FeatureView)]
+    if not registered:
         raise FeatureStoreError(f"no feature views registered for {dataset!r}; run apply first")
+    if views is not None:
+        unknown = set(views) - {v.name for v in registered}
+        if unknown:
+            raise FeatureStoreError(f"unknown feature views {sorted(unknown)}")
+        registered = [v for v in registered if v.name in views]
     reports: list[ViewReport] = []
     started = time.perf_counter()
-    for view in views:
+    for view in registered:
         last = view.most_recent_end_time
         start = EPOCH if full or last is None else last.astimezone(UTC)
         if start > end:
             logger.info("%s: already materialized up to %s, nothing to do", view.name, start)
             continue
         source_path = Path(view.batch_source.path)  # type: ignore[union-attr]
+        view_started = time.perf_counter()
         rows = _rows_in_range(source_path, view.join_keys[0], start, end)
         if start == EPOCH:
             store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         else:
             store.materialize_incremental(end_date=end, feature_views=[view.name])
-        reports.append(ViewReport(view=view.name, start=start, end=end, rows=rows))
+        reports.append(
+            ViewReport(
+                view=view.name, start=start, end=end, rows=rows,
+                seconds=time.perf_counter() - view_started,
+            )
+        )
     seconds = time.perf_counter() - started
     report = MaterializeReport(
         online_store=store.config.online_store.type, full=full, seconds=seconds, views=reports
