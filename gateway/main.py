@@ -5,7 +5,8 @@ Tests may pass ``components=`` (a factory returning ready ``Components``) to put
 in place of upstreams, for faults that real processes cannot produce on demand.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the route signatures use `settings.max_k`, a local
+# that FastAPI could not resolve from a string annotation.
 
 import asyncio
 import contextlib

@@ -214,7 +214,7 @@ def test_stale_result_from_before_a_transition_is_ignored() -> None:
 
 
 def test_guard_records_exceptions_as_failures() -> None:
-    breaker, clock, _ = make(BreakerConfig(window_size=4, minimum_calls=2))
+    breaker, _clock, _ = make(BreakerConfig(window_size=4, minimum_calls=2))
 
     async def main() -> None:
         for _ in range(2):
