@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1.7
+# Cascade offline jobs: `cascade data`, `cascade features apply|materialize`, `cascade train mf`,
+# `cascade train two-tower`, `cascade export two-tower`, `cascade evaluate`.
+# Build from the repo root:  docker build -f docker/job.Dockerfile -t cascade/job .
+# Usage: docker run --rm cascade/job features materialize --dataset demo   (ENTRYPOINT is `cascade`)
+#
+# torch: requirements.lock pins the CPU build (torch==2.13.0+cpu) from PyTorch's CPU index, so
+# by default the job trains on CPU. For GPU training nodes build with e.g.
+#   --build-arg TORCH_SPEC=torch==2.13.0 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# (the lock's torch line is dropped and TORCH_SPEC pins it instead).
+# Base image pinned by full tag; see docker/gateway.Dockerfile for pinning by digest.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS deps
+ARG TORCH_SPEC=torch==2.13.0+cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# implicit builds from source for cp311: the compiler stays in this stage.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml requirements.lock ./
+RUN grep -v '^torch==' requirements.lock > /tmp/constraints.txt \
+    && pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}" \
+    && pip install -c /tmp/constraints.txt '.[train,features,mf]' \
+    && pip uninstall -y cascade \
+    && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 cascade \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin cascade
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+COPY cascade/ cascade/
+COPY gateway/ gateway/
+COPY two_tower/ two_tower/
+COPY fallback_mf/ fallback_mf/
+COPY feature_repo/ feature_repo/
+COPY triton_models/ triton_models/
+# The `cascade` console script, without installing the project into site-packages (the
+# sources run from /app so feature_repo/ and triton_models/ sit where the code expects them).
+RUN printf '#!/bin/sh\nexec python -m cascade.cli "$@"\n' > /opt/venv/bin/cascade \
+    && chmod 0755 /opt/venv/bin/cascade
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    CASCADE_HOME=/var/lib/cascade \
+    CASCADE_DATASET=demo
+USER 10001:10001
+ENTRYPOINT ["cascade"]
+CMD ["--help"]

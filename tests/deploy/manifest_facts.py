@@ -1,0 +1,139 @@
+"""Facts about the code that the deployment files must agree with, read from the code itself.
+
+Shared by the compose and Kubernetes tests: the settings classes and their defaults, the HTTP
+routes each service really serves, the Triton ports and readiness path, and the ``cascade`` CLI.
+A service whose module has not landed yet raises :class:`NotLandedError`; callers turn it into a
+skip with the reason, so the check runs as soon as the module exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Triton's listening ports, as docker/triton-entrypoint.sh sets them (env name -> default).
+TRITON_ENTRYPOINT = REPO / "docker" / "triton-entrypoint.sh"
+
+
+class NotLandedError(Exception):
+    """The module a check needs does not exist yet."""
+
+
+@dataclass(frozen=True)
+class ServiceCode:
+    """One of our Python services: its package, settings class and env prefix."""
+
+    package: str
+    settings_module: str
+    settings_class: str
+    env_prefix: str
+
+    def settings_cls(self) -> Any:
+        try:
+            module = importlib.import_module(self.settings_module)
+        except ModuleNotFoundError as exc:
+            raise NotLandedError(f"{self.settings_module} is not importable yet: {exc}") from exc
+        return getattr(module, self.settings_class)
+
+    def env_names(self) -> set[str]:
+        """Every environment variable the settings class reads (field names and aliases)."""
+        cls = self.settings_cls()
+        names: set[str] = set()
+        for field_name, info in cls.model_fields.items():
+            names.add(f"{self.env_prefix}{field_name}".upper())
+            alias = info.validation_alias
+            choices = getattr(alias, "choices", None)
+            if choices is not None:
+                names.update(str(c).upper() for c in choices)
+            elif isinstance(alias, str):
+                names.add(alias.upper())
+        return names
+
+    def default_port(self) -> int:
+        return int(self.settings_cls().model_fields["port"].default)
+
+    def serves(self, path: str) -> bool:
+        """True when the app the service's factory builds routes ``GET path`` (not 404/405).
+
+        Asked over ASGI (httpx's transport) without running the lifespan: nothing
+        is loaded, so a probe may answer 503 or 500, but an unknown path answers 404.
+        """
+        try:
+            main = importlib.import_module(f"{self.package}.main")
+        except ModuleNotFoundError as exc:
+            raise NotLandedError(f"{self.package}.main is not importable yet: {exc}") from exc
+        import asyncio
+
+        import httpx
+
+        async def get() -> int:
+            transport = httpx.ASGITransport(app=main.create_app(), raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return (await client.get(path)).status_code
+
+        return asyncio.run(get()) not in (404, 405)
+
+
+GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY_")
+MF = ServiceCode("fallback_mf", "fallback_mf.settings", "MfSettings", "MF_")
+SERVICES_BY_PREFIX = {GATEWAY.env_prefix: GATEWAY, MF.env_prefix: MF}
+
+
+def triton_ports() -> dict[str, int]:
+    """``{"http": 8000, "grpc": 8001, "metrics": 8002}`` from the entrypoint's defaults."""
+    text = TRITON_ENTRYPOINT.read_text()
+    ports = {}
+    for kind in ("http", "grpc", "metrics"):
+        match = re.search(rf"--{kind}-port=\"\$\{{TRITON_{kind.upper()}_PORT:-(\d+)\}}\"", text)
+        assert match, f"{TRITON_ENTRYPOINT}: no --{kind}-port default"
+        ports[kind] = int(match.group(1))
+    return ports
+
+
+def triton_ready_path() -> str:
+    from two_tower import contract
+
+    return contract.ready_path()
+
+
+def check_cascade_command(command: str) -> list[str]:
+    """Parse every ``cascade ...`` invocation in a shell string against the real Typer CLI.
+
+    Returns the problems found (unknown command, unknown option, bad value); nothing runs.
+    """
+    try:
+        import typer.main
+
+        from cascade.cli import app
+    except ImportError as exc:
+        raise NotLandedError(f"cascade.cli is not importable yet: {exc}") from exc
+
+    # Typer vendors its own Click: use the command objects' own API, not the click package.
+    root = typer.main.get_command(app)
+    problems = []
+    for part in re.split(r"&&|\|\||;", command):
+        argv = shlex.split(part)
+        if not argv or argv[0] != "cascade":
+            continue
+        args, cmd, path = argv[1:], root, ["cascade"]
+        while hasattr(cmd, "get_command") and args and not args[0].startswith("-"):
+            ctx = cmd.make_context(" ".join(path), [], resilient_parsing=True)
+            sub = cmd.get_command(ctx, args[0])
+            if sub is None:
+                problems.append(f"{part.strip()!r}: unknown command {args[0]!r}")
+                break
+            cmd, path, args = sub, [*path, args[0]], args[1:]
+        else:
+            try:
+                cmd.make_context(" ".join(path), list(args))
+            except Exception as exc:  # the vendored ClickException / UsageError
+                if not hasattr(exc, "format_message"):
+                    raise
+                problems.append(f"{part.strip()!r}: {exc.format_message()}")
+    return problems
