@@ -11,17 +11,17 @@ from fallback_mf.service_model import ModelStore
 from fallback_mf.settings import MfSettings
 
 
-def get_settings(request: Request) -> MfSettings:
+async def get_settings(request: Request) -> MfSettings:
     settings: MfSettings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     store: ModelStore = request.app.state.store
     return store
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 

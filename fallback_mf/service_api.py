@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from fallback_mf.deps import MetricsDep, SettingsDep, StoreDep
@@ -18,7 +19,6 @@ from fallback_mf.schemas import (
     RecommendationResponse,
     ReloadRequest,
     ReloadResponse,
-    ScoredItem,
 )
 from fallback_mf.service_metrics import CONTENT_TYPE
 from fallback_mf.service_model import Recommendation
@@ -49,6 +49,7 @@ def parse_exclude(raw: str | None, *, limit: int) -> tuple[int, ...]:
 
 @router.get(
     RECOMMENDATIONS_PATH,
+    response_model=RecommendationResponse,
     responses={
         422: {"description": "malformed user id, k out of range, or malformed exclude list"},
         503: {"model": ErrorResponse, "description": "no model loaded yet"},
@@ -60,7 +61,6 @@ async def recommendations(
     store: StoreDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    response: Response,
     k: Annotated[
         int | None, Query(ge=1, description="items to return (default MF_DEFAULT_K)")
     ] = None,
@@ -68,7 +68,7 @@ async def recommendations(
         str | None,
         Query(description="comma-separated item ids never to return", examples=["3,17,42"]),
     ] = None,
-) -> RecommendationResponse:
+) -> Response:
     """Top-k items for ``user_id`` by ALS; popular items (``known_user: false``) for a new user.
 
     The user's training items, and the ``exclude`` ids, are never returned. Fewer than ``k``
@@ -88,14 +88,20 @@ async def recommendations(
     else:
         rec = await asyncio.to_thread(loaded.recommend, user_id, k=k, exclude=excluded)
     metrics.recommendations.labels("true" if rec.known_user else "false").inc()
-    response.headers[MODEL_VERSION_HEADER] = rec.model_version
-    return RecommendationResponse(
-        user_id=user_id,
-        items=[
-            ScoredItem(item_id=i, score=s) for i, s in zip(rec.item_ids, rec.scores, strict=True)
+    # Serialized directly (orjson) in the RecommendationResponse shape: validating 20-100 pydantic
+    # items per answer cost ~0.3 ms of CPU here; tests validate the shape against the schema.
+    body = {
+        "user_id": user_id,
+        "items": [
+            {"item_id": i, "score": s} for i, s in zip(rec.item_ids, rec.scores, strict=True)
         ],
-        model_version=rec.model_version,
-        known_user=rec.known_user,
+        "model_version": rec.model_version,
+        "known_user": rec.known_user,
+    }
+    return Response(
+        content=orjson.dumps(body),
+        media_type="application/json",
+        headers={MODEL_VERSION_HEADER: rec.model_version},
     )
 
 

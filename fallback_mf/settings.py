@@ -13,7 +13,7 @@ variable                   default                 meaning
 ``MF_MAX_K``               ``100``                 largest ``k`` a request may ask for
 ``MF_DEFAULT_K``           ``20``                  ``k`` when the request names none
 ``MF_MAX_EXCLUDE``         ``1000``                most ids in one ``exclude`` list
-``MF_INLINE_MAX_ITEMS``    ``20000``               catalogues up to this size are scored on the event
+``MF_INLINE_MAX_ITEMS``    ``10000``               catalogues up to this size are scored on the event
                                                    loop; larger ones in a worker thread
 ``MF_RELOAD_INTERVAL_S``   ``30``                  how often ``latest`` is checked; ``0`` disables
 ``MF_LOG_LEVEL``           ``INFO``                root log level
@@ -50,7 +50,7 @@ class MfSettings(BaseSettings):
     max_k: int = Field(default=100, ge=1, le=ABSOLUTE_MAX_K)
     default_k: int = Field(default=20, ge=1, le=ABSOLUTE_MAX_K)
     max_exclude: int = Field(default=1000, ge=0, le=100_000)
-    inline_max_items: int = Field(default=20_000, ge=0)
+    inline_max_items: int = Field(default=10_000, ge=0)
     reload_interval_s: float = Field(default=30.0, ge=0.0)
     log_level: str = "INFO"
     json_logs: bool = True

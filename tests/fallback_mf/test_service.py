@@ -319,3 +319,13 @@ async def _hammer_while_reloading(artifacts: FakeArtifacts) -> None:
             await asyncio.gather(*tasks)
     assert len(statuses) > 20 and set(statuses) == {200}
     assert len(versions) > 2
+
+
+def test_openapi_documents_schema_and_errors(client: AppClient) -> None:
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/recommendations/{user_id}"]["get"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "RecommendationResponse"
+    )
+    assert {"422", "503"} <= set(op["responses"])
+    assert "internal" in spec["paths"]["/admin/reload"]["post"]["tags"]

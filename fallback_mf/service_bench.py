@@ -1,0 +1,252 @@
+"""Benchmark of the MF service alone: a real ``python -m fallback_mf`` process driven open-loop.
+
+``bench_service()`` writes a random ALS artifact of the requested size (default: the ``demo``
+scale, 20K users x 3K items x 64 factors), starts the service, and drives it from a SEPARATE
+process at a fixed arrival rate (open loop: request i is due at ``i / rate`` whatever the
+earlier answers did, and its latency counts from that due time, so a stalled server cannot hide
+its queue: no coordinated omission). The driver is a minimal asyncio HTTP/1.1 keep-alive client,
+lighter than httpx, because it shares the 2 cores with the server. ``scoring_micro()`` times the
+scoring alone at several catalogue sizes (the inline-vs-thread decision in ``service_api``).
+
+    python -m fallback_mf.service_bench              # 500 req/s for 20 s, prints a table
+    python -m fallback_mf.service_bench --rate 800 --duration 10
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # like the service: single-threaded BLAS
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cascade.procs import ManagedProcess, free_port
+
+DEMO_USERS, DEMO_ITEMS, FACTORS, SEEN_PER_USER = 20_000, 3_000, 64, 45
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Client-side figures (ms, from each request's due time) and the rate achieved."""
+
+    target_rate: float
+    achieved_rate: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    n_items: int
+
+
+def random_model(*, n_users: int, n_items: int, factors: int = FACTORS, seed: int = 0):  # type: ignore[no-untyped-def]
+    """An :class:`AlsModel` with random factors, ``SEEN_PER_USER`` seen items per user."""
+    from cascade.recommenders import PopularityRecommender, UserItems
+    from fallback_mf.model import AlsModel
+
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users, dtype=np.int64), SEEN_PER_USER)
+    items = rng.zipf(1.3, size=len(users)).astype(np.int64) % n_items
+    seen = UserItems.from_pairs(users, items)
+    counts = np.bincount(items, minlength=n_items)
+    order = np.lexsort((np.arange(n_items), -counts))
+    return AlsModel(
+        user_factors=rng.standard_normal((n_users, factors)).astype(np.float32) * 0.1,
+        item_factors=rng.standard_normal((n_items, factors)).astype(np.float32) * 0.1,
+        user_ids=np.arange(n_users, dtype=np.int64),
+        item_ids=np.arange(n_items, dtype=np.int64),
+        seen=seen,
+        popular=PopularityRecommender(items=order, counts=counts[order]),
+    )
+
+
+def scoring_micro(
+    *, sizes: tuple[int, ...] = (3_000, 20_000, 100_000), k: int = 20, n: int = 300
+) -> dict[int, float]:
+    """Median microseconds of one ``recommend_one`` call per catalogue size (in this process)."""
+    out: dict[int, float] = {}
+    for n_items in sizes:
+        model = random_model(n_users=1_000, n_items=n_items)
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            model.recommend_one(i % 1_000, k=k)
+            times.append(time.perf_counter() - t)
+        out[n_items] = float(np.median(times) * 1e6)
+    return out
+
+
+async def _drive(
+    host: str, port: int, *, rate: float, duration_s: float, n_users: int, k: int
+) -> dict[str, float]:
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    errors = 0
+    rng = np.random.default_rng(1)
+    # 10% unknown users (the popular path), like a real mix of returning and new users
+    users = rng.integers(0, int(n_users * 1.1), size=int(rate * duration_s) + 1)
+
+    async def one(user: int, due: float) -> None:
+        nonlocal errors
+        conn = idle.pop() if idle else await asyncio.open_connection(host, port)
+        reader, writer = conn
+        try:
+            writer.write(
+                f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
+            errors += 1
+            writer.close()
+            return
+        latencies.append(time.perf_counter() - due)
+        if status != 200:
+            errors += 1
+        idle.append(conn)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i, user in enumerate(users):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(int(user), due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "requests": len(users),
+        "errors": errors,
+        "achieved_rate": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
+
+
+def bench_service(
+    *,
+    rate: float = 500.0,
+    duration_s: float = 20.0,
+    n_users: int = DEMO_USERS,
+    n_items: int = DEMO_ITEMS,
+    k: int = 20,
+    warmup_s: float = 2.0,
+    work_dir: Path | None = None,
+) -> BenchResult:
+    """Start the service on a random artifact, warm it up, drive it at ``rate``; see module doc."""
+    from fallback_mf.artifacts import als_root, save_als
+
+    with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
+        root = work_dir or Path(tmp)
+        artifacts = root / "artifacts"
+        save_als(
+            random_model(n_users=n_users, n_items=n_items), artifacts_dir=artifacts, version="bench"
+        )
+        port = free_port()
+        env = dict(
+            os.environ,
+            MF_PORT=str(port),
+            MF_ARTIFACTS_DIR=str(als_root(artifacts)),
+            MF_RELOAD_INTERVAL_S="0",
+        )
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        with ManagedProcess(
+            "mf", [sys.executable, "-m", "fallback_mf"], log_path=root / "mf.log", env=env
+        ) as proc:
+            proc.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=120)
+            driver = [
+                sys.executable,
+                "-m",
+                "fallback_mf.service_bench",
+                "--drive",
+                f"--port={port}",
+                f"--users={n_users}",
+                f"--k={k}",
+            ]
+            subprocess.run(
+                [*driver, f"--rate={min(rate, 200.0)}", f"--duration={warmup_s}"],
+                check=True,
+                capture_output=True,
+                timeout=warmup_s + 60,
+            )
+            out = subprocess.run(
+                [*driver, f"--rate={rate}", f"--duration={duration_s}"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=duration_s + 120,
+            )
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+    return BenchResult(target_rate=rate, n_items=n_items, **figures)
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--users", type=int, default=DEMO_USERS)
+    parser.add_argument("--items", type=int, default=DEMO_ITEMS)
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--drive", action="store_true", help="internal: be the load generator")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--micro", action="store_true", help="also time scoring alone per catalogue size"
+    )
+    args = parser.parse_args()
+    if args.drive:
+        figures = asyncio.run(
+            _drive(
+                "127.0.0.1",
+                args.port,
+                rate=args.rate,
+                duration_s=args.duration,
+                n_users=args.users,
+                k=args.k,
+            )
+        )
+        print(json.dumps(figures))
+        return
+    if args.micro:
+        for n_items, us in scoring_micro().items():
+            print(f"scoring one user, {n_items:>7,} items: {us:8.1f} us (median)")
+    r = bench_service(
+        rate=args.rate, duration_s=args.duration, n_users=args.users, n_items=args.items, k=args.k
+    )
+    print(
+        "| service | items | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| fallback_mf | {r.n_items:,} | {r.target_rate:.0f} | {r.achieved_rate:.0f} | {r.p50_ms:.2f} | "
+        f"{r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} |"
+    )
+    print(json.dumps(asdict(r)))
+
+
+if __name__ == "__main__":
+    _main()
