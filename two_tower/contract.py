@@ -12,7 +12,7 @@ name           dtype  dims (per row)       meaning
 ============== ====== ==================== ==================================================
 user_id        INT64  [1]                  the data set's own user id (>= 0)
 age_bucket     INT64  [1]                  Feast ``user_profile:age_bucket`` (-1 if missing)
-country        BYTES  [1]                  Feast ``user_profile:country`` (UTF-8, b"" if missing)
+country        INT64  [1]                  ``country_code(Feast user_profile:country)``
 interaction_count INT64 [1]                Feast ``user_activity:interaction_count``
 recent_items   INT64  [RECENT_ITEMS_LEN]   newest first, right-padded with PAD_ITEM (-1)
 seen_items     INT64  [MAX_SEEN_ITEMS]     items to exclude, right-padded with PAD_ITEM (-1)
@@ -25,6 +25,12 @@ Outputs, per row, width = the largest k in the request:
   the row's own k, or when fewer unseen items exist.
 * ``scores`` FP32: cosine scores (higher is better), padded with -inf where ``item_ids`` is -1.
 
+``country`` travels as an INT64 code (:func:`country_code`), not as BYTES: the Python backend
+stub shipped with this Triton build is compiled against numpy 1, and under numpy 2 it corrupts
+every BYTES input while building the request (measured: the serialized strings arrive as a
+buffer filled with their first byte, and the stub dies). Integer tensors travel by DLPack and
+are unaffected. The model keeps a vocabulary of codes, so the hash never needs reversing.
+
 Errors (a Triton error for that request; the model stays ready): wrong dtype or shape, a negative
 ``user_id``, an item id below -1, ``k`` outside ``[1, MAX_K]``. A ``user_id`` the model has not
 seen in training is not an error: it gets the out-of-vocabulary user embedding, and its features
@@ -34,6 +40,7 @@ unknown ids in ``seen_items`` cannot be recommended anyway.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 MODEL_NAME = "two_tower"
@@ -80,7 +87,7 @@ SCORES = "scores"
 INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(USER_ID, "INT64", (1,)),
     TensorSpec(AGE_BUCKET, "INT64", (1,)),
-    TensorSpec(COUNTRY, "BYTES", (1,)),
+    TensorSpec(COUNTRY, "INT64", (1,)),
     TensorSpec(INTERACTION_COUNT, "INT64", (1,)),
     TensorSpec(RECENT_ITEMS, "INT64", (RECENT_ITEMS_LEN,)),
     TensorSpec(SEEN_ITEMS, "INT64", (MAX_SEEN_ITEMS,)),
@@ -97,6 +104,20 @@ def pad_items(items: list[int], length: int) -> list[int]:
     """Truncate or right-pad ``items`` with PAD_ITEM to exactly ``length`` ids."""
     items = list(items[:length])
     return items + [PAD_ITEM] * (length - len(items))
+
+
+def country_code(country: str | bytes | None) -> int:
+    """Stable int64 code of a country string: first 8 bytes of its SHA-256, as a positive int.
+
+    Missing or empty -> 0 (the model's "unknown" row). Surrounding whitespace is ignored.
+    """
+    if country is None:
+        return 0
+    raw = country if isinstance(country, bytes) else str(country).encode("utf-8")
+    raw = raw.strip()
+    if not raw:
+        return 0
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF or 1
 
 
 def ready_path(model_name: str = MODEL_NAME) -> str:
