@@ -1,8 +1,9 @@
 """Online features from Feast, read without blocking the event loop, with a timeout.
 
-Redis online store: Feast's ``get_online_features_async`` (redis-py asyncio; the connection
-string gets short socket timeouts, since redis-py waits seconds by default). SQLite online store
-(local runs without Redis): the sync read in a worker thread. Any failure becomes
+Reads go through ``cascade.features.online.read_user_features_async``: Feast's
+``get_online_features_async`` on Redis (redis-py asyncio; the connection string gets short socket
+timeouts here, since redis-py waits seconds by default), the sync read in a worker thread on
+SQLite (local runs without Redis). Any failure becomes
 ``FeaturesUnavailable``; the chain then goes on with the tiers that need no features.
 """
 
@@ -33,6 +34,10 @@ def _as_int(value: Any, default: int) -> int:
     return default if value is None else int(value)
 
 
+def _ids(value: Any) -> tuple[int, ...]:
+    return () if value is None else tuple(int(i) for i in value)
+
+
 def parse_row(user_id: int, row: dict[str, Any]) -> UserFeatures | None:
     """One user's features from Feast's ``to_dict`` columns; None when the store has none."""
     if all(row.get(name) is None for name in names.USER_PROFILE_FEATURES + names.USER_ACTIVITY_FEATURES):
@@ -42,8 +47,8 @@ def parse_row(user_id: int, row: dict[str, Any]) -> UserFeatures | None:
         age_bucket=_as_int(row.get("age_bucket"), -1),
         country=str(row.get("country") or ""),
         interaction_count=_as_int(row.get("interaction_count"), 0),
-        recent_items=tuple(int(i) for i in (row.get("recent_items") or ())),
-        seen_items=tuple(int(i) for i in (row.get("seen_items") or ())),
+        recent_items=_ids(row.get("recent_items")),
+        seen_items=_ids(row.get("seen_items")),
     )
 
 
@@ -73,30 +78,21 @@ class FeastFeatureReader:
             await self.store.initialize()
 
     async def close(self) -> None:
+        from cascade.features.online import aclose
+
         if self.is_async:
-            await self.store.close()
+            await aclose(self.store)  # also closes the redis-py asyncio client Feast leaves open
 
     async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None:
         """The user's features, None for a user the store does not have."""
         import redis
 
-        rows = [{names.USER_JOIN_KEY: user_id}]
+        from cascade.features.online import read_user_features_async
+
         try:
-            if self.is_async:
-                call = self.store.get_online_features_async(
-                    features=names.USER_ONLINE_FEATURES, entity_rows=rows
-                )
-                response = await asyncio.wait_for(call, timeout_s)
-            else:
-                response = await asyncio.wait_for(
-                    asyncio.to_thread(
-                        self.store.get_online_features, features=names.USER_ONLINE_FEATURES, entity_rows=rows
-                    ),
-                    timeout_s,
-                )
+            users = await asyncio.wait_for(read_user_features_async(self.store, [user_id]), timeout_s)
         except TimeoutError as exc:
             raise FeaturesUnavailable(f"feature read timed out after {timeout_s * 1000:.0f} ms") from exc
-        except (redis.RedisError, OSError, ConnectionError) as exc:
+        except (redis.RedisError, OSError) as exc:
             raise FeaturesUnavailable(f"feature read failed: {exc!r}") from exc
-        columns = response.to_dict()
-        return parse_row(user_id, {key: values[0] for key, values in columns.items()})
+        return parse_row(user_id, users.get(user_id, {}))
