@@ -27,6 +27,7 @@ import pandas as pd
 from cascade.data.schema import ITEM_ID, USER_ID
 
 PAD_ITEM = -1
+_POPULAR_CHUNK = 512  # users per vectorised block in PopularityRecommender
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -60,13 +61,16 @@ class UserItems:
     @classmethod
     def from_pairs(cls, users: np.ndarray, items: np.ndarray) -> UserItems:
         """Build from parallel (user, item) arrays; duplicates are dropped, rows sorted."""
-        pairs = np.unique(
-            np.stack([np.asarray(users, np.int64), np.asarray(items, np.int64)]), axis=1
-        )
-        user_ids, counts = np.unique(pairs[0], return_counts=True)
-        indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return cls(user_ids=user_ids, indptr=indptr, indices=pairs[1].astype(np.int64))
+        u = np.asarray(users, dtype=np.int64).reshape(-1)
+        i = np.asarray(items, dtype=np.int64).reshape(-1)
+        order = np.lexsort((i, u))
+        u, i = u[order], i[order]
+        keep = np.ones(len(u), dtype=bool)
+        keep[1:] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+        u, i = u[keep], i[keep]
+        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.empty(0, np.int64)
+        indptr = np.append(starts, len(u)).astype(np.int64)
+        return cls(user_ids=u[starts], indptr=indptr, indices=i)
 
     def positions(self, user_ids: np.ndarray) -> IntArray:
         """Row of each user, or -1 when unknown."""
@@ -154,6 +158,9 @@ class PopularityRecommender:
         if self.items.shape != self.counts.shape:
             raise ValueError("items and counts must have the same length")
         self._scores = self.counts.astype(np.float32)
+        order = np.argsort(self.items, kind="stable")
+        self._sorted_items = self.items[order]
+        self._sorted_rank = order.astype(np.int64)  # rank of self._sorted_items[j]
         self.seen = seen
 
     @classmethod
@@ -178,13 +185,46 @@ class PopularityRecommender:
         out_items = np.full((len(users), k), PAD_ITEM, dtype=np.int64)
         out_scores = np.full((len(users), k), -np.inf, dtype=np.float32)
         positions = self.seen.positions(users) if self.seen is not None else np.full(len(users), -1)
-        for i, pos in enumerate(positions):
-            skip = self.seen.row(int(pos)) if self.seen is not None else np.empty(0, np.int64)
-            if exclude is not None and len(exclude[i]):
-                skip = np.concatenate([skip, np.asarray(exclude[i], dtype=np.int64)])
-            # at most len(skip) of the first k + len(skip) items can be skipped
-            head = min(len(self.items), k + len(skip))
-            keep = np.flatnonzero(~np.isin(self.items[:head], skip))[:k]
-            out_items[i, : len(keep)] = self.items[keep]
-            out_scores[i, : len(keep)] = self._scores[keep]
+        for start in range(0, len(users), _POPULAR_CHUNK):
+            rows = slice(start, start + _POPULAR_CHUNK)
+            extra = exclude[rows] if exclude is not None else None
+            items, scores = self._top_free(positions[rows], extra, k)
+            out_items[rows], out_scores[rows] = items, scores
         return out_items, out_scores
+
+    def _top_free(
+        self, positions: np.ndarray, exclude: Sequence[np.ndarray] | None, k: int
+    ) -> tuple[IntArray, FloatArray]:
+        """The first ``k`` ranked items per row that are neither seen nor excluded."""
+        n = len(positions)
+        if self.seen is not None:
+            row_nums, skip = self.seen.rows(positions)
+        else:
+            row_nums, skip = np.empty(0, np.int64), np.empty(0, np.int64)
+        if exclude is not None:
+            lengths = np.array([len(e) for e in exclude], dtype=np.int64)
+            if lengths.sum():
+                row_nums = np.concatenate([row_nums, np.repeat(np.arange(n), lengths)])
+                skip = np.concatenate([skip, *(np.asarray(e, dtype=np.int64) for e in exclude)])
+        # rank of each skipped item in the ranking (-1: not in the catalogue)
+        ranks = self._rank_of(skip)
+        # at most c of a row's first k + c ranked items can be skipped (c: the row's skip count)
+        head = min(len(self.items), k + int(np.bincount(row_nums, minlength=1).max(initial=0)))
+        blocked = np.zeros((n, head), dtype=bool)
+        hit = (ranks >= 0) & (ranks < head)
+        blocked[row_nums[hit], ranks[hit]] = True
+        free = ~blocked
+        taken = np.cumsum(free, axis=1)
+        r, c = np.nonzero(free & (taken <= k))
+        items = np.full((n, k), PAD_ITEM, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        items[r, taken[r, c] - 1] = self.items[c]
+        scores[r, taken[r, c] - 1] = self._scores[c]
+        return items, scores
+
+    def _rank_of(self, item_ids: np.ndarray) -> IntArray:
+        if len(self.items) == 0:
+            return np.full(len(item_ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_items, item_ids), len(self.items) - 1)
+        found = self._sorted_items[pos] == item_ids
+        return np.where(found, self._sorted_rank[pos], -1).astype(np.int64)

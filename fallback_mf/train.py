@@ -29,7 +29,7 @@ Confidence = Literal["count", "rating"]
 # Defaults tuned on the demo data set (see README: ALS vs popularity).
 DEFAULT_FACTORS = 64
 DEFAULT_REGULARIZATION = 0.05
-DEFAULT_ALPHA = 10.0
+DEFAULT_ALPHA = 3.0
 DEFAULT_ITERATIONS = 15
 
 

@@ -44,16 +44,14 @@ def ground_truth(
     train: pd.DataFrame, test: pd.DataFrame, *, max_users: int | None = None, seed: int = 0
 ) -> GroundTruth:
     """Build the ground truth; ``max_users`` samples that many evaluated users (seeded)."""
-    train_items = UserItems.from_pairs(
-        train[USER_ID].to_numpy(np.int64), train[ITEM_ID].to_numpy(np.int64)
-    )
-    t_users = test[USER_ID].to_numpy(np.int64)
-    t_items = test[ITEM_ID].to_numpy(np.int64)
-    # drop test pairs already in the user's train items
-    pos = train_items.positions(t_users)
-    rows, items = train_items.rows(pos)
-    seen_keys = pd.MultiIndex.from_arrays([t_users[rows], items])
-    keep = ~pd.MultiIndex.from_arrays([t_users, t_items]).isin(seen_keys)
+    tr_users, tr_items = train[USER_ID].to_numpy(np.int64), train[ITEM_ID].to_numpy(np.int64)
+    t_users, t_items = test[USER_ID].to_numpy(np.int64), test[ITEM_ID].to_numpy(np.int64)
+    train_items = UserItems.from_pairs(tr_users, tr_items)
+    # drop test pairs already in the user's train items: compare (user, item) as one int64 key
+    _, u_dense = np.unique(np.concatenate([tr_users, t_users]), return_inverse=True)
+    i_ids, i_dense = np.unique(np.concatenate([tr_items, t_items]), return_inverse=True)
+    keys = u_dense.astype(np.int64) * len(i_ids) + i_dense
+    keep = ~member(keys[len(tr_users) :], keys[: len(tr_users)])
     relevant = UserItems.from_pairs(t_users[keep], t_items[keep])
     users = relevant.user_ids
     total = len(users)
@@ -62,8 +60,18 @@ def ground_truth(
         users = np.sort(rng.choice(users, size=max_users, replace=False))
         rows, items = relevant.rows(relevant.positions(users))
         relevant = UserItems.from_pairs(users[rows], items)
-    catalogue = int(np.unique(train[ITEM_ID].to_numpy(np.int64)).size)
+    catalogue = int(np.count_nonzero(np.bincount(i_dense[: len(tr_items)], minlength=1)))
     return GroundTruth(users, train_items, relevant, catalogue, total)
+
+
+def member(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """``np.isin(values, pool)`` by sort + binary search (numpy's hash path is slower here)."""
+    if len(pool) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pool = np.sort(pool)
+    pos = np.minimum(np.searchsorted(pool, values), len(pool) - 1)
+    found: np.ndarray = pool[pos] == values
+    return found
 
 
 def hit_matrix(recs: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
@@ -76,7 +84,7 @@ def hit_matrix(recs: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
     m = len(uniq) + 1
     rec_keys = np.repeat(np.arange(n, dtype=np.int64), k) * m + inv[: recs.size]
     rel_keys = np.repeat(np.arange(n, dtype=np.int64), lengths) * m + inv[recs.size :]
-    return np.isin(rec_keys, rel_keys).reshape(n, k) & (recs >= 0)
+    return member(rec_keys, rel_keys).reshape(n, k) & (recs >= 0)
 
 
 class MetricAccumulator:

@@ -1,0 +1,162 @@
+"""The model registry of evaluation and ``cascade recommend``: name -> a loaded Recommender.
+
+Every model is judged on the same :class:`ModelData`: a data set (by checksum) and a split. A
+model artifact is used only when it was trained on exactly that data and split; for the
+evaluation the test interactions must not have been seen in training.
+
+Adding a model: add a branch to :func:`load_model` that imports lazily and returns a
+``Recommender`` (``cascade.recommenders``), raising :class:`ModelUnavailable` with a message
+that says how to produce the artifact when there is none. ``two_tower`` is wired that way: it
+calls ``two_tower.recommender.load_two_tower(layout=..., dataset=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cascade.evaluation.split import SplitParams
+from cascade.paths import Layout
+from cascade.recommenders import PopularityRecommender, Recommender
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAMES = ("popular", "als", "two_tower")
+
+
+class ModelUnavailable(RuntimeError):
+    """No artifact of this model matches the data set and split (the message says what to run)."""
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """What a model must have been trained on.
+
+    ``train`` is the training side of ``split`` (or every interaction when ``split`` is None),
+    ``checksum`` the data set's ``interactions_sha256`` from its manifest.
+    """
+
+    name: str
+    spec: str
+    checksum: str | None
+    split: SplitParams | None
+    train: pd.DataFrame
+    directory: Path | None = None
+
+    def data_metadata(self) -> dict[str, Any]:
+        """The ``data`` block an artifact trained on this records in its metadata."""
+        return {
+            "dataset": self.name,
+            "spec": self.spec,
+            "checksum": self.checksum,
+            "split": self.split.to_dict() if self.split is not None else None,
+            "interactions": len(self.train),
+        }
+
+    def matches(self, data_meta: dict[str, Any] | None) -> bool:
+        """True when an artifact's ``data`` block says it was trained on this data and split."""
+        if not data_meta:
+            return False
+        want = self.data_metadata()
+        return bool(
+            data_meta.get("checksum") == want["checksum"]
+            and data_meta.get("split") == want["split"]
+        )
+
+    def describe(self) -> str:
+        split = "full data" if self.split is None else "train split"
+        return f"{self.name} ({split}, checksum {str(self.checksum)[:12]})"
+
+
+def load_model(
+    name: str, *, layout: Layout, dataset: ModelData, train_missing: bool = False
+) -> Recommender:
+    """A ready Recommender for ``name`` trained on ``dataset``.
+
+    ``train_missing``: for ``als``, train in memory (default parameters, not saved) when no
+    saved artifact matches, instead of raising :class:`ModelUnavailable`.
+    """
+    if name == "popular":
+        return PopularityRecommender.from_interactions(dataset.train)
+    if name == "als":
+        return _load_als(layout=layout, dataset=dataset, train_missing=train_missing)
+    if name == "two_tower":
+        try:
+            from two_tower.recommender import load_two_tower  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ModelUnavailable(f"two_tower cannot be loaded here ({exc})") from exc
+        model: Recommender = load_two_tower(layout=layout, dataset=dataset)
+        return model
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def _load_als(*, layout: Layout, dataset: ModelData, train_missing: bool) -> Recommender:
+    from fallback_mf.artifacts import (
+        ArtifactError,
+        latest_dir,
+        list_versions,
+        load_als,
+        read_metadata,
+    )
+
+    candidates = list_versions(layout.artifacts_dir)
+    try:
+        latest = latest_dir(layout.artifacts_dir)
+        candidates.sort(key=lambda p: p != latest)  # prefer what `latest` names, then newest
+    except ArtifactError:
+        pass
+    for directory in candidates:
+        try:
+            meta = read_metadata(directory)
+        except ArtifactError as exc:
+            logger.warning("skipping %s: %s", directory, exc)
+            continue
+        if dataset.matches(meta.get("data")):
+            logger.info("ALS: using artifact %s", directory)
+            return load_als(directory)
+    if not train_missing:
+        flag = " --full-data" if dataset.split is None else ""
+        raise ModelUnavailable(
+            f"no ALS artifact trained on {dataset.describe()} in {layout.artifacts_dir / 'als'}; "
+            f"run `cascade train mf --data {dataset.spec}{flag}`"
+        )
+    from fallback_mf.train import train_als
+
+    logger.info("ALS: no artifact trained on %s; training one in memory", dataset.describe())
+    return train_als(interactions=dataset.train, progress=False)
+
+
+def prepare_data(
+    *, layout: Layout, spec: str, split: SplitParams | None
+) -> tuple[ModelData, pd.DataFrame]:
+    """Resolve ``spec`` (``demo``, ``movielens:PATH``, ...), read it and split it.
+
+    Returns the :class:`ModelData` (train side) and the test interactions (empty when ``split``
+    is None). Errors from resolving or reading the data set propagate.
+    """
+    from cascade.data.dataset import read_dataset, read_manifest
+    from cascade.data.resolve import resolve_dataset
+    from cascade.evaluation.split import temporal_split
+
+    directory = Path(resolve_dataset(spec, layout=layout))
+    manifest = read_manifest(directory)
+    interactions = read_dataset(directory).interactions
+    if split is None:
+        train, test = interactions, interactions.iloc[0:0]
+    else:
+        train, test = temporal_split(
+            interactions, test_fraction=split.test_fraction, min_interactions=split.min_interactions
+        )
+    data = ModelData(
+        name=directory.name,
+        spec=spec,
+        checksum=manifest.get("interactions_sha256"),
+        split=split,
+        train=train,
+        directory=directory,
+    )
+    return data, test
