@@ -1,0 +1,182 @@
+"""Triton Python-backend model: Two-Tower user tower, then exact top-k over all items.
+
+SOURCE TEMPLATE. ``cascade export two-tower`` copies this file into each version folder
+(``triton_models/two_tower/<N>/model.py``) next to the weights it loads:
+
+    user_tower.pt         TorchScript user tower (raw ids and features in, unit vector out)
+    item_embeddings.npy   float32 (n_items, dim), L2-normalised, row order = item_ids.npy
+    item_ids.npy          int64, sorted: the data set's own item ids
+    metadata.json         limits (max_k, list lengths), versions
+
+Self-contained on purpose: the production Triton image has torch and numpy but not the
+``cascade`` / ``two_tower`` packages, so nothing here imports them. The wire contract is
+``two_tower/contract.py``; the limits it needs come from ``metadata.json``.
+
+Tensors move between Triton and torch by DLPack (``to_dlpack`` / ``Tensor.from_dlpack``): with
+numpy 2, ``as_numpy()`` plus ``pb_utils.Tensor(name, ndarray)`` returns wrong output shapes, and
+on ``KIND_GPU`` DLPack keeps the tensors on the GPU without copies. Every input is an integer
+tensor (the country travels as its int64 code): this stub corrupts BYTES inputs under numpy 2.
+
+Dynamic batching hands ``execute`` several requests: the valid ones are scored together in one
+user-tower call and one matrix product; an invalid request gets its own error response and the
+others are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack, to_dlpack
+
+NEG_INF = float("-inf")
+
+
+class BadRequest(ValueError):
+    """A request the model refuses; its message goes back to the client as a Triton error."""
+
+
+def _lookup(vocab: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Index 1..n of each id in the sorted ``vocab``; 0 for ids not in it (padding included)."""
+    pos = torch.searchsorted(vocab, ids).clamp(max=vocab.numel() - 1)
+    return torch.where(vocab[pos] == ids, pos + 1, torch.zeros_like(pos))
+
+
+def _invalid_arg(message: str | None) -> Any:
+    """A Triton error with code INVALID_ARG (HTTP 400) where this backend supports codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    if code is None:
+        return pb_utils.TritonError(message)
+    return pb_utils.TritonError(message, code)
+
+
+class TritonPythonModel:
+    """Triton's entry point for the Python backend."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        if args.get("model_instance_kind") == "GPU":
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(int(params.get("torch_num_threads") or 1))
+        with open(os.path.join(folder, "metadata.json")) as f:
+            meta = json.load(f)
+        self.max_k = int(meta["max_k"])
+        self.tower = torch.jit.load(os.path.join(folder, "user_tower.pt"), map_location=self.device).eval()
+        items = np.load(os.path.join(folder, "item_ids.npy"), allow_pickle=False)
+        emb = np.load(os.path.join(folder, "item_embeddings.npy"), allow_pickle=False)
+        self.item_ids = torch.from_numpy(items.astype(np.int64)).to(self.device)
+        self.item_emb_t = torch.from_numpy(np.ascontiguousarray(emb.T, dtype=np.float32)).to(self.device)
+        self.version = meta.get("artifact_version", "?")
+        pb_utils.Logger.log_info(
+            f"two_tower version {args['model_version']} (artifact {self.version}): "
+            f"{len(items)} items, device {self.device}"
+        )
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _int_input(self, request: Any, name: str) -> torch.Tensor:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise BadRequest(f"missing input '{name}'")
+        return from_dlpack(tensor.to_dlpack()).to(self.device)
+
+    def _parse(self, request: Any) -> dict[str, torch.Tensor]:
+        user_id = self._int_input(request, "user_id").reshape(-1)
+        n = user_id.shape[0]
+        k = self._int_input(request, "k").reshape(-1).to(torch.int64)
+        if bool((user_id < 0).any()):
+            bad = int(user_id[user_id < 0][0])
+            raise BadRequest(f"invalid user_id {bad}: ids are >= 0")
+        if bool(((k < 1) | (k > self.max_k)).any()):
+            bad = int(k[(k < 1) | (k > self.max_k)][0])
+            raise BadRequest(f"k={bad} out of range: 1 <= k <= {self.max_k}")
+        recent = self._int_input(request, "recent_items")
+        seen = self._int_input(request, "seen_items")
+        for name, items in (("recent_items", recent), ("seen_items", seen)):
+            if bool((items < -1).any()):
+                raise BadRequest(f"invalid item id in {name}: ids are >= 0, -1 pads")
+        return {
+            "user_id": user_id,
+            "age_bucket": self._int_input(request, "age_bucket").reshape(n),
+            "country": self._int_input(request, "country").reshape(n),
+            "interaction_count": self._int_input(request, "interaction_count").reshape(n),
+            "recent_items": recent.reshape(n, -1),
+            "seen_items": seen.reshape(n, -1),
+            "k": k,
+        }
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def _top_k(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ids and scores, width = the largest k; -1 / -inf after each row's own k."""
+        with torch.inference_mode():
+            users = self.tower(
+                rows["user_id"], rows["age_bucket"], rows["country"], rows["interaction_count"], rows["recent_items"]
+            )
+            scores = users @ self.item_emb_t
+            n, n_items = scores.shape
+            seen = _lookup(self.item_ids, rows["seen_items"])
+            mask = torch.zeros((n, n_items + 1), dtype=torch.bool, device=self.device)
+            mask.scatter_(1, seen, True)
+            scores.masked_fill_(mask[:, 1:], NEG_INF)
+            width = int(rows["k"].max())
+            top = min(width, n_items)
+            values, index = torch.topk(scores, top, dim=1)
+            ids = self.item_ids[index]
+            if top < width:
+                ids = torch.nn.functional.pad(ids, (0, width - top), value=-1)
+                values = torch.nn.functional.pad(values, (0, width - top), value=NEG_INF)
+            cut = torch.arange(width, device=self.device).unsqueeze(0) >= rows["k"].unsqueeze(1)
+            cut |= torch.isinf(values)
+            ids = ids.masked_fill(cut, -1)
+            values = values.masked_fill(cut, NEG_INF)
+        return ids.contiguous(), values.contiguous()
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        parsed: list[dict[str, torch.Tensor] | None] = []
+        errors: list[str | None] = []
+        for request in requests:
+            try:
+                parsed.append(self._parse(request))
+                errors.append(None)
+            except BadRequest as exc:
+                parsed.append(None)
+                errors.append(str(exc))
+        good = [p for p in parsed if p is not None]
+        results: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if good:
+            keys = good[0].keys()
+            merged = {key: torch.cat([p[key] for p in good]) for key in keys}
+            ids, values = self._top_k(merged)
+            start = 0
+            for p in good:
+                n, width = p["user_id"].shape[0], int(p["k"].max())
+                results.append((ids[start : start + n, :width], values[start : start + n, :width]))
+                start += n
+        responses = []
+        it = iter(results)
+        for p, err in zip(parsed, errors):
+            if p is None:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_invalid_arg(err)))
+                continue
+            ids, values = next(it)
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor.from_dlpack("item_ids", to_dlpack(ids.contiguous())),
+                        pb_utils.Tensor.from_dlpack("scores", to_dlpack(values.contiguous())),
+                    ]
+                )
+            )
+        return responses
+
+    def finalize(self) -> None:
+        pb_utils.Logger.log_info(f"two_tower artifact {self.version} unloaded")

@@ -1,0 +1,232 @@
+"""Save and load trained Two-Tower artifacts: safetensors + ``.npy`` + ``metadata.json`` (no pickle).
+
+Layout (``layout.artifacts_dir / "two_tower"``)::
+
+    two_tower/
+      latest                       text file: the version to export and evaluate
+      20261129T170501Z/
+        model.safetensors          both towers' weights and buffers (state dict)
+        user_vocab.npy, item_vocab.npy   int64 sorted ids; index i+1 in the embeddings
+        country_vocab.npy          int64 sorted country codes (two_tower.contract.country_code)
+        item_ids.npy               int64: the scored catalogue (= item_vocab)
+        item_embeddings.npy        float32 (n_items, dim): item tower output, for offline use
+        popular_items.npy, popular_counts.npy   fallback ranking for users never seen
+        metadata.json              config, string vocabularies, params, metrics, data, versions
+
+A version folder is written under a temporary name and renamed into place, and ``latest`` is
+replaced atomically, so a reader never sees half an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+LATEST_FILE = "latest"
+METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "model.safetensors"
+_ARRAYS = ("user_vocab", "item_vocab", "country_vocab", "item_ids", "item_embeddings", "popular_items", "popular_counts")
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete, or does not match its metadata."""
+
+
+@dataclass
+class TrainedTwoTower:
+    """A trained model with everything needed to score: vocabularies and item embeddings."""
+
+    model: TwoTower
+    user_vocab: np.ndarray
+    item_vocab: np.ndarray
+    country_vocab: np.ndarray
+    countries: list[str]  # the strings behind country_vocab, for humans
+    categories: StringVocab
+    item_embeddings: np.ndarray  # (n_items, dim) rows in item_vocab order
+    popular_items: np.ndarray
+    popular_counts: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.item_vocab
+
+
+def root_dir(artifacts_dir: Path) -> Path:
+    """The folder holding every Two-Tower version and the ``latest`` pointer."""
+    return Path(artifacts_dir) / "two_tower"
+
+
+def new_version(now: datetime | None = None) -> str:
+    """A sortable UTC timestamp version, e.g. ``20261129T170501Z``."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def id_map_sha256(user_vocab: np.ndarray, item_vocab: np.ndarray) -> str:
+    """Checksum of both id maps, recorded in and checked against metadata."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(user_vocab, dtype=np.int64).tobytes())
+    h.update(b"|")
+    h.update(np.ascontiguousarray(item_vocab, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    import safetensors
+    import torch
+
+    return {"torch": torch.__version__, "numpy": np.__version__, "safetensors": safetensors.__version__}
+
+
+def save_two_tower(trained: TrainedTwoTower, *, artifacts_dir: Path, update_latest: bool = True) -> Path:
+    """Write ``trained`` as a new version folder and (by default) point ``latest`` at it."""
+    from safetensors.torch import save_file
+
+    root = root_dir(artifacts_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    version = base = new_version()
+    n = 1
+    while (root / version).exists():
+        n += 1
+        version = f"{base}-{n}"
+    arrays = {name: getattr(trained, name) for name in _ARRAYS}
+    meta = dict(trained.metadata)
+    meta.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_version": version,
+            "trained_at": meta.get("trained_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": trained.model.cfg.to_dict(),
+            "countries": trained.countries,
+            "categories": trained.categories.values,
+            "id_map_sha256": id_map_sha256(trained.user_vocab, trained.item_vocab),
+            "shapes": {name: list(a.shape) for name, a in arrays.items()},
+            "libraries": _library_versions(),
+        }
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+        # Shared tensors (the item-id embedding used by both towers) are stored once.
+        save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE))
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, root / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if update_latest:
+        set_latest(artifacts_dir=artifacts_dir, version=version)
+    logger.info("saved Two-Tower artifact %s", root / version)
+    return root / version
+
+
+def _dedupe_shared(state: dict[str, Any]) -> dict[str, Any]:
+    seen: dict[int, str] = {}
+    out = {}
+    for key, tensor in state.items():
+        ptr = tensor.data_ptr()
+        if ptr in seen and tensor.numel() > 0:
+            continue
+        seen[ptr] = key
+        out[key] = tensor
+    return out
+
+
+def set_latest(*, artifacts_dir: Path, version: str) -> None:
+    """Atomically point ``latest`` at ``version``."""
+    root = root_dir(artifacts_dir)
+    if not (root / version / METADATA_FILE).is_file():
+        raise ArtifactError(f"no Two-Tower artifact {version} in {root}")
+    fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(version + "\n")
+    os.replace(tmp, root / LATEST_FILE)
+
+
+def latest_dir(artifacts_dir: Path) -> Path:
+    """The version folder ``latest`` points at; :class:`ArtifactError` when there is none."""
+    pointer = root_dir(artifacts_dir) / LATEST_FILE
+    if not pointer.is_file():
+        raise ArtifactError(f"no Two-Tower artifact yet: {pointer} is missing (run `cascade train two-tower`)")
+    version = pointer.read_text().strip()
+    if not version or "/" in version or version.startswith("."):
+        raise ArtifactError(f"{pointer} holds an invalid version {version!r}")
+    return root_dir(artifacts_dir) / version
+
+
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """Parsed ``metadata.json`` of a version folder."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} is missing: not a Two-Tower artifact") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+    return meta
+
+
+def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
+    """Load a version folder written by :func:`save_two_tower`; checks shapes and id maps."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    arrays: dict[str, np.ndarray] = {}
+    for name in _ARRAYS:
+        path = directory / f"{name}.npy"
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: incomplete artifact")
+        arrays[name] = np.load(path, allow_pickle=False)
+        if list(arrays[name].shape) != meta["shapes"][name]:
+            raise ArtifactError(f"{path}: shape {arrays[name].shape} != metadata {meta['shapes'][name]}")
+    if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
+        raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
+    cfg = TwoTowerConfig.from_dict(meta["config"])
+    model = TwoTower(
+        cfg,
+        user_vocab=arrays["user_vocab"],
+        item_vocab=arrays["item_vocab"],
+        country_vocab=arrays["country_vocab"],
+    )
+    state = load_file(str(directory / WEIGHTS_FILE))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Keys dropped on save as aliases of a shared tensor are filled through that tensor.
+    fresh = model.state_dict()
+    loaded_ptrs = {fresh[k].data_ptr() for k in state if k in fresh}
+    really_missing = [k for k in missing if fresh[k].data_ptr() not in loaded_ptrs]
+    if really_missing or unexpected:
+        raise ArtifactError(f"{directory}: weights do not match the config ({really_missing or unexpected})")
+    model.eval()
+    return TrainedTwoTower(
+        model=model,
+        user_vocab=arrays["user_vocab"],
+        item_vocab=arrays["item_vocab"],
+        country_vocab=arrays["country_vocab"],
+        countries=list(meta["countries"]),
+        categories=StringVocab(meta["categories"]),
+        item_embeddings=arrays["item_embeddings"].astype(np.float32),
+        popular_items=arrays["popular_items"],
+        popular_counts=arrays["popular_counts"],
+        metadata=meta,
+    )

@@ -1,0 +1,229 @@
+"""The Two-Tower network: a user tower and an item tower, L2-normalised, scored by dot product.
+
+Both towers take the data set's own ids and raw feature values and do their own lookups
+(``searchsorted`` over sorted id vocabularies held as buffers), so the scripted user tower that
+Triton runs needs nothing but the tensors of the wire contract. The country arrives as its int64
+code (``two_tower.contract.country_code``) and is looked up the same way. Item categories are
+mapped to indices outside the network with :class:`StringVocab` (the item tower only runs
+offline). Index 0 is "unknown" everywhere.
+
+User tower: user id embedding (row 0 = out-of-vocabulary), age bucket, country, log2-bucketed
+interaction count, and the mean of the item-id embeddings of the recent items (shared with the
+item tower), through a two-layer MLP plus a linear skip.
+Item tower: item id embedding, category, price bucket, log2-bucketed popularity and age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+COUNT_BUCKETS = 24  # log2 buckets: counts up to ~16M
+AGE_DAYS_BUCKETS = 16
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Sizes of the network. Vocabulary sizes include the unknown row 0."""
+
+    n_users: int
+    n_items: int
+    n_age_buckets: int
+    n_countries: int
+    n_categories: int
+    n_price_buckets: int
+    dim: int = 64
+    hidden: int = 128
+    side_dim: int = 16
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-safe form, stored in ``metadata.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
+        return cls(**{k: int(v) for k, v in data.items()})
+
+
+class StringVocab:
+    """Strings to indices 1..n in sorted order; anything else (missing, unseen) maps to 0."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.values: list[str] = sorted({str(v) for v in values if v is not None and v == v})
+        self._index = {v: i + 1 for i, v in enumerate(self.values)}
+
+    def __len__(self) -> int:
+        return len(self.values) + 1
+
+    def encode(self, values: Sequence[Any] | np.ndarray) -> np.ndarray:
+        """Indices (int64) of ``values``; bytes are decoded as UTF-8."""
+        out = np.zeros(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            key = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            out[i] = self._index.get(key, 0) if isinstance(key, str) else 0
+        return out
+
+
+def lookup(vocab: Tensor, ids: Tensor) -> Tensor:
+    """Index 1..n of each id in the sorted ``vocab``; 0 for ids not in it (padding included)."""
+    if vocab.numel() == 0:
+        return torch.zeros_like(ids)
+    pos = torch.searchsorted(vocab, ids).clamp(max=vocab.numel() - 1)
+    return torch.where(vocab[pos] == ids, pos + 1, torch.zeros_like(pos))
+
+
+def log2_bucket(values: Tensor, n_buckets: int) -> Tensor:
+    """floor(log2(x + 1)) clipped to ``[0, n_buckets - 1]``; negatives count as 0."""
+    x = values.to(torch.float32).clamp(min=0.0)
+    return torch.floor(torch.log2(x + 1.0)).to(torch.int64).clamp(0, n_buckets - 1)
+
+
+def _bucket(values: Tensor, n_rows: int) -> Tensor:
+    """Small non-negative categorical ints to rows 1..n_rows-1; missing (<0) and overflow to 0."""
+    v = values.to(torch.int64) + 1
+    return torch.where((v >= 1) & (v < n_rows), v, torch.zeros_like(v))
+
+
+class UserTower(nn.Module):
+    """User features to an L2-normalised vector. Scripted as-is for Triton."""
+
+    def __init__(
+        self,
+        cfg: TwoTowerConfig,
+        user_vocab: Tensor,
+        item_vocab: Tensor,
+        country_vocab: Tensor,
+        item_embedding: nn.Embedding,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("user_vocab", user_vocab.to(torch.int64))
+        self.register_buffer("item_vocab", item_vocab.to(torch.int64))
+        self.register_buffer("country_vocab", country_vocab.to(torch.int64))
+        self.user_embedding = nn.Embedding(cfg.n_users, cfg.dim)
+        self.item_embedding = item_embedding
+        self.age = nn.Embedding(cfg.n_age_buckets, cfg.side_dim)
+        self.country = nn.Embedding(cfg.n_countries, cfg.side_dim)
+        self.count = nn.Embedding(COUNT_BUCKETS, cfg.side_dim)
+        width = 2 * cfg.dim + 3 * cfg.side_dim
+        self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.skip = nn.Linear(width, cfg.dim, bias=False)
+        self.n_age_buckets = cfg.n_age_buckets
+        self.count_buckets = COUNT_BUCKETS
+
+    def forward(
+        self,
+        user_id: Tensor,
+        age_bucket: Tensor,
+        country: Tensor,
+        interaction_count: Tensor,
+        recent_items: Tensor,
+    ) -> Tensor:
+        """``(n,)`` ids and features (country as its code), ``(n, L)`` recent items -> ``(n, dim)``."""
+        users = lookup(self.user_vocab, user_id)
+        hist = lookup(self.item_vocab, recent_items)
+        mask = (hist > 0).to(torch.float32).unsqueeze(-1)
+        pooled = (self.item_embedding(hist) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        x = torch.cat(
+            [
+                self.user_embedding(users),
+                pooled,
+                self.age(_bucket(age_bucket, self.n_age_buckets)),
+                self.country(lookup(self.country_vocab, country)),
+                self.count(log2_bucket(interaction_count, self.count_buckets)),
+            ],
+            dim=1,
+        )
+        return F.normalize(self.mlp(x) + self.skip(x), dim=-1)
+
+
+class ItemTower(nn.Module):
+    """Item features to an L2-normalised vector."""
+
+    def __init__(self, cfg: TwoTowerConfig, item_vocab: Tensor, item_embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.register_buffer("item_vocab", item_vocab.to(torch.int64))
+        self.item_embedding = item_embedding
+        self.category = nn.Embedding(cfg.n_categories, cfg.side_dim)
+        self.price = nn.Embedding(cfg.n_price_buckets, cfg.side_dim)
+        self.popularity = nn.Embedding(COUNT_BUCKETS, cfg.side_dim)
+        self.age = nn.Embedding(AGE_DAYS_BUCKETS, cfg.side_dim)
+        width = cfg.dim + 4 * cfg.side_dim
+        self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.skip = nn.Linear(width, cfg.dim, bias=False)
+        self.n_price_buckets = cfg.n_price_buckets
+        self.count_buckets = COUNT_BUCKETS
+        self.age_buckets = AGE_DAYS_BUCKETS
+
+    def forward(
+        self, item_id: Tensor, category: Tensor, price_bucket: Tensor, popularity: Tensor, age_days: Tensor
+    ) -> Tensor:
+        """``(n,)`` ids and features (category as a StringVocab index) -> ``(n, dim)``."""
+        x = torch.cat(
+            [
+                self.item_embedding(lookup(self.item_vocab, item_id)),
+                self.category(category.clamp(min=0)),
+                self.price(_bucket(price_bucket, self.n_price_buckets)),
+                self.popularity(log2_bucket(popularity, self.count_buckets)),
+                self.age(log2_bucket(age_days, self.age_buckets)),
+            ],
+            dim=1,
+        )
+        return F.normalize(self.mlp(x) + self.skip(x), dim=-1)
+
+
+def _sorted_vocab(values: np.ndarray, name: str) -> Tensor:
+    ids = torch.as_tensor(np.asarray(values, dtype=np.int64))
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        raise ValueError(f"{name} vocabulary must be sorted and unique")
+    return ids
+
+
+class TwoTower(nn.Module):
+    """Both towers, sharing the item-id embedding (history pooling and item tower)."""
+
+    def __init__(
+        self,
+        cfg: TwoTowerConfig,
+        *,
+        user_vocab: np.ndarray,
+        item_vocab: np.ndarray,
+        country_vocab: np.ndarray,
+    ) -> None:
+        super().__init__()
+        sizes = (len(user_vocab) + 1, len(item_vocab) + 1, len(country_vocab) + 1)
+        if sizes != (cfg.n_users, cfg.n_items, cfg.n_countries):
+            raise ValueError(f"vocabulary sizes {sizes} do not match the config")
+        self.cfg = cfg
+        users, items, countries = (
+            _sorted_vocab(v, name)
+            for v, name in ((user_vocab, "user"), (item_vocab, "item"), (country_vocab, "country"))
+        )
+        self.item_embedding = nn.Embedding(cfg.n_items, cfg.dim, padding_idx=0)
+        self.user_tower = UserTower(cfg, users, items, countries, self.item_embedding)
+        self.item_tower = ItemTower(cfg, items, self.item_embedding)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.1)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+
+    def forward(self, user: dict[str, Tensor], item: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """User and item vectors for a batch of (user features, item features) rows."""
+        return (
+            self.user_tower(
+                user["user_id"], user["age_bucket"], user["country"], user["interaction_count"], user["recent_items"]
+            ),
+            self.item_tower(
+                item["item_id"], item["category"], item["price_bucket"], item["popularity"], item["age_days"]
+            ),
+        )
