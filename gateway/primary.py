@@ -39,19 +39,16 @@ def build_inputs(
 ) -> list[Any]:
     """The contract's input tensors for one user (``module``: tritonclient.grpc or .http)."""
     seen = list(dict.fromkeys([*exclude, *features.seen_items]))
-    values: dict[str, np.ndarray] = {
-        contract.USER_ID: np.array([[features.user_id]], dtype=np.int64),
-        contract.AGE_BUCKET: np.array([[features.age_bucket]], dtype=np.int64),
-        contract.COUNTRY: np.array([[features.country.encode()]], dtype=np.object_),
-        contract.INTERACTION_COUNT: np.array([[features.interaction_count]], dtype=np.int64),
-        contract.RECENT_ITEMS: np.array(
-            [contract.pad_items(list(features.recent_items), contract.RECENT_ITEMS_LEN)], dtype=np.int64
-        ),
-        contract.SEEN_ITEMS: np.array(
-            [contract.pad_items(seen, contract.MAX_SEEN_ITEMS)], dtype=np.int64
-        ),
-        contract.K: np.array([[k]], dtype=np.int32),
+    rows: dict[str, list[int]] = {
+        contract.USER_ID: [features.user_id],
+        contract.AGE_BUCKET: [features.age_bucket],
+        contract.COUNTRY: [contract.country_code(features.country)],
+        contract.INTERACTION_COUNT: [features.interaction_count],
+        contract.RECENT_ITEMS: contract.pad_items(list(features.recent_items), contract.RECENT_ITEMS_LEN),
+        contract.SEEN_ITEMS: contract.pad_items(seen, contract.MAX_SEEN_ITEMS),
+        contract.K: [k],
     }
+    values = {spec.name: np.array([rows[spec.name]], dtype=spec.numpy_dtype) for spec in contract.INPUTS}
     inputs = []
     for spec in contract.INPUTS:
         tensor = module.InferInput(spec.name, list(values[spec.name].shape), spec.dtype)

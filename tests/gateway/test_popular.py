@@ -52,3 +52,19 @@ def test_parse_row() -> None:
     feats = parse_row(5, {"age_bucket": 2, "country": "FR", "interaction_count": 4,
                           "recent_items": [3, 1], "seen_items": np.array([3, 1, 9])})
     assert feats is not None and feats.seen_items == (3, 1, 9) and feats.country == "FR"
+
+
+def test_triton_inputs_follow_the_contract() -> None:
+    import tritonclient.grpc as grpcclient
+
+    from gateway.primary import build_inputs
+    from gateway.tiers import UserFeatures
+    from two_tower import contract
+
+    feats = UserFeatures(user_id=3, age_bucket=1, country="FR", interaction_count=2,
+                         recent_items=(5, 6), seen_items=(5, 6, 7))
+    inputs = build_inputs(feats, k=10, exclude=[99], module=grpcclient)
+    assert [i.name() for i in inputs] == [s.name for s in contract.INPUTS]
+    for tensor, spec in zip(inputs, contract.INPUTS, strict=True):
+        assert tensor.datatype() == spec.dtype
+        assert tensor.shape() == [1, *spec.dims]
