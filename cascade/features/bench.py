@@ -55,7 +55,7 @@ def bench_materialize(
     if not url:
         raise store.FeatureStoreError("bench_materialize needs REDIS_URL (it measures Redis)")
     views = views or USER_VIEWS
-    client = redis.Redis.from_url(url, socket_timeout=30)
+    client: Any = redis.Redis.from_url(url, socket_timeout=30)
     try:
         _delete(client, _project_keys(client, project))
         store.apply(layout=layout, dataset=dataset, project=project)
@@ -73,7 +73,9 @@ def bench_materialize(
             "views": views,
             "rows": report.rows,
             "seconds": round(report.seconds, 3),
-            "per_view": {v.view: {"rows": v.rows, "seconds": round(v.seconds, 3)} for v in report.views},
+            "per_view": {
+                v.view: {"rows": v.rows, "seconds": round(v.seconds, 3)} for v in report.views
+            },
             "redis_keys": len(keys),
             "redis_used_memory_delta_bytes": after - before,
             "redis_sampled_bytes": int(per_key * len(keys)),

@@ -25,7 +25,9 @@ def _parse_end(end: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(end)
     except ValueError as exc:
-        raise typer.BadParameter(f"{end!r} is not an ISO 8601 date-time", param_hint="--end") from exc
+        raise typer.BadParameter(
+            f"{end!r} is not an ISO 8601 date-time", param_hint="--end"
+        ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -53,7 +55,9 @@ def materialize(
     full: bool = typer.Option(
         False, "--full", help="Whole range from 1970 (needed after the online store was emptied)."
     ),
-    end: str | None = typer.Option(None, "--end", help="End of the range, ISO 8601 (default: now, UTC)."),
+    end: str | None = typer.Option(
+        None, "--end", help="End of the range, ISO 8601 (default: now, UTC)."
+    ),
 ) -> None:
     """Copy feature rows into the online store: incremental since the last run, or --full."""
     import redis
@@ -67,7 +71,9 @@ def materialize(
     except (store.FeatureStoreError, redis.RedisError) as exc:
         raise _fail(str(exc)) from None
     for view in report.views:
-        typer.echo(f"  {view.view}: {view.rows} rows, {view.start:%Y-%m-%d %H:%M} .. {view.end:%Y-%m-%d %H:%M}")
+        typer.echo(
+            f"  {view.view}: {view.rows} rows, {view.start:%Y-%m-%d %H:%M} .. {view.end:%Y-%m-%d %H:%M}"
+        )
     typer.echo(
         f"materialized {report.rows} rows into {report.online_store} in {report.seconds:.2f}s "
         f"({'full' if full else 'incremental'})"

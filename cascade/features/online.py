@@ -31,9 +31,7 @@ def _entity_rows(user_ids: list[int]) -> dict[str, list[int]]:
 def _to_users(response: OnlineResponse) -> dict[int, dict[str, Any]]:
     data = response.to_dict()
     ids = data[names.USER_JOIN_KEY]
-    return {
-        int(uid): {name: _plain(data[name][i]) for name in _PLAIN} for i, uid in enumerate(ids)
-    }
+    return {int(uid): {name: _plain(data[name][i]) for name in _PLAIN} for i, uid in enumerate(ids)}
 
 
 def _plain(value: Any) -> Any:
@@ -77,7 +75,7 @@ async def aclose(store: FeatureStore) -> None:
     private ``_client_async`` attribute (checked by a test against the pinned version).
     """
     await store.close()
-    online_store = store._get_provider().online_store  # type: ignore[attr-defined]
+    online_store: Any = store._get_provider().online_store
     client = getattr(online_store, "_client_async", None)
     if client is not None:
         await client.aclose()

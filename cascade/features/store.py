@@ -141,7 +141,9 @@ def _load_definitions_module() -> ModuleType:
     # the same way.
     if not DEFINITIONS_FILE.is_file():
         raise FeatureStoreError(f"Feast definitions not found at {DEFINITIONS_FILE}")
-    spec = importlib.util.spec_from_file_location("cascade_feature_repo_definitions", DEFINITIONS_FILE)
+    spec = importlib.util.spec_from_file_location(
+        "cascade_feature_repo_definitions", DEFINITIONS_FILE
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -189,7 +191,9 @@ def apply(*, layout: Layout, dataset: str, project: str | None = None) -> None:
     check_online_store()
     store = open_store(layout=layout, dataset=dataset, project=project)
     store.apply(objects)  # type: ignore[arg-type]
-    logger.info("applied %d Feast objects for %s (project %s)", len(objects), dataset, store.project)
+    logger.info(
+        "applied %d Feast objects for %s (project %s)", len(objects), dataset, store.project
+    )
 
 
 def _rows_in_range(path: Path, key: str, start: datetime, end: datetime) -> int:
@@ -253,7 +257,10 @@ def materialize(
             store.materialize_incremental(end_date=end, feature_views=[view.name])
         reports.append(
             ViewReport(
-                view=view.name, start=start, end=end, rows=rows,
+                view=view.name,
+                start=start,
+                end=end,
+                rows=rows,
                 seconds=time.perf_counter() - view_started,
             )
         )

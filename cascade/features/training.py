@@ -5,9 +5,10 @@ columns) the features of a feature service as they were at that moment: for each
 the newest snapshot stamped at or before ``event_timestamp`` and not older than the view's TTL;
 none found -> missing values. A snapshot stamped after the event never reaches its row.
 
-Two engines give the same frame (a test checks it):
+Two engines give the same frame (a test checks it); ``engine="auto"`` (default) picks Feast for
+up to ``AUTO_FEAST_MAX_ROWS`` distinct (join key, timestamp) pairs per view, merge_asof above:
 
-- ``engine="feast"`` (default): ``FeatureStore.get_historical_features``, one call per feature
+- ``engine="feast"``: ``FeatureStore.get_historical_features``, one call per feature
   view. Feast's file (Dask) offline store has two quirks this works around: it silently drops an
   entity row when every snapshot of that entity lies outside [event - TTL, event] (instead of
   returning nulls), and it collapses rows sharing (join key, timestamp) (feast issue #6787).
@@ -41,7 +42,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Engine = Literal["feast", "asof"]
+Engine = Literal["auto", "feast", "asof"]
+# "auto" uses Feast up to this many distinct (join key, timestamp) pairs per view, merge_asof
+# above: Feast's Dask store needs minutes for tens of thousands of rows with list features here.
+AUTO_FEAST_MAX_ROWS = 20_000
 TS = names.EVENT_TIMESTAMP
 
 
@@ -136,7 +140,7 @@ def training_frame(
     entity_df: pd.DataFrame,
     *,
     feature_service: str = names.TWO_TOWER_SERVICE,
-    engine: Engine = "feast",
+    engine: Engine = "auto",
 ) -> pd.DataFrame:
     """Point-in-time features of ``feature_service`` for each row of ``entity_df``.
 
@@ -156,9 +160,12 @@ def training_frame(
         started = time.perf_counter()
         keys = pd.DataFrame({view.join_key: base[view.join_key].astype(np.int64), TS: ts})
         pairs = keys.drop_duplicates(ignore_index=True)
-        if engine == "feast":
+        chosen = engine
+        if engine == "auto":
+            chosen = "feast" if len(pairs) <= AUTO_FEAST_MAX_ROWS else "asof"
+        if chosen == "feast":
             got = _feast_view(store, view, pairs)
-        elif engine == "asof":
+        elif chosen == "asof":
             got = _asof_view(view, pairs)
         else:
             raise ValueError(f"unknown engine {engine!r}")
@@ -169,6 +176,10 @@ def training_frame(
             out[feature] = _normalize(joined[feature], view.kinds[feature])
         logger.info(
             "%s: %d rows (%d distinct) via %s in %.2fs",
-            view.name, len(keys), len(pairs), engine, time.perf_counter() - started,
+            view.name,
+            len(keys),
+            len(pairs),
+            chosen,
+            time.perf_counter() - started,
         )
     return out

@@ -40,7 +40,9 @@ def test_missing_dataset_exits_2(sqlite_store: str, layout: Layout) -> None:
         assert "Traceback" not in result.output
 
 
-def test_unreachable_redis_exits_2(project: str, layout: Layout, tiny_dataset: Path, monkeypatch) -> None:
+def test_unreachable_redis_exits_2(
+    project: str, layout: Layout, tiny_dataset: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
     for command in ("apply", "materialize"):
         result = runner.invoke(app, [command, "--dataset", DATASET])

@@ -27,13 +27,18 @@ def _latest(features_dir: Path, view: str) -> pd.DataFrame:
 
 def test_redis_connection_string() -> None:
     assert store.redis_connection_string("redis://127.0.0.1:6379/0") == "127.0.0.1:6379,db=0"
-    assert store.redis_connection_string("redis://:s3cret@cache:6380/2") == "cache:6380,db=2,password=s3cret"
+    assert (
+        store.redis_connection_string("redis://:s3cret@cache:6380/2")
+        == "cache:6380,db=2,password=s3cret"
+    )
     assert store.redis_connection_string("rediss://cache") == "cache:6379,db=0,ssl=true"
     with pytest.raises(store.FeatureStoreError):
         store.redis_connection_string("http://cache:6379")
 
 
-def test_config_follows_environment(layout: Layout, project: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_follows_environment(
+    layout: Layout, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     config = store.store_config(layout=layout, dataset="x")
     assert config.project == project
@@ -48,7 +53,9 @@ def test_config_follows_environment(layout: Layout, project: str, monkeypatch: p
     assert store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
 
 
-def test_skew_online_equals_latest_offline(online_kind: str, layout: Layout, tiny_dataset: Path) -> None:
+def test_skew_online_equals_latest_offline(
+    online_kind: str, layout: Layout, tiny_dataset: Path
+) -> None:
     """No training/serving skew: after materialization, online features of sampled users equal
     their newest offline rows, lists included; an unknown user comes back all None."""
     store.apply(layout=layout, dataset=DATASET)
@@ -82,7 +89,9 @@ def test_skew_online_equals_latest_offline(online_kind: str, layout: Layout, tin
 
     items = _latest(tiny_dataset, names.ITEM_FEATURES)
     item = int(items.index[0])
-    row = fs.get_online_features(features=names.ITEM_FEATURE_REFS, entity_rows=[{"item_id": item}]).to_dict()
+    row = fs.get_online_features(
+        features=names.ITEM_FEATURE_REFS, entity_rows=[{"item_id": item}]
+    ).to_dict()
     assert row["category"] == [items.loc[item, "category"]]
     assert row["popularity"] == [items.loc[item, "popularity"]]
     assert row["age_days"][0] == pytest.approx(float(items.loc[item, "age_days"]), rel=1e-6)
@@ -130,11 +139,15 @@ def test_incremental_moves_only_new_rows(online_kind: str, layout: Layout, proje
     store.apply(layout=layout, dataset=DATASET)
     report = store.materialize(layout=layout, dataset=DATASET, end=t1 + timedelta(hours=1))
     assert {v.view: v.rows for v in report.views} == {
-        names.USER_PROFILE: 4, names.USER_ACTIVITY: 4, names.ITEM_FEATURES: 2,
+        names.USER_PROFILE: 4,
+        names.USER_ACTIVITY: 4,
+        names.ITEM_FEATURES: 2,
     }
 
     # A new snapshot changes users 2 and 3 only.
-    write_tables(folder, _small_tables(pd.concat([first, _activity([2, 3], t2, 20)], ignore_index=True)))
+    write_tables(
+        folder, _small_tables(pd.concat([first, _activity([2, 3], t2, 20)], ignore_index=True))
+    )
     report = store.materialize(layout=layout, dataset=DATASET, end=t2 + timedelta(hours=1))
     assert report.rows == 2
     assert {v.view: v.start for v in report.views}[names.USER_ACTIVITY] == t1 + timedelta(hours=1)
@@ -151,7 +164,9 @@ def test_incremental_moves_only_new_rows(online_kind: str, layout: Layout, proje
         # An emptied Redis: incremental restores nothing, --full restores everything.
         delete_project_keys(REDIS_URL, project)
         assert online.read_user_features(fs, [2])[2]["interaction_count"] is None
-        report = store.materialize(layout=layout, dataset=DATASET, end=t2 + timedelta(hours=3), full=True)
+        report = store.materialize(
+            layout=layout, dataset=DATASET, end=t2 + timedelta(hours=3), full=True
+        )
         assert report.full and report.rows == 4 + 4 + 2
         assert online.read_user_features(fs, [2])[2]["interaction_count"] == 20
 

@@ -31,7 +31,12 @@ def _leakage_tables() -> dict[str, pd.DataFrame]:
     items = [(i, T0 + d * DAY) for i in (0, 1) for d in (7, 14)]
     return {
         schema.USER_PROFILE_FILE: pd.DataFrame(
-            {schema.USER_ID: [1, 2], schema.EVENT_TIMESTAMP: T0, "age_bucket": [3, 4], "country": ["US", "DE"]}
+            {
+                schema.USER_ID: [1, 2],
+                schema.EVENT_TIMESTAMP: T0,
+                "age_bucket": [3, 4],
+                "country": ["US", "DE"],
+            }
         ),
         schema.USER_ACTIVITY_FILE: pd.DataFrame(
             {
@@ -57,7 +62,8 @@ def _leakage_tables() -> dict[str, pd.DataFrame]:
 
 # (user, item, event time, expected activity snapshot day, expected item snapshot day)
 LEAKAGE_ROWS = [
-    (1, 0, T0 + 7 * DAY - timedelta(seconds=1), None, None),  # one second before the first snapshots
+    # one second before the first snapshots
+    (1, 0, T0 + 7 * DAY - timedelta(seconds=1), None, None),
     (1, 0, T0 + 7 * DAY, 7, 7),  # a snapshot at T covers interactions strictly before T: allowed
     (1, 1, T0 + 14 * DAY - timedelta(microseconds=1), 7, 7),
     (1, 1, T0 + 15 * DAY, 14, 14),
@@ -104,7 +110,9 @@ def test_no_leakage(leakage_store, engine: str) -> None:
         assert row["age_bucket"] == (3 if user == 1 else 4)  # profile found despite other views
 
 
-def test_real_data_never_sees_its_own_interaction(sqlite_store: str, layout: Layout, tiny_dataset: Path) -> None:
+def test_real_data_never_sees_its_own_interaction(
+    sqlite_store: str, layout: Layout, tiny_dataset: Path
+) -> None:
     """On the synthetic data, the interacted item is never already in the row's seen_items and
     the count never exceeds the user's interactions strictly before the event."""
     store.apply(layout=layout, dataset=DATASET)
@@ -112,8 +120,12 @@ def test_real_data_never_sees_its_own_interaction(sqlite_store: str, layout: Lay
     from cascade.data.synthetic import generate
 
     inter = generate(scale="tiny", seed=7).interactions  # what tiny_dataset's features came from
-    sample = inter.sample(n=1500, random_state=0).rename(columns={schema.TIMESTAMP: schema.EVENT_TIMESTAMP})
-    frame = training.training_frame(fs, sample[[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP]])
+    sample = inter.sample(n=1500, random_state=0).rename(
+        columns={schema.TIMESTAMP: schema.EVENT_TIMESTAMP}
+    )
+    frame = training.training_frame(
+        fs, sample[[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIMESTAMP]]
+    )
     before = [
         int(((inter[schema.USER_ID] == u) & (inter[schema.TIMESTAMP] < t)).sum())
         for u, t in zip(frame[schema.USER_ID], frame[schema.EVENT_TIMESTAMP], strict=True)
@@ -132,17 +144,24 @@ def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def test_feast_and_asof_engines_agree(sqlite_store: str, layout: Layout, tiny_dataset: Path) -> None:
+def test_feast_and_asof_engines_agree(
+    sqlite_store: str, layout: Layout, tiny_dataset: Path
+) -> None:
     from cascade.data.synthetic import generate
 
     store.apply(layout=layout, dataset=DATASET)
     fs = store.open_store(layout=layout, dataset=DATASET)
     inter = generate(scale="tiny", seed=7).interactions
-    entity_df = inter.sample(n=2000, random_state=1).rename(columns={schema.TIMESTAMP: schema.EVENT_TIMESTAMP})
+    entity_df = inter.sample(n=2000, random_state=1).rename(
+        columns={schema.TIMESTAMP: schema.EVENT_TIMESTAMP}
+    )
     # Edge cases: before any snapshot, long after the last one, a duplicated row.
     extra = entity_df.head(3).copy()
-    extra[schema.EVENT_TIMESTAMP] = [pd.Timestamp("2020-01-01", tz="UTC"), pd.Timestamp("2030-01-01", tz="UTC"),
-                                     entity_df[schema.EVENT_TIMESTAMP].iloc[0]]
+    extra[schema.EVENT_TIMESTAMP] = [
+        pd.Timestamp("2020-01-01", tz="UTC"),
+        pd.Timestamp("2030-01-01", tz="UTC"),
+        entity_df[schema.EVENT_TIMESTAMP].iloc[0],
+    ]
     entity_df = pd.concat([entity_df, extra], ignore_index=True)
     for service in (names.TWO_TOWER_SERVICE, names.ALS_SERVICE):
         via_feast = training.training_frame(fs, entity_df, feature_service=service, engine="feast")

@@ -1,0 +1,44 @@
+"""feature_repo/definitions.py agrees with cascade.features.names, for both ways it is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from feast import Entity, FeatureService, FeatureView
+
+from cascade.features import names, store
+
+
+def test_definitions_match_names(tmp_path: Path) -> None:
+    module = store._load_definitions_module()
+    objects = module.definitions(tmp_path)
+    views = {o.name: o for o in objects if isinstance(o, FeatureView)}
+    assert set(views) == set(names.VIEW_FEATURES)
+    for name, view in views.items():
+        assert tuple(f.name for f in view.features) == names.VIEW_FEATURES[name]
+        user_view = names.VIEW_JOIN_KEYS[name] == names.USER_JOIN_KEY
+        assert view.entities == [names.USER_ENTITY if user_view else names.ITEM_ENTITY]
+        assert view.ttl is not None and view.ttl.total_seconds() > 0
+        assert view.batch_source.path == str(tmp_path.resolve() / names.VIEW_FILES[name])
+    entities = {o.name: o.join_key for o in objects if isinstance(o, Entity)}
+    assert entities == {
+        names.USER_ENTITY: names.USER_JOIN_KEY,
+        names.ITEM_ENTITY: names.ITEM_JOIN_KEY,
+    }
+    services = {o.name: o for o in objects if isinstance(o, FeatureService)}
+
+    def refs(service: FeatureService) -> list[str]:
+        return [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+
+    assert refs(services[names.TWO_TOWER_SERVICE]) == names.TWO_TOWER_FEATURES
+    assert refs(services[names.ALS_SERVICE]) == names.ALS_FEATURES
+
+
+def test_module_objects_follow_env_for_plain_feast_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CASCADE_FEATURES_DIR", str(tmp_path))
+    module = store._load_definitions_module()
+    assert module.user_activity.batch_source.path == str(tmp_path / "user_activity.parquet")
+    assert module.two_tower_v1.name == names.TWO_TOWER_SERVICE
