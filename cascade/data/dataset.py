@@ -113,6 +113,7 @@ def write_dataset(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the data set is shared with the services
     try:
         ds.interactions.to_parquet(tmp / INTERACTIONS_FILE, index=False)
         ds.users.to_parquet(tmp / USERS_FILE, index=False)

@@ -9,7 +9,11 @@ from typing import Any
 
 from cascade.data.dataset import DatasetNotFoundError, read_manifest, sha256_file, write_dataset
 from cascade.data.errors import DataSourceError
-from cascade.data.features import build_feature_tables, write_feature_tables
+from cascade.data.features import (
+    build_feature_tables,
+    default_snapshot_every,
+    write_feature_tables,
+)
 from cascade.data.loaders import load, parse_spec, source_file
 from cascade.data.schema import FEATURES_DIR, USER_ACTIVITY_FILE
 from cascade.paths import Layout
@@ -82,11 +86,22 @@ def resolve_dataset(
     wanted: dict[str, Any] = {"source": spec, "positive_threshold": positive_threshold}
     if kind == "synthetic":
         wanted["seed"] = seed
+    if snapshot_every is not None:
+        wanted["snapshot_days"] = snapshot_every.total_seconds() / 86_400
     if not force and _up_to_date(directory, wanted):
         logger.info("data set %s is up to date at %s", spec, directory)
         return directory
     ds = load(spec, positive_threshold=positive_threshold, seed=seed)
     ds.name = directory.name
-    write_dataset(ds, directory, extra_manifest={"positive_threshold": positive_threshold})
-    write_feature_tables(build_feature_tables(ds, snapshot_every=snapshot_every), directory)
+    every = snapshot_every or default_snapshot_every(len(ds.interactions))
+    tables = build_feature_tables(ds, snapshot_every=every)
+    write_dataset(
+        ds,
+        directory,
+        extra_manifest={
+            "positive_threshold": positive_threshold,
+            "snapshot_days": every.total_seconds() / 86_400,
+        },
+    )
+    write_feature_tables(tables, directory)
     return directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import typer
@@ -29,6 +30,7 @@ def test_cli_builds_tiny(tmp_path, monkeypatch):
     folder = tmp_path / "datasets" / "tiny"
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     assert manifest["seed"] == 42 and manifest["source"] == "synthetic:tiny"
+    assert manifest["snapshot_days"] == 14
     assert (folder / FEATURES_DIR / USER_ACTIVITY_FILE).is_file()
 
 
@@ -59,6 +61,8 @@ def test_resolve_reuses_and_rebuilds(tmp_path):
     resolve_dataset("synthetic:tiny", layout=layout, seed=5)  # another seed: rebuilt
     assert json.loads((first / MANIFEST_FILE).read_text())["seed"] == 5
     assert stamp
+    resolve_dataset("synthetic:tiny", layout=layout, seed=5, snapshot_every=timedelta(days=3))
+    assert json.loads((first / MANIFEST_FILE).read_text())["snapshot_days"] == 3
     assert resolve_dataset("tiny", layout=layout) == first  # a plain name
 
 

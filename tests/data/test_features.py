@@ -156,3 +156,21 @@ def test_empty_interactions_are_refused(tiny):
     empty = Dataset("e", tiny.interactions.iloc[:0], tiny.users, tiny.items, "test")
     with pytest.raises(ValueError, match="no interactions"):
         build_feature_tables(empty)
+
+
+def test_snapshots_with_repeated_pairs(tiny):
+    """Real data can repeat a (user, item) pair: seen_items stays distinct at every snapshot."""
+    again = tiny.interactions.sample(3000, random_state=1)
+    again = again.assign(timestamp=again.timestamp + pd.Timedelta(days=10))
+    inter = pd.concat([tiny.interactions, again], ignore_index=True)
+    ds = Dataset("rep", inter, tiny.users, tiny.items, "test")
+    act = build_feature_tables(ds)[USER_ACTIVITY_FILE]
+    for row in act.sample(200, random_state=2).itertuples():
+        hist = inter[(inter.user_id == row.user_id) & (inter.timestamp < row.event_timestamp)]
+        hist = hist.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
+        assert row.interaction_count == len(hist)
+        assert list(row.seen_items) == list(hist.item_id.drop_duplicates()[:MAX_SEEN_ITEMS])
+    latest = act.sort_values(EVENT_TIMESTAMP).groupby("user_id").tail(1).set_index("user_id")
+    full = user_state(inter).set_index("user_id")
+    for u in full.index[:50]:
+        np.testing.assert_array_equal(latest.loc[u, "seen_items"], full.loc[u, "seen_items"])
