@@ -106,3 +106,13 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
 def test_triton_rule_watches_the_contract_model() -> None:
     (rule,) = [r for r in alert_rules() if r["alert"] == "CascadeTritonModelNotReady"]
     assert f'model="{contract.MODEL_NAME}"' in rule["expr"]
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
+def test_prometheus_config_is_valid_and_scrapes_every_job(config: str) -> None:
+    run_promtool("check", "config", config)
+    doc = yaml.safe_load((PROM_DIR / config).read_text())
+    assert doc["rule_files"] == [ALERTS.name]
+    assert {"gateway", "fallback_mf", "triton"} <= {
+        job["job_name"] for job in doc["scrape_configs"]
+    }
