@@ -1,0 +1,425 @@
+"""``cascade up``: build what is missing, then run Triton, the MF service and the gateway locally.
+
+1. Data: ``synthetic:<scale>`` (or ``data``) under ``$CASCADE_HOME/datasets`` with its feature tables.
+2. Features: Feast ``apply`` + ``materialize`` into Redis when ``REDIS_URL`` (default
+   ``redis://127.0.0.1:6379/0``) answers a PING, else into the SQLite online store. A full
+   materialization when the registry is new (or ``rematerialize``), incremental otherwise.
+3. Models: ALS on all interactions when ``artifacts/als/latest`` is missing; the Two-Tower when
+   the Triton model repository holds no version (skipped, with a warning, when its training code
+   is unavailable: the gateway then runs with ALS + popular only).
+4. Processes, each in its own process group with its log in ``$CASCADE_HOME/run/<name>.log``:
+   ``tritonserver``, ``python -m fallback_mf``, ``python -m gateway``. A child that dies is
+   restarted after a backoff (1 s, doubling to 30 s; reset after 60 s up).
+5. Ready: every child's readiness URL answers 200; the URLs and an example ``curl`` are printed,
+   and ``run/stack.json`` records the pids and URLs.
+6. Ctrl-C / SIGTERM: gateway, MF, then Triton get SIGTERM (SIGKILL after 15 s); ``up`` returns 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from cascade.paths import Layout
+from cascade.procs import ManagedProcess, ProcessError, http_ok
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 1.0, 30.0, 60.0
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """Ports of the local stack (the gateway's defaults expect these)."""
+
+    gateway: int = 8000
+    mf: int = 8001
+    triton_http: int = 8100
+    triton_grpc: int = 8101
+    triton_metrics: int = 8102
+
+
+@dataclass
+class Child:
+    """One supervised process: how to check it is ready, and its restart state."""
+
+    proc: ManagedProcess
+    ready_url: str
+    restarts: int = 0
+    backoff_s: float = BACKOFF_START_S
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+
+@dataclass
+class Stack:
+    """The running children, in start order."""
+
+    children: list[Child] = field(default_factory=list)
+
+    def supervise_once(self, now: float) -> None:
+        """Restart children that died, each after its own backoff."""
+        for child in self.children:
+            if child.proc.running():
+                if now - child.started_at > BACKOFF_RESET_AFTER_S:
+                    child.backoff_s = BACKOFF_START_S
+                continue
+            if child.restart_at is None:
+                code = child.proc.proc.returncode if child.proc.proc else None
+                child.restart_at = now + child.backoff_s
+                logger.warning(
+                    "%s exited (code %s); restarting in %.0fs (log %s)",
+                    child.proc.name,
+                    code,
+                    child.backoff_s,
+                    child.proc.log_path,
+                )
+                child.backoff_s = min(BACKOFF_MAX_S, child.backoff_s * 2)
+            elif now >= child.restart_at:
+                child.restarts += 1
+                child.start()
+
+    def stop(self) -> None:
+        """Stop in reverse start order (callers first, then what they call)."""
+        for child in reversed(self.children):
+            child.proc.stop(grace=15)
+
+
+def redis_reachable(url: str, *, timeout_s: float = 0.5) -> bool:
+    """True when Redis at ``url`` answers PING within ``timeout_s``."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def choose_online_store(redis_url: str | None) -> str | None:
+    """Set or clear ``REDIS_URL`` in this process (Feast and children read it); returns it."""
+    url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if redis_reachable(url):
+        os.environ["REDIS_URL"] = url
+        return url
+    logger.warning("Redis at %s does not answer: using the SQLite online store", url)
+    os.environ.pop("REDIS_URL", None)
+    return None
+
+
+def build(
+    *,
+    layout: Layout,
+    spec: str,
+    model_repository: Path,
+    with_two_tower: bool = True,
+    rematerialize: bool = False,
+) -> tuple[str, bool]:
+    """Build the data set, features and models that are missing; ``(dataset, two_tower_ready)``."""
+    from cascade.data.resolve import resolve_dataset
+    from cascade.features import store
+
+    dataset = resolve_dataset(spec, layout=layout).name
+    new_registry = not (store.store_dir(layout=layout, dataset=dataset) / "registry.db").exists()
+    store.apply(layout=layout, dataset=dataset)
+    report = store.materialize(layout=layout, dataset=dataset, full=new_registry or rematerialize)
+    logger.info(
+        "features of %s materialized into %s (%s): %d rows in %.1fs",
+        dataset,
+        report.online_store,
+        "full" if report.full else "incremental",
+        sum(v.rows for v in report.views),
+        report.seconds,
+    )
+    from fallback_mf.artifacts import LATEST_FILE, als_root
+
+    if not (als_root(layout.artifacts_dir) / LATEST_FILE).is_file():
+        from fallback_mf.cli import run_train_mf
+
+        logger.info("training ALS on %s (all interactions)", dataset)
+        run_train_mf(layout=layout, spec=dataset, split=None, progress=False)
+    if not with_two_tower:
+        return dataset, False
+    return dataset, _ensure_two_tower(layout=layout, dataset=dataset, repository=model_repository)
+
+
+def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool:
+    """True when ``repository`` holds a Two-Tower version (training and exporting one if needed)."""
+    from two_tower.export import TEMPLATE_NAME, list_versions, model_dir
+
+    if list_versions(repository):
+        return True
+    template = model_dir(repository) / TEMPLATE_NAME
+    if not template.is_file():  # a repository outside the source tree: copy the tracked template
+        from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, template)
+    try:
+        from two_tower.cli import run_train_two_tower  # type: ignore[attr-defined]
+        from two_tower.export import export_to_triton
+    except ImportError:
+        logger.warning("Two-Tower training is not available: starting without Triton")
+        return False
+    trained = run_train_two_tower(layout=layout, spec=dataset, split=None, progress=False)
+    export_to_triton(trained, repository=repository)
+    return True
+
+
+def _children(
+    *,
+    layout: Layout,
+    dataset: str,
+    host: str,
+    ports: StackPorts,
+    repository: Path,
+    with_triton: bool,
+) -> list[Child]:
+    env = dict(os.environ, CASCADE_HOME=str(layout.home), OPENBLAS_NUM_THREADS="1")
+    logs = layout.run_dir
+    children: list[Child] = []
+    if with_triton:
+        from two_tower.triton_server import TritonProcess, TritonSettings
+
+        triton = TritonProcess(
+            TritonSettings(
+                model_repository=repository,
+                http_port=ports.triton_http,
+                grpc_port=ports.triton_grpc,
+                metrics_port=ports.triton_metrics,
+                host=host,
+            ),
+            log_path=logs / "tritonserver.log",
+        )
+        children.append(Child(triton, f"http://{triton.http_url}/v2/models/two_tower/ready"))
+    mf_env = dict(
+        env, MF_HOST=host, MF_PORT=str(ports.mf), MF_ARTIFACTS_DIR=str(layout.artifacts_dir / "als")
+    )
+    mf = ManagedProcess(
+        "fallback_mf",
+        [sys.executable, "-m", "fallback_mf"],
+        log_path=logs / "fallback_mf.log",
+        env=mf_env,
+    )
+    children.append(Child(mf, f"http://{host}:{ports.mf}/readyz"))
+    gw_env = dict(
+        env,
+        GATEWAY_HOST=host,
+        GATEWAY_PORT=str(ports.gateway),
+        GATEWAY_DATASET=dataset,
+        GATEWAY_MF_URL=f"http://{host}:{ports.mf}",
+        GATEWAY_ARTIFACTS_DIR=str(layout.artifacts_dir),
+        GATEWAY_TRITON_URL=f"{host}:{ports.triton_grpc}" if with_triton else "",
+    )
+    gateway = ManagedProcess(
+        "gateway", [sys.executable, "-m", "gateway"], log_path=logs / "gateway.log", env=gw_env
+    )
+    children.append(Child(gateway, f"http://{host}:{ports.gateway}/readyz"))
+    return children
+
+
+def _banner(
+    *, host: str, ports: StackPorts, layout: Layout, redis_url: str | None, with_triton: bool
+) -> str:
+    gw = f"http://{host}:{ports.gateway}"
+    traces = (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )
+    triton = (
+        f"http://{host}:{ports.triton_http} (gRPC {host}:{ports.triton_grpc})"
+        if with_triton
+        else "not started"
+    )
+    return "\n".join(
+        [
+            "Cascade is up.",
+            f"  gateway      {gw}  (OpenAPI: {gw}/docs)",
+            f"  MF service   http://{host}:{ports.mf}",
+            f"  Triton       {triton}",
+            f"  online store {redis_url or 'SQLite (' + str(layout.feast_dir) + ')'}",
+            f"  logs         {layout.run_dir}/<name>.log",
+            f"  metrics      {gw}/metrics, http://{host}:{ports.mf}/metrics"
+            + (f", http://{host}:{ports.triton_metrics}/metrics" if with_triton else ""),
+            f"  traces       {traces}",
+            f"  try:  curl -s '{gw}/v1/recommendations/42?k=10'",
+            "Ctrl-C stops everything.",
+        ]
+    )
+
+
+def up(
+    *,
+    scale: str = "demo",
+    data: str | None = None,
+    layout: Layout | None = None,
+    host: str = "127.0.0.1",
+    ports: StackPorts | None = None,
+    redis_url: str | None = None,
+    model_repository: Path | None = None,
+    with_triton: bool = True,
+    rematerialize: bool = False,
+    ready_timeout_s: float = 180.0,
+    stop_event: threading.Event | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Build what is missing, run the stack until ``stop_event`` / SIGINT / SIGTERM; see module doc."""
+    from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
+
+    layout = layout or Layout.from_env()
+    ports = ports or StackPorts()
+    repository = Path(model_repository or DEFAULT_MODEL_REPOSITORY).resolve()
+    store_url = choose_online_store(redis_url)
+    dataset, two_tower_ready = build(
+        layout=layout,
+        spec=data or f"synthetic:{scale}",
+        model_repository=repository,
+        with_two_tower=with_triton,
+        rematerialize=rematerialize,
+    )
+    with_triton = with_triton and two_tower_ready
+    stop = stop_event or threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(
+        _children(
+            layout=layout,
+            dataset=dataset,
+            host=host,
+            ports=ports,
+            repository=repository,
+            with_triton=with_triton,
+        )
+    )
+    try:
+        for child in stack.children:
+            child.start()
+        _write_state(layout, stack)
+        deadline = time.monotonic() + ready_timeout_s
+        for child in stack.children:
+            while not http_ok(child.ready_url) and not stop.is_set():
+                if time.monotonic() > deadline:
+                    raise ProcessError(
+                        f"{child.proc.name} not ready at {child.ready_url}:\n{child.proc.log_tail()}"
+                    )
+                stack.supervise_once(time.monotonic())
+                time.sleep(0.25)
+        if not stop.is_set():
+            echo(
+                _banner(
+                    host=host,
+                    ports=ports,
+                    layout=layout,
+                    redis_url=store_url,
+                    with_triton=with_triton,
+                )
+            )
+        while not stop.wait(0.5):
+            stack.supervise_once(time.monotonic())
+            _write_state(layout, stack)
+    finally:
+        echo("stopping Cascade ...")
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    echo("stopped.")
+    return 0
+
+
+def _write_state(layout: Layout, stack: Stack) -> None:
+    state = {
+        c.proc.name: {
+            "pid": c.proc.pid,
+            "ready_url": c.ready_url,
+            "restarts": c.restarts,
+            "log": str(c.proc.log_path),
+        }
+        for c in stack.children
+        if c.proc.proc
+    }
+    path = layout.run_dir / "stack.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def up_command(
+    scale: str = typer.Option(
+        "demo", help="Synthetic data scale to build when missing: tiny, demo, large."
+    ),
+    data: str = typer.Option(
+        "", help="Data spec instead of the synthetic scale (movielens:PATH, csv:PATH)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address every service binds to."),
+    gateway_port: int = typer.Option(8000, envvar="CASCADE_GATEWAY_PORT"),
+    mf_port: int = typer.Option(8001, envvar="CASCADE_MF_PORT"),
+    triton_http_port: int = typer.Option(8100, envvar="CASCADE_TRITON_HTTP_PORT"),
+    triton_grpc_port: int = typer.Option(8101, envvar="CASCADE_TRITON_GRPC_PORT"),
+    triton_metrics_port: int = typer.Option(8102, envvar="CASCADE_TRITON_METRICS_PORT"),
+    redis_url: str = typer.Option(
+        "", help=f"Redis for the online store (default $REDIS_URL or {DEFAULT_REDIS_URL})."
+    ),
+    model_repository: str = typer.Option(
+        "", help="Triton model repository (default: triton_models/)."
+    ),
+    triton: bool = typer.Option(
+        True, "--triton/--no-triton", help="Start Triton (the primary tier)."
+    ),
+    rematerialize: bool = typer.Option(
+        False, help="Materialize all features again (an emptied Redis)."
+    ),
+) -> None:
+    """Run the whole stack locally (builds missing data and models first); Ctrl-C stops it."""
+    from cascade.data.errors import DataSourceError
+    from cascade.features.store import FeatureStoreError
+
+    ports = StackPorts(
+        gateway_port, mf_port, triton_http_port, triton_grpc_port, triton_metrics_port
+    )
+    try:
+        code = up(
+            scale=scale,
+            data=data or None,
+            host=host,
+            ports=ports,
+            redis_url=redis_url or None,
+            model_repository=Path(model_repository) if model_repository else None,
+            with_triton=triton,
+            rematerialize=rematerialize,
+            echo=typer.echo,
+        )
+    except (DataSourceError, FeatureStoreError, ProcessError) as exc:
+        typer.echo(f"cascade up failed: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    raise typer.Exit(code=code)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=os.environ.get("CASCADE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    typer.run(up_command)

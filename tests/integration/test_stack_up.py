@@ -1,0 +1,99 @@
+"""``cascade up`` end to end: tiny data, free ports, a real gateway answer, SIGINT, no child left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from cascade.procs import free_port
+from cascade.stack import DEFAULT_REDIS_URL, redis_reachable
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for_banner(proc: subprocess.Popen[bytes], out: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "Cascade is up." in out.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"cascade up exited {proc.returncode}:\n{out.read_text()[-5000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"cascade up not ready after {timeout:.0f}s:\n{out.read_text()[-5000:]}")
+
+
+def _alive(pids: list[int]) -> list[psutil.Process]:
+    """Processes still alive whose process group is one of the children's (grandchildren too)."""
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) in pids:
+                left.append(p)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return left
+
+
+@pytest.fixture
+def feast_project():
+    """A unique Feast project (Redis keys end with it); its keys are deleted afterwards."""
+    project = f"stackup{uuid.uuid4().hex[:8]}"
+    yield project
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    if redis_reachable(url):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
+            client.delete(key)
+        client.close()
+
+
+def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: str) -> None:
+    ports = {
+        name: free_port()
+        for name in ("GATEWAY", "MF", "TRITON_HTTP", "TRITON_GRPC", "TRITON_METRICS")
+    }
+    env = dict(os.environ, CASCADE_HOME=str(tmp_path / "home"), CASCADE_FEAST_PROJECT=feast_project)
+    env.update({f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()})
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    out = tmp_path / "up.out"
+    argv = [sys.executable, "-m", "cascade.stack", "--scale", "tiny",
+            "--model-repository", str(tmp_path / "triton_models")]  # fmt: skip
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        _wait_for_banner(proc, out, timeout=420)
+        state = json.loads((tmp_path / "home" / "run" / "stack.json").read_text())
+        assert {"fallback_mf", "gateway"} <= set(state)
+        gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
+        assert gateway in out.read_text() and "curl" in out.read_text()
+        r = httpx.get(f"{gateway}/v1/recommendations/42", params={"k": 5}, timeout=10)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) == 5 and r.headers["X-Served-By"] == body["served_by"]
+        if "tritonserver" in state:  # the Two-Tower was built: the primary tier serves
+            assert body["served_by"] == "two_tower", body
+        pids = [child["pid"] for child in state.values()]
+        assert all(psutil.pid_exists(pid) for pid in pids)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, out.read_text()[-3000:]
+        assert "stopped." in out.read_text()
+        assert _alive(pids) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
