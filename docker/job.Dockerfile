@@ -44,6 +44,9 @@ COPY two_tower/ two_tower/
 COPY fallback_mf/ fallback_mf/
 COPY feature_repo/ feature_repo/
 COPY triton_models/ triton_models/
+# A second copy of the model repository's sources: the jobs mount the shared model repository
+# over /app/triton_models and refresh config.pbtxt / model.py there from this one.
+COPY triton_models/ /opt/cascade/triton_models/
 # The `cascade` console script, without installing the project into site-packages (the
 # sources run from /app so feature_repo/ and triton_models/ sit where the code expects them).
 RUN printf '#!/bin/sh\nexec python -m cascade.cli "$@"\n' > /opt/venv/bin/cascade \
