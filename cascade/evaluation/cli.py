@@ -71,6 +71,10 @@ def run_evaluation(
         except ModelUnavailable as exc:
             logger.warning("skipping %s: %s", name, exc)
             skipped[name] = str(exc)
+    if not models:
+        raise ModelUnavailable(
+            "nothing to evaluate: " + "; ".join(f"{n}: {why}" for n, why in skipped.items())
+        )
     out_dir = layout.reports_dir / data.name
     report = evaluate_models(
         models,

@@ -169,7 +169,8 @@ def plot_recall_curves(report: Report, path: Path) -> None:
         ax.set_xlim(1, MAX_K)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if report.models:
+            ax.legend()
         fig.tight_layout()
         fig.savefig(path)
     finally:
