@@ -63,9 +63,9 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
 
-    def start(self) -> None:
+    def start(self, now: float | None = None) -> None:
         self.proc.start()
-        self.started_at = time.monotonic()
+        self.started_at = time.monotonic() if now is None else now
         self.restart_at = None
 
 
@@ -95,7 +95,7 @@ class Stack:
                 child.backoff_s = min(BACKOFF_MAX_S, child.backoff_s * 2)
             elif now >= child.restart_at:
                 child.restarts += 1
-                child.start()
+                child.start(now)
 
     def stop(self) -> None:
         """Stop in reverse start order (callers first, then what they call)."""

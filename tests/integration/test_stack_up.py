@@ -97,3 +97,27 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def test_supervisor_restarts_a_crashed_child_with_backoff(tmp_path: Path) -> None:
+    """Explicit clock values drive the backoff; the child is a real process that exits at once."""
+    from cascade.procs import ManagedProcess
+    from cascade.stack import BACKOFF_START_S, Child, Stack
+
+    crasher = ManagedProcess(
+        "crasher", [sys.executable, "-c", "raise SystemExit(3)"], log_path=tmp_path / "c.log"
+    )
+    child = Child(crasher, "http://127.0.0.1:1/never")
+    stack = Stack([child])
+    child.start()
+    crasher.proc.wait(timeout=10)
+    stack.supervise_once(100.0)  # noticed: restart scheduled after the first backoff
+    assert child.restart_at == 100.0 + BACKOFF_START_S and child.restarts == 0
+    stack.supervise_once(100.5)  # too early
+    assert child.restarts == 0
+    stack.supervise_once(101.0)
+    assert child.restarts == 1
+    crasher.proc.wait(timeout=10)
+    stack.supervise_once(102.0)  # second crash: the backoff has doubled
+    assert child.restart_at == 102.0 + 2 * BACKOFF_START_S
+    stack.stop()

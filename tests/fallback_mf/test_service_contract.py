@@ -1,0 +1,65 @@
+"""The recommender contract (``tests/contract.py``) applied to the MF service's HTTP answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fallback_mf.main import create_app
+from fallback_mf.schemas import RecommendationResponse
+from fallback_mf.settings import MfSettings
+from fallback_mf.train import train_als
+from tests.contract import RecommenderContract, contract_interactions
+from tests.fallback_mf.test_service import AppClient
+
+
+class HttpRecommender:
+    """Adapter: ``recommend`` asks the service one user at a time and pads like the contract."""
+
+    name = "als-http"
+
+    def __init__(self, client: AppClient) -> None:
+        self.client = client
+
+    def recommend(self, user_ids, *, k, exclude=None):
+        users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        items = np.full((len(users), k), -1, dtype=np.int64)
+        scores = np.full((len(users), k), -np.inf, dtype=np.float32)
+        for row, user in enumerate(users):
+            params: dict[str, object] = {"k": k}
+            if exclude is not None and len(exclude[row]):
+                params["exclude"] = ",".join(str(int(i)) for i in exclude[row])
+            r = self.client.get(f"/v1/recommendations/{int(user)}", params=params)
+            assert r.status_code == 200, r.text
+            body = RecommendationResponse.model_validate(r.json())
+            n = len(body.items)
+            items[row, :n] = [i.item_id for i in body.items]
+            scores[row, :n] = [i.score for i in body.items]
+        return items, scores
+
+
+class TestServiceContract(RecommenderContract):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def train_interactions(cls) -> pd.DataFrame:
+        return contract_interactions(seed=2)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def recommender(cls, train_interactions, tmp_path_factory):
+        model = train_als(
+            interactions=train_interactions, factors=8, iterations=5, threads=1, progress=False
+        )
+        root = tmp_path_factory.mktemp("als")
+        (root / "v1").mkdir()
+        (root / "latest").write_text("v1\n")
+
+        def loader(directory: Path):
+            return model
+
+        settings = MfSettings(artifacts_dir=root, reload_interval_s=0)
+        with AppClient(create_app(settings, loader=loader)) as client:
+            yield HttpRecommender(client)
