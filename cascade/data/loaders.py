@@ -77,7 +77,7 @@ def read_generic_csv(path: Path) -> tuple[pd.DataFrame, bool]:
         {
             "user_id": integer_column(path, df, "user_id", "user_id"),
             "item_id": integer_column(path, df, "item_id", "item_id"),
-            "timestamp": timestamp_column(path, df, "timestamp").to_numpy(),
+            "timestamp": timestamp_column(path, df, "timestamp").array,
             "rating": (
                 float_column(path, df, "rating", "rating")
                 if has_rating
@@ -98,7 +98,7 @@ def _side_frames(inter: pd.DataFrame, side: SideTables) -> tuple[pd.DataFrame, p
             if side.age_bucket
             else np.full(len(first_u), -1, np.int64),
             "country": "unknown",
-            "signup_date": first_u.to_numpy(),
+            "signup_date": first_u.array,
         }
     )
     first_i = inter.groupby("item_id", sort=True)["timestamp"].min()
@@ -115,7 +115,7 @@ def _side_frames(inter: pd.DataFrame, side: SideTables) -> tuple[pd.DataFrame, p
             if side.category
             else np.full(len(first_i), "unknown", dtype=object),
             "price_bucket": np.full(len(first_i), -1, np.int64),
-            "release_date": release.to_numpy(),
+            "release_date": release.array,
         }
     )
     return users, items

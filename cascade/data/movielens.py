@@ -106,7 +106,7 @@ def read_ratings(path: Path) -> pd.DataFrame:
         {
             "user_id": integer_column(path, df, cols[0], "user id"),
             "item_id": integer_column(path, df, cols[1], "item id"),
-            "timestamp": timestamp_column(path, df, cols[3]).to_numpy(),
+            "timestamp": timestamp_column(path, df, cols[3]).array,
             "rating": float_column(path, df, cols[2], "rating"),
         }
     )
