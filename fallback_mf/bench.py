@@ -83,10 +83,49 @@ def bench_train(
     }
 
 
+def bench_evaluate(
+    *,
+    interactions: pd.DataFrame,
+    max_users: int | None = 20_000,
+    factors: int = 64,
+    iterations: int = 15,
+) -> dict[str, Any]:
+    """Split, train ALS on the train side, then time the evaluation of popularity and ALS.
+
+    ``seconds`` and ``peak_rss_mb`` cover the evaluation only (ground truth + both models);
+    ``report`` is the evaluation's markdown table.
+    """
+    from cascade.evaluation.report import evaluate
+    from cascade.evaluation.split import temporal_split
+    from cascade.recommenders import PopularityRecommender
+
+    train, test = temporal_split(interactions)
+    als = train_als(interactions=train, factors=factors, iterations=iterations, progress=False)
+    popular = PopularityRecommender.from_interactions(train)
+    phase = _reset_peak_rss()
+    started = time.perf_counter()
+    report = evaluate([popular, als], train, test, max_users=max_users)
+    seconds = time.perf_counter() - started
+    return {
+        "step": "evaluation",
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        "peak_is_phase": phase,
+        "users_evaluated": report.users_evaluated,
+        "recall@20": {name: round(m["recall@20"], 4) for name, m in report.models.items()},
+        "als_over_popular": round(report.ratio("als") or 0.0, 2),
+        "report": report.to_markdown(),
+    }
+
+
 if __name__ == "__main__":  # python -m fallback_mf.bench [scale]
     import sys
 
     from cascade.data.synthetic import generate
 
     scale = sys.argv[1] if len(sys.argv) > 1 else "demo"
-    print(bench_train(interactions=generate(scale=scale, seed=42).interactions))
+    frame = generate(scale=scale, seed=42).interactions
+    print(bench_train(interactions=frame))
+    result = bench_evaluate(interactions=frame)
+    print(result.pop("report"))
+    print(result)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_USERS = 50_000
+DEFAULT_MAX_USERS = 20_000
 _REQUIRED: Any = ...  # a required option in Annotated form
 
 
