@@ -20,8 +20,16 @@ from typing import Any
 import yaml
 
 SUPPORTED_FIELDS = {"apiVersion", "kind", "namespace", "resources", "patches", "images"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
-                  "StorageClass", "PriorityClass", "APIService", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "APIService",
+    "CustomResourceDefinition",
+}
 # Strategic-merge keys of the lists we patch (Kubernetes' patchMergeKey for each).
 MERGE_KEYS = {
     "containers": "name",
@@ -60,8 +68,10 @@ def strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
         if key is None:
             return copy.deepcopy(patch)
         by_key = {item[key]: item for item in base}
-        merged = [strategic_merge(by_key[p[key]], p, field) if p[key] in by_key else copy.deepcopy(p)
-                  for p in patch]
+        merged = [
+            strategic_merge(by_key[p[key]], p, field) if p[key] in by_key else copy.deepcopy(p)
+            for p in patch
+        ]
         patched = {p[key] for p in patch}
         return merged + [copy.deepcopy(item) for item in base if item[key] not in patched]
     return copy.deepcopy(patch)
@@ -86,7 +96,9 @@ def _set_images(docs: list[dict[str, Any]], images: list[dict[str, str]]) -> Non
                         unknown = set(image) - {"name", "newName", "newTag"}
                         if unknown:
                             raise KustomizeError(f"images: unsupported {sorted(unknown)}")
-                        container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+                        container["image"] = (
+                            f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+                        )
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -107,11 +119,16 @@ def build(folder: Path) -> list[dict[str, Any]]:
         if set(patch_ref) != {"path"}:
             raise KustomizeError(f"{folder}: only `path:` patches are supported, got {patch_ref}")
         for patch in _load(folder / patch_ref["path"]):
-            hits = [i for i, d in enumerate(docs)
-                    if d["kind"] == patch["kind"] and d["metadata"]["name"] == patch["metadata"]["name"]]
+            hits = [
+                i
+                for i, d in enumerate(docs)
+                if d["kind"] == patch["kind"] and d["metadata"]["name"] == patch["metadata"]["name"]
+            ]
             if len(hits) != 1:
-                raise KustomizeError(f"{patch_ref['path']}: {len(hits)} targets for "
-                                     f"{patch['kind']}/{patch['metadata']['name']}")
+                raise KustomizeError(
+                    f"{patch_ref['path']}: {len(hits)} targets for "
+                    f"{patch['kind']}/{patch['metadata']['name']}"
+                )
             docs[hits[0]] = strategic_merge(docs[hits[0]], patch)
     _set_images(docs, kustomization.get("images", []))
     namespace = kustomization.get("namespace")
@@ -137,5 +154,7 @@ def normalized(doc: Any, field: str = "") -> Any:
 
 def index(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """``{(kind, namespace, name): normalized doc}``."""
-    return {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): normalized(d)
-            for d in docs}
+    return {
+        (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): normalized(d)
+        for d in docs
+    }
