@@ -176,13 +176,22 @@ def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool
         template.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, template)
     try:
-        from two_tower.cli import run_train_two_tower  # type: ignore[attr-defined]
+        from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
         from two_tower.export import export_to_triton
-    except ImportError:
-        logger.warning("Two-Tower training is not available: starting without Triton")
+        from two_tower.pipeline import run_train_two_tower
+        from two_tower.train import TrainParams
+    except ImportError as exc:
+        logger.warning("Two-Tower training is not available (%s): starting without Triton", exc)
         return False
-    trained = run_train_two_tower(layout=layout, spec=dataset, split=None, progress=False)
-    export_to_triton(trained, repository=repository)
+    try:
+        artifact = latest_dir(layout.artifacts_dir)
+    except ArtifactError:
+        logger.info("training the Two-Tower on %s (all interactions)", dataset)
+        artifact = run_train_two_tower(
+            layout=layout, spec=dataset, split=None, params=TrainParams(progress=False)
+        )
+    result = export_to_triton(load_two_tower_artifact(artifact), repository=repository)
+    logger.info("exported Two-Tower %s to %s", artifact.name, result.version_dir)
     return True
 
 
