@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -101,6 +102,22 @@ class Stack:
         """Stop in reverse start order (callers first, then what they call)."""
         for child in reversed(self.children):
             child.proc.stop(grace=15)
+
+
+def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[int]:
+    """The stack's ports that something already listens on (checked before building anything)."""
+    wanted = [ports.gateway, ports.mf]
+    if with_triton:
+        wanted += [ports.triton_http, ports.triton_grpc, ports.triton_metrics]
+    busy = []
+    for port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def redis_reachable(url: str, *, timeout_s: float = 0.5) -> bool:
@@ -298,6 +315,11 @@ def up(
     layout = layout or Layout.from_env()
     ports = ports or StackPorts()
     repository = Path(model_repository or DEFAULT_MODEL_REPOSITORY).resolve()
+    busy = busy_ports(host, ports, with_triton=with_triton)
+    if busy:
+        raise ProcessError(
+            f"ports already in use on {host}: {busy} (another `cascade up`? set other ports)"
+        )
     store_url = choose_online_store(redis_url)
     dataset, two_tower_ready = build(
         layout=layout,
@@ -423,6 +445,9 @@ def up_command(
     except (DataSourceError, FeatureStoreError, ProcessError) as exc:
         typer.echo(f"cascade up failed: {exc}", err=True)
         raise typer.Exit(code=1) from exc
+    except KeyboardInterrupt:  # Ctrl-C while building, before any child started
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(code=130) from None
     raise typer.Exit(code=code)
 
 
