@@ -81,9 +81,13 @@ async def recommendations(
     loaded = store.current  # read the reference once: a concurrent reload cannot mix models
     rec: Recommendation
     if loaded.model.n_items <= settings.inline_max_items:
-        # Measured (README, "MF service"): at 3K items scoring takes ~50 us, less than the ~100 us
-        # a thread hop costs, so it runs inline; larger catalogues take milliseconds and go to a
-        # worker thread (numpy releases the GIL in the product and the partition).
+        # Measured here (service_bench.scoring_micro, one BLAS thread): scoring one user takes
+        # ~57 us at 3K items, ~160 us at 10K, ~330 us at 20K, 6-11 ms at 100K; an
+        # asyncio.to_thread hop costs ~54 us median but up to ~3 ms at p99 on a busy 2-core box.
+        # So small catalogues (MF_INLINE_MAX_ITEMS, default 10K) score inline: the loop is blocked
+        # for less than a hop would cost. Large ones go to a worker thread so one request's
+        # milliseconds don't stall the others (numpy releases the GIL in the product and the
+        # partition).
         rec = loaded.recommend(user_id, k=k, exclude=excluded)
     else:
         rec = await asyncio.to_thread(loaded.recommend, user_id, k=k, exclude=excluded)
