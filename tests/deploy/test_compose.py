@@ -382,3 +382,119 @@ def test_job_commands_parse_with_the_cli(services: dict[str, dict[str, Any]]) ->
             except facts.NotLandedError as exc:
                 pytest.skip(str(exc))
     assert not problems, "\n".join(problems)
+
+
+def _mount_target(service: dict[str, Any], source_suffix: str) -> str:
+    for volume in service.get("volumes", []):
+        parts = volume.split(":")
+        if parts[0].endswith(source_suffix):
+            return parts[1]
+    raise AssertionError(f"{source_suffix} is not mounted")
+
+
+def test_prometheus_scrapes_the_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = next(s for s in services.values() if s.get("image", "").startswith("prom/"))
+    config_path = _mount_target(prometheus, "prometheus.yml")
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert f"--config.file={config_path}" in prometheus["command"]
+    mounted = {v.split(":")[1] for v in prometheus["volumes"]}
+    for rule_file in config.get("rule_files", []):
+        assert str(Path(config_path).parent / rule_file) in mounted, f"{rule_file} is not mounted"
+    names = host_names(services)
+    jobs = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                if host in {"127.0.0.1", "localhost"}:
+                    continue
+                assert host in names, f"{job['job_name']}: {host} is no compose service"
+                service = names[host]
+                assert int(port) in listening_ports(service, services[service]), target
+                jobs.add(service)
+    assert {"gateway", "fallback-mf"} <= jobs and {"triton", "triton-cpu"} & jobs
+
+
+def test_grafana_provisioning_matches_the_mounts(services: dict[str, dict[str, Any]]) -> None:
+    grafana = next(s for s in services.values() if s.get("image", "").startswith("grafana/"))
+    providers = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text()
+    )["providers"]
+    dashboard = _mount_target(grafana, "cascade.json")
+    assert any(str(Path(dashboard).parent) == p["options"]["path"] for p in providers)
+    datasources = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/datasource.yml").read_text()
+    )["datasources"]
+    names = host_names(services)
+    for source in datasources:
+        url = urlparse(source["url"])
+        assert url.hostname in names, f"datasource {source['name']}: {url.hostname}"
+        target = names[url.hostname]
+        assert url.port in listening_ports(target, services[target])
+
+
+# Distribution name -> import name, where they differ.
+_IMPORT_NAMES = {"PyYAML": "yaml", "opentelemetry-api": "opentelemetry", "hiredis": "hiredis"}
+
+_BLOCKER = """
+import importlib, importlib.abc, sys
+blocked = set(sys.argv[2].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is not installed in this image")
+sys.meta_path.insert(0, Blocker())
+importlib.import_module(sys.argv[1] + ".__main__")
+importlib.import_module(sys.argv[1] + ".main").create_app()
+"""
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    names = set()
+    for requirement in requirements:
+        name = re.split(r"[\[=<>~! ]", requirement, maxsplit=1)[0]
+        if name == "cascade":
+            continue
+        names.add(_IMPORT_NAMES.get(name, name.replace("-", "_")))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "package"),
+    [("gateway.Dockerfile", "gateway"), ("fallback_mf.Dockerfile", "fallback_mf")],
+)
+def test_service_images_install_everything_their_code_imports(
+    dockerfile: str, package: str, tmp_path: Path
+) -> None:
+    """Build the app with every package of the OTHER extras made unimportable."""
+    import subprocess
+    import sys
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    text = (REPO / "docker" / dockerfile).read_text()
+    wanted = set(re.search(r"'\.\[([a-z,]+)\]'", text).group(1).split(","))
+    installed = _requirement_names(project["dependencies"])
+    for extra in wanted:
+        installed |= _requirement_names(extras[extra])
+    others = set()
+    for extra, requirements in extras.items():
+        if extra not in wanted and extra not in {"all", "dev"}:
+            others |= _requirement_names(requirements)
+    blocked = sorted(others - installed)
+    assert blocked, "nothing to block: the extras changed shape"
+    script = tmp_path / "blocker.py"
+    script.write_text(_BLOCKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_"))}
+    env["CASCADE_HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(script), package, ",".join(blocked)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"blocked {blocked}:\n{result.stderr[-3000:]}"
