@@ -23,8 +23,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml requirements.lock ./
+# torch from PyTorch's index (its dependencies from PyPI), everything pinned by the lock.
 RUN grep -v '^torch==' requirements.lock > /tmp/constraints.txt \
-    && pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}" \
+    && pip install -c /tmp/constraints.txt --index-url "${TORCH_INDEX_URL}" \
+       --extra-index-url https://pypi.org/simple "${TORCH_SPEC}" \
     && pip install -c /tmp/constraints.txt '.[train,features,mf]' \
     && pip uninstall -y cascade \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +

@@ -8,9 +8,16 @@ skip with the reason, so the check runs as soon as the module exists.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,23 +68,51 @@ class ServiceCode:
     def serves(self, path: str) -> bool:
         """True when the app the service's factory builds routes ``GET path`` (not 404/405).
 
-        Asked over ASGI (httpx's transport) without running the lifespan: nothing
-        is loaded, so a probe may answer 503 or 500, but an unknown path answers 404.
+        Asked over ASGI (httpx's transport) without running the lifespan: nothing is loaded,
+        so a probe may answer 503 or 500, but an unknown path answers 404. It runs in a child
+        process because ``create_app`` installs the process-wide OpenTelemetry provider, which
+        other tests in this session may want to own.
         """
-        try:
-            main = importlib.import_module(f"{self.package}.main")
-        except ModuleNotFoundError as exc:
-            raise NotLandedError(f"{self.package}.main is not importable yet: {exc}") from exc
-        import asyncio
+        return _status(self.package, path) not in (404, 405)
 
-        import httpx
 
-        async def get() -> int:
-            transport = httpx.ASGITransport(app=main.create_app(), raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return (await client.get(path)).status_code
+_STATUS_SCRIPT = """
+import asyncio, importlib, json, sys
+import httpx
+main = importlib.import_module(sys.argv[1] + ".main")
+async def get(path):
+    transport = httpx.ASGITransport(app=main.create_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return (await client.get(path)).status_code
+print(json.dumps({p: asyncio.run(get(p)) for p in sys.argv[2:]}))
+"""
+_PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
 
-        return asyncio.run(get()) not in (404, 405)
+
+@functools.cache
+def _statuses(package: str, paths: tuple[str, ...]) -> dict[str, int]:
+    if importlib.util.find_spec(f"{package}.main") is None:
+        raise NotLandedError(f"{package}.main does not exist yet")
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_"))}
+        env["CASCADE_HOME"] = home
+        result = subprocess.run(
+            [sys.executable, "-c", _STATUS_SCRIPT, package, *paths],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    return statuses
+
+
+def _status(package: str, path: str) -> int:
+    paths = _PROBE_PATHS if path in _PROBE_PATHS else (path,)
+    return _statuses(package, paths)[path]
 
 
 GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY_")

@@ -498,3 +498,14 @@ def test_service_images_install_everything_their_code_imports(
         check=False,
     )
     assert result.returncode == 0, f"blocked {blocked}:\n{result.stderr[-3000:]}"
+
+
+def test_triton_model_runs_on_the_triton_images_python() -> None:
+    """The production Triton image (24.10) embeds Python 3.10 in the Python-backend stub."""
+    import ast
+
+    text = (REPO / "docker" / "triton.Dockerfile").read_text()
+    assert "Python 3.10" in text and "tritonserver:24.10-py3" in text
+    for model in sorted((REPO / "triton_models").glob("*/model.py")):
+        ast.parse(model.read_text(), filename=str(model), feature_version=(3, 10))
+        assert "from datetime import UTC" not in model.read_text(), f"{model}: UTC is 3.11+"
