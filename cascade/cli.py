@@ -11,6 +11,7 @@ import os
 
 import typer
 
+from cascade import stack
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
@@ -41,6 +42,7 @@ export_app.command("two-tower")(two_tower_cli.export_two_tower)
 serve_app.command("triton")(two_tower_cli.serve_triton)
 app.command("evaluate")(evaluation_cli.evaluate)
 app.command("recommend")(evaluation_cli.recommend)
+app.command("up")(stack.up_command)
 
 
 @app.callback()
