@@ -509,3 +509,33 @@ def test_triton_model_runs_on_the_triton_images_python() -> None:
     for model in sorted((REPO / "triton_models").glob("*/model.py")):
         ast.parse(model.read_text(), filename=str(model), feature_version=(3, 10))
         assert "from datetime import UTC" not in model.read_text(), f"{model}: UTC is 3.11+"
+
+
+def test_locust_runs_the_repo_locustfile_with_what_its_image_has(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The locust service runs loadtests/locustfile.py in the stock locustio/locust image."""
+    import ast
+    import sys
+
+    locust = next(s for s in services.values() if s.get("image", "").startswith("locustio/"))
+    assert locust["profiles"] == ["loadtest"]
+    command = locust["command"]
+    in_container = Path(locust["working_dir"]) / command[command.index("-f") + 1]
+    source = _mount_target(locust, "loadtests")
+    assert str(in_container).startswith(source + "/")
+    locustfile = REPO / "loadtests" / in_container.relative_to(source)
+    if not locustfile.is_file():
+        pytest.skip("loadtests/locustfile.py has not landed yet")
+    # The stock image has locust (and its dependencies) but not Cascade's packages.
+    allowed = set(sys.stdlib_module_names) | {"locust", "gevent", "loadtests", "__future__"}
+    for module in sorted((REPO / "loadtests").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed, f"{module.name} imports {name}, absent from the locust image"
