@@ -539,3 +539,13 @@ def test_locust_runs_the_repo_locustfile_with_what_its_image_has(
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed, f"{module.name} imports {name}, absent from the locust image"
+
+
+def test_our_containers_are_hardened(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        assert service.get("read_only") is True, f"{name}: read-only root filesystem"
+        assert "/tmp" in service.get("tmpfs", []), f"{name}: /tmp tmpfs"
+        assert service.get("cap_drop") == ["ALL"], f"{name}: drop all capabilities"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
