@@ -17,13 +17,17 @@ from cascade.data.features import build_feature_tables, write_feature_tables
 from cascade.data.dataset import write_dataset
 from cascade.data.synthetic import generate
 
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
 scale = sys.argv[1]
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), cpu()
 ds = generate(scale=scale)
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), cpu()
 gen_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tables = build_feature_tables(ds)
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), cpu()
 with tempfile.TemporaryDirectory() as tmp:
     write_dataset(ds, Path(tmp) / scale)
     write_feature_tables(tables, Path(tmp) / scale)
@@ -38,6 +42,9 @@ print(json.dumps({
     "features_s": round(t2 - t1, 2),
     "write_s": round(t3 - t2, 2),
     "wall_s": round(t3 - t0, 2),
+    "generate_cpu_s": round(c1 - c0, 2),
+    "features_cpu_s": round(c2 - c1, 2),
+    "cpu_s": round(cpu() - c0, 2),
     "generate_peak_rss_mb": round(gen_rss / 1024, 1),
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
 }))
@@ -48,7 +55,8 @@ def bench_generate(scale: str, *, timeout_s: float = 1800) -> dict[str, Any]:
     """Generate ``scale``, build and write its feature tables in a subprocess; return the figures.
 
     Keys: scale, users, items, interactions, activity_rows, generate_s, features_s, write_s,
-    wall_s (all three), generate_peak_rss_mb (peak resident set after generation alone) and
+    wall_s (all three), generate_cpu_s, features_cpu_s, cpu_s (user + system CPU seconds: a
+    figure that other load on the machine does not inflate), generate_peak_rss_mb (peak resident set after generation alone) and
     peak_rss_mb (the subprocess's peak over the whole run).
     """
     proc = subprocess.run(

@@ -65,21 +65,21 @@ def _sort_newest_first(users: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return order[::-1]
 
 
-def _head_per_group(groups: np.ndarray, n: int) -> np.ndarray:
-    """Mask keeping the first ``n`` rows of each run of equal values in ``groups``."""
-    if len(groups) == 0:
-        return np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    lengths = np.diff(np.r_[starts, len(groups)])
-    pos = np.arange(len(groups)) - np.repeat(starts, lengths)
-    mask: np.ndarray = pos < n
-    return mask
-
-
 def _runs(groups: np.ndarray) -> np.ndarray:
     """Start index of each run of equal values in ``groups``."""
     starts: np.ndarray = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     return starts
+
+
+def _head_per_group(groups: np.ndarray, n: int) -> np.ndarray:
+    """Mask keeping the first ``n`` rows of each run of equal values in ``groups``."""
+    if len(groups) == 0:
+        return np.zeros(0, dtype=bool)
+    starts = _runs(groups)
+    lengths = np.diff(np.r_[starts, len(groups)])
+    pos = np.arange(len(groups)) - np.repeat(starts, lengths)
+    mask: np.ndarray = pos < n
+    return mask
 
 
 def _split_runs(groups: np.ndarray, values: np.ndarray) -> np.ndarray:

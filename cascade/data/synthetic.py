@@ -202,14 +202,23 @@ def _concat(
     return tuple(np.concatenate([p[i] for p in parts] + [new[i]]) for i in range(len(new)))
 
 
+_TS_BITS = 25  # seconds within the window (180 days < 2**24 s) fit below the pair id
+
+
 def _dedupe(
     user: np.ndarray, item: np.ndarray, ts: np.ndarray, rating: np.ndarray, *, n_items: int
 ) -> tuple[np.ndarray, ...]:
     """Rows in time order with repeated (user, item) pairs dropped, keeping the earliest."""
-    order = np.argsort(ts, kind="stable")
-    pair = user[order].astype(np.int64) * n_items + item[order]
-    _, first = np.unique(pair, return_index=True)
-    keep = order[np.sort(first)]
+    pair = user.astype(np.int64) * n_items + item
+    offset = ts - int(WINDOW_START.astype(np.int64))
+    if int(pair.max()) < 2 ** (62 - _TS_BITS):
+        # One int64 sort on (pair, time) instead of two stable sorts: about twice as fast.
+        order = np.argsort((pair << _TS_BITS) | offset)
+    else:
+        order = np.lexsort((offset, pair))
+    p = pair[order]
+    first = order[np.r_[True, p[1:] != p[:-1]]]
+    keep = first[np.argsort(ts[first], kind="stable")]
     return user[keep], item[keep], ts[keep], rating[keep]
 
 
@@ -247,9 +256,9 @@ def generate(*, scale: str, seed: int = 42) -> Dataset:
         if len(parts[0][0]) >= sc.interactions:
             break
     user, item, ts, rating = parts[0]
-    keep = np.arange(len(user))
-    if len(keep) > sc.interactions:
-        keep = np.sort(rng.choice(len(keep), size=sc.interactions, replace=False))
+    keep = np.ones(len(user), dtype=bool)
+    if len(user) > sc.interactions:
+        keep[rng.choice(len(user), size=len(user) - sc.interactions, replace=False)] = False
     else:
         logger.info("generated %d interactions (asked %d)", len(keep), sc.interactions)
     interactions = pd.DataFrame(
