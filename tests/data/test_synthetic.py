@@ -8,7 +8,7 @@ import pytest
 
 from cascade.data.dataset import read_dataset, write_dataset
 from cascade.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, MANIFEST_FILE, USER_COLUMNS
-from cascade.data.synthetic import SCALES, generate
+from cascade.data.synthetic import SCALES, Scale, generate
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,16 @@ def test_interactions_follow_signup_and_release_within_180_days(tiny):
     assert (i.timestamp.max() - i.timestamp.min()).days <= 180
 
 
-def test_popularity_is_long_tailed():
-    demo = generate(scale="demo")  # about a second; tiny is too dense to show a tail
-    counts = demo.interactions.item_id.value_counts().to_numpy()
-    top = counts[: len(demo.items) // 10].sum()
+def test_popularity_is_long_tailed(monkeypatch):
+    # tiny is too dense (300 users over 200 items) to show a tail; a sparser small scale does.
+    monkeypatch.setitem(
+        SCALES, "sparse", Scale(users=2000, items=1000, interactions=40_000, clusters=10)
+    )
+    ds = generate(scale="sparse")
+    counts = ds.interactions.item_id.value_counts().to_numpy()
+    top = counts[: len(ds.items) // 10].sum()
     assert top / counts.sum() > 0.4
-    activity = demo.interactions.user_id.value_counts().to_numpy()
+    activity = ds.interactions.user_id.value_counts().to_numpy()
     assert activity.max() > 5 * np.median(activity)  # heavy-tailed activity
 
 
