@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,13 +69,19 @@ def chain_config(settings: GatewaySettings) -> ChainConfig:
 
 
 def build_breaker(settings: GatewaySettings, metrics: GatewayMetrics) -> SlidingWindowBreaker:
+    config = settings.breaker_config()
+    if settings.breaker_force_open:  # held open: never half-opens by itself
+        config = dataclasses.replace(config, wait_seconds=float("inf"))
     storage = None
     if settings.breaker_redis_url:
         storage = redis_storage(url=settings.breaker_redis_url, namespace="cascade:gateway:primary")
     breaker = SlidingWindowBreaker(
-        name="primary", config=settings.breaker_config(), storage=storage,
+        name="primary", config=config, storage=storage,
         on_transition=[metrics.on_breaker_transition],
     )
+    if settings.breaker_force_open:
+        breaker.force_open()
+        logger.warning("breaker held open by GATEWAY_BREAKER_FORCE_OPEN: the primary is never called")
     metrics.on_breaker_transition(breaker.name, "none", breaker.state)
     return breaker
 

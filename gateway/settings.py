@@ -24,6 +24,7 @@ variable                            default                    meaning
 ``GATEWAY_BREAKER_WAIT_S``          ``5``                      open period before half-open
 ``GATEWAY_BREAKER_HALF_OPEN_CALLS`` ``2``                      trial calls when half-open
 ``GATEWAY_BREAKER_REDIS_URL``       unset                      share breaker state across replicas
+``GATEWAY_BREAKER_FORCE_OPEN``      ``false``                  hold the breaker open (drills, benchmarks)
 ``GATEWAY_MAX_K`` / ``DEFAULT_K``   ``100`` / ``20``           k limits (max <= Triton contract MAX_K)
 ``GATEWAY_MAX_EXCLUDE``             ``500``                    most ids in one ``exclude`` list
 ``GATEWAY_MAX_BODY_BYTES``          ``16384``                  larger bodies answer 413
@@ -84,6 +85,7 @@ class GatewaySettings(BaseSettings):
     breaker_wait_s: float = Field(default=5.0, ge=0, le=3_600)
     breaker_half_open_calls: int = Field(default=2, ge=1, le=1_000)
     breaker_redis_url: str | None = None
+    breaker_force_open: bool = False  # drills and benchmarks: hold the breaker open
 
     max_k: int = Field(default=100, ge=1, le=contract.MAX_K)
     default_k: int = Field(default=20, ge=1, le=contract.MAX_K)

@@ -218,3 +218,10 @@ def test_settings_validation() -> None:
         make_settings(feature_timeout_ms=300)
     with pytest.raises(ValueError):
         make_settings(breaker_min_calls=20, breaker_window=10)
+
+
+def test_breaker_force_open_setting(fakes: Fakes) -> None:
+    with AppClient(create_app(make_settings(breaker_force_open=True), components=fakes.factory)) as c:
+        body = c.get(f"{URL}/7?k=5").json()
+        assert body["served_by"] == "als" and body["fallback_reason"] == "breaker_open"
+        assert fakes.primary.calls == 0

@@ -256,3 +256,38 @@ def test_config_validation() -> None:
         BreakerConfig(failure_rate_threshold=0.0)
     with pytest.raises(ValueError):
         BreakerConfig(half_open_calls=0)
+
+
+def test_state_shared_through_real_redis() -> None:
+    """Two replicas share pybreaker's Redis storage (the real Redis at 127.0.0.1:6379)."""
+    import uuid
+
+    import redis
+
+    from gateway.breaker import redis_storage
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    namespace = f"test:breaker:{uuid.uuid4().hex}"
+    clock = Clock()
+    cfg = BreakerConfig(window_size=10, minimum_calls=10)
+    a = SlidingWindowBreaker(config=cfg, clock=clock, storage=redis_storage(url=url, namespace=namespace),
+                             shared_sync_seconds=0.0)
+    b = SlidingWindowBreaker(config=cfg, clock=clock, storage=redis_storage(url=url, namespace=namespace),
+                             shared_sync_seconds=0.0)
+    try:
+        for _ in range(10):
+            call(a, clock, ok=False)
+        assert a.state == OPEN and b.state == OPEN
+        clock.advance(5.0)
+        assert call(a, clock) and call(a, clock)
+        assert a.state == CLOSED and b.state == CLOSED
+    finally:
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
