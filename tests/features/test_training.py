@@ -167,4 +167,22 @@ def test_feast_and_asof_engines_agree(
         via_feast = training.training_frame(fs, entity_df, feature_service=service, engine="feast")
         via_asof = training.training_frame(fs, entity_df, feature_service=service, engine="asof")
         pd.testing.assert_frame_equal(_comparable(via_feast), _comparable(via_asof))
+        via_auto = training.training_frame(fs, entity_df, feature_service=service)
+        pd.testing.assert_frame_equal(_comparable(via_auto), _comparable(via_asof))
     assert via_feast.columns.tolist()[-3:] == list(names.USER_ACTIVITY_FEATURES)
+
+
+def test_auto_engine_picks_asof_for_large_sources(
+    leakage_store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    entity_df = pd.DataFrame(
+        {schema.USER_ID: [1], schema.ITEM_ID: [0], schema.EVENT_TIMESTAMP: [T0 + 15 * DAY]}
+    )
+    caplog.set_level("INFO", logger=training.__name__)
+    training.training_frame(leakage_store, entity_df)
+    assert "via feast" in caplog.text and "via asof" not in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(training, "AUTO_FEAST_MAX_SOURCE_ROWS", 0)
+    frame = training.training_frame(leakage_store, entity_df)
+    assert "via asof" in caplog.text and "via feast" not in caplog.text
+    assert frame["interaction_count"].tolist() == [14]
