@@ -21,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # like the service: single-t
 import argparse
 import asyncio
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ import numpy as np
 from cascade.procs import ManagedProcess, free_port
 
 DEMO_USERS, DEMO_ITEMS, FACTORS, SEEN_PER_USER = 20_000, 3_000, 64, 45
+MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class BenchResult:
     p99_ms: float
     max_ms: float
     n_items: int
+    server_cpu_ms_per_request: float  # the MF process's CPU time / requests
+    driver_cpu_ms_per_request: float
+    load_average_before: float  # 1-minute load of the machine when the run started
 
 
 def random_model(*, n_users: int, n_items: int, factors: int = FACTORS, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -97,30 +102,33 @@ async def _drive(
     # 10% unknown users (the popular path), like a real mix of returning and new users
     users = rng.integers(0, int(n_users * 1.1), size=int(rate * duration_s) + 1)
 
+    slots = asyncio.Semaphore(MAX_CONNECTIONS)  # a stalled server queues here, still timed
+
     async def one(user: int, due: float) -> None:
         nonlocal errors
-        conn = idle.pop() if idle else await asyncio.open_connection(host, port)
-        reader, writer = conn
-        try:
-            writer.write(
-                f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode()
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
-            errors += 1
-            writer.close()
-            return
-        latencies.append(time.perf_counter() - due)
-        if status != 200:
-            errors += 1
-        idle.append(conn)
+        async with slots:
+            conn = idle.pop() if idle else await asyncio.open_connection(host, port)
+            reader, writer = conn
+            try:
+                writer.write(
+                    f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
+                errors += 1
+                writer.close()
+                return
+            latencies.append(time.perf_counter() - due)
+            if status != 200:
+                errors += 1
+            idle.append(conn)
 
     tasks = []
     start = time.perf_counter() + 0.05
@@ -135,7 +143,9 @@ async def _drive(
     for _, writer in idle:
         writer.close()
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "driver_cpu_ms_per_request": 1000 * (usage.ru_utime + usage.ru_stime) / max(1, len(users)),
         "requests": len(users),
         "errors": errors,
         "achieved_rate": len(latencies) / elapsed,
@@ -157,6 +167,8 @@ def bench_service(
     work_dir: Path | None = None,
 ) -> BenchResult:
     """Start the service on a random artifact, warm it up, drive it at ``rate``; see module doc."""
+    import psutil
+
     from fallback_mf.artifacts import als_root, save_als
 
     with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
@@ -192,6 +204,9 @@ def bench_service(
                 capture_output=True,
                 timeout=warmup_s + 60,
             )
+            server = psutil.Process(proc.pid)
+            cpu_before = sum(server.cpu_times()[:2])
+            load = os.getloadavg()[0]
             out = subprocess.run(
                 [*driver, f"--rate={rate}", f"--duration={duration_s}"],
                 check=True,
@@ -199,8 +214,15 @@ def bench_service(
                 text=True,
                 timeout=duration_s + 120,
             )
+            server_cpu = sum(server.cpu_times()[:2]) - cpu_before
         figures = json.loads(out.stdout.strip().splitlines()[-1])
-    return BenchResult(target_rate=rate, n_items=n_items, **figures)
+    return BenchResult(
+        target_rate=rate,
+        n_items=n_items,
+        server_cpu_ms_per_request=1000 * server_cpu / max(1, figures["requests"]),
+        load_average_before=load,
+        **figures,
+    )
 
 
 def _main() -> None:
@@ -238,12 +260,14 @@ def _main() -> None:
         rate=args.rate, duration_s=args.duration, n_users=args.users, n_items=args.items, k=args.k
     )
     print(
-        "| service | items | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
+        "| service | items | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| errors | server CPU ms/req | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| fallback_mf | {r.n_items:,} | {r.target_rate:.0f} | {r.achieved_rate:.0f} | {r.p50_ms:.2f} | "
-        f"{r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} |"
+        f"| fallback_mf | {r.n_items:,} | {r.target_rate:.0f} | {r.achieved_rate:.0f} "
+        f"| {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} "
+        f"| {r.server_cpu_ms_per_request:.2f} | {r.load_average_before:.1f} |"
     )
     print(json.dumps(asdict(r)))
 
