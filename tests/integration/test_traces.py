@@ -216,12 +216,17 @@ def _trace_of(receiver: OtlpReceiver, request_id: str) -> str:
     return root.trace_id
 
 
-def _wait_trace(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> dict[str, ReceivedSpan]:
-    """Wait until the trace holds spans with all these names; return them by name (one each)."""
-    receiver.wait_for(
-        lambda spans: names <= {s.name for s in spans if s.trace_id == trace_id},
-        timeout=SPAN_TIMEOUT_S,
-    )
+def _wait_trace(
+    receiver: OtlpReceiver, trace_id: str, names: set[str], services: set[str]
+) -> dict[str, ReceivedSpan]:
+    """Wait until the trace holds spans with all these names, from all these services (each
+    process exports on its own schedule); return them by name (one each)."""
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        mine = [s for s in spans if s.trace_id == trace_id]
+        return names <= {s.name for s in mine} and services <= {s.service_name for s in mine}
+
+    receiver.wait_for(complete, timeout=SPAN_TIMEOUT_S)
     spans = receiver.trace(trace_id)
     by_name: dict[str, ReceivedSpan] = {}
     for span in spans:
@@ -256,7 +261,10 @@ def test_one_request_is_one_trace_across_gateway_mf_and_triton(traced: TracedSta
             time.sleep(0.1)
         assert body["served_by"] == "two_tower", body
         spans = _wait_trace(
-            receiver, _trace_of(receiver, body["request_id"]), {"gateway.recommend", "InferRequest"}
+            receiver,
+            _trace_of(receiver, body["request_id"]),
+            {"gateway.recommend", "tier.two_tower", "InferRequest"},
+            {"gateway", "triton"},
         )
         assert spans["InferRequest"].service_name == "triton"
         assert spans["InferRequest"].parent_span_id == spans["tier.two_tower"].span_id
@@ -284,6 +292,7 @@ def test_one_request_is_one_trace_across_gateway_mf_and_triton(traced: TracedSta
             "InferRequest",
             "compute",
         },
+        {"gateway", "fallback-mf", "triton"},
     )
     services = {s.service_name for s in spans.values()}
     assert services == {"gateway", "fallback-mf", "triton"}, services
