@@ -12,8 +12,11 @@ How the data is made (so that a personalized model measurably beats popularity):
 - Timestamps are uniform between max(window start, signup, release) and the window end
   (180 days). Ratings are 1 to 5, higher for the user's main cluster, lower for noise.
 - Repeated (user, item) pairs are dropped, keeping the earliest, so a time split never puts an
-  item in a user's test set that is already in their train set. Interactions are generated with
-  a margin and then thinned at random to the scale's exact count.
+  item in a user's test set that is already in their train set. Users still short of their
+  activity get a few top-up rounds; the result is thinned at random to the scale's count (tiny
+  ends a little under it: 300 users over 200 items run out of distinct items).
+- Everything is whole-array numpy (no per-user Python loop); ``large`` (1M users, 100K items,
+  20M interactions) peaks at about 3.4 GB.
 """
 
 from __future__ import annotations
