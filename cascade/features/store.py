@@ -103,10 +103,18 @@ def features_dir(*, layout: Layout, dataset: str) -> Path:
     return layout.dataset_dir(dataset) / schema.FEATURES_DIR
 
 
-def store_config(*, layout: Layout, dataset: str, project: str | None = None) -> RepoConfig:
+def store_config(
+    *,
+    layout: Layout,
+    dataset: str,
+    project: str | None = None,
+    redis_timeout_s: float | None = None,
+) -> RepoConfig:
     """Feast config for ``dataset``: file registry, file offline store, Redis or SQLite online.
 
     ``project`` overrides ``names.project_name()`` (env ``CASCADE_FEAST_PROJECT`` or cascade).
+    ``redis_timeout_s`` sets redis-py's socket and connect timeouts (serving path: tens of ms;
+    redis-py's defaults wait seconds against a stopped Redis, DESIGN.md).
     """
     from feast import RepoConfig
 
@@ -115,7 +123,12 @@ def store_config(*, layout: Layout, dataset: str, project: str | None = None) ->
     url = os.environ.get(REDIS_URL_ENV)
     online: dict[str, Any]
     if url:
-        online = {"type": "redis", "connection_string": redis_connection_string(url)}
+        connection = redis_connection_string(url)
+        if redis_timeout_s is not None:
+            connection += (
+                f",socket_timeout={redis_timeout_s},socket_connect_timeout={redis_timeout_s}"
+            )
+        online = {"type": "redis", "connection_string": connection}
     else:
         online = {"type": "sqlite", "path": str(folder / "online.db")}
     return RepoConfig(
@@ -129,11 +142,20 @@ def store_config(*, layout: Layout, dataset: str, project: str | None = None) ->
     )
 
 
-def open_store(*, layout: Layout, dataset: str, project: str | None = None) -> FeatureStore:
+def open_store(
+    *,
+    layout: Layout,
+    dataset: str,
+    project: str | None = None,
+    redis_timeout_s: float | None = None,
+) -> FeatureStore:
     """A ``FeatureStore`` for ``dataset`` (see ``store_config``)."""
     from feast import FeatureStore
 
-    return FeatureStore(config=store_config(layout=layout, dataset=dataset, project=project))
+    config = store_config(
+        layout=layout, dataset=dataset, project=project, redis_timeout_s=redis_timeout_s
+    )
+    return FeatureStore(config=config)
 
 
 def _load_definitions_module() -> ModuleType:

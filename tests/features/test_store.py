@@ -49,6 +49,10 @@ def test_config_follows_environment(
     config = store.store_config(layout=layout, dataset="x")
     assert config.online_store.type == "redis"
     assert config.online_store.connection_string == "127.0.0.1:6379,db=3"
+    config = store.store_config(layout=layout, dataset="x", redis_timeout_s=0.05)
+    assert config.online_store.connection_string.endswith(
+        ",socket_timeout=0.05,socket_connect_timeout=0.05"
+    )
     monkeypatch.delenv(names.PROJECT_ENV)
     assert store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
 
@@ -68,7 +72,7 @@ def test_skew_online_equals_latest_offline(
     rng = np.random.default_rng(0)
     users = [int(u) for u in rng.choice(activity.index.to_numpy(), size=25, replace=False)]
     unknown = int(profile.index.max()) + 1000
-    fs = store.open_store(layout=layout, dataset=DATASET)
+    fs = store.open_store(layout=layout, dataset=DATASET, redis_timeout_s=2.0)
     got = online.read_user_features(fs, [*users, unknown])
 
     async def read_async() -> dict[int, dict]:
