@@ -20,6 +20,7 @@ import yaml
 
 from cascade.procs import ManagedProcess, free_port
 from tests.integration.conftest import GatewayStack
+from tests.observability.names import TRITON_METRICS, alert_exprs, dashboard_exprs, metric_names
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +165,22 @@ def test_prometheus_scrapes_the_stack_and_evaluates_the_rules(
         assert "CascadeTritonModelNotReady" not in {a["labels"]["alertname"] for a in alerts}, (
             alerts
         )
+
+
+def test_triton_metric_names_used_by_rules_and_dashboard_are_live(
+    gateway_stack: GatewayStack,
+) -> None:
+    """The Triton names the dashboard and alerts read (tests/observability's measured list) are
+    exposed by the real tritonserver serving the two_tower model."""
+    gateway_stack.heal()
+    port = gateway_stack.triton_settings.metrics_port  # type: ignore[attr-defined]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    live = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", text, flags=re.MULTILINE)}
+    assert live >= TRITON_METRICS, sorted(TRITON_METRICS - live)
+    used = {
+        n for e in dashboard_exprs() + alert_exprs() for n in metric_names(e) if n.startswith("nv_")
+    }
+    assert used and used <= live, sorted(used - live)
+    assert re.search(
+        r'^nv_inference_count\{model="two_tower",version="\d+"\}', text, flags=re.MULTILINE
+    )
