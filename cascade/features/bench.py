@@ -42,10 +42,11 @@ def bench_materialize(
     project: str = BENCH_PROJECT,
     sample: int = 2_000,
     keep: bool = False,
+    engine: store.Engine = "auto",
 ) -> dict[str, Any]:
     """Full materialization of ``views`` (default: user views) into Redis; figures as a dict.
 
-    Keys: dataset, views, rows, seconds, per_view ({view: {rows, seconds}}), redis_keys,
+    ``engine`` as in ``store.materialize``. Keys: dataset, views, rows, seconds, per_view ({view: {rows, seconds}}), redis_keys,
     redis_used_memory_delta_bytes, redis_sampled_bytes (mean MEMORY USAGE x keys),
     bytes_per_key.
     """
@@ -61,7 +62,7 @@ def bench_materialize(
         store.apply(layout=layout, dataset=dataset, project=project)
         before = int(client.info("memory")["used_memory"])
         report = store.materialize(
-            layout=layout, dataset=dataset, full=True, views=views, project=project
+            layout=layout, dataset=dataset, full=True, views=views, project=project, engine=engine
         )
         after = int(client.info("memory")["used_memory"])
         keys = _project_keys(client, project)
@@ -74,7 +75,8 @@ def bench_materialize(
             "rows": report.rows,
             "seconds": round(report.seconds, 3),
             "per_view": {
-                v.view: {"rows": v.rows, "seconds": round(v.seconds, 3)} for v in report.views
+                v.view: {"rows": v.rows, "seconds": round(v.seconds, 3), "engine": v.engine}
+                for v in report.views
             },
             "redis_keys": len(keys),
             "redis_used_memory_delta_bytes": after - before,

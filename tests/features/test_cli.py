@@ -27,9 +27,11 @@ def test_apply_and_materialize(sqlite_store: str, layout: Layout, tiny_dataset: 
     result = runner.invoke(app, ["materialize", "--dataset", DATASET])
     assert result.exit_code == 0, result.output
     assert "into sqlite" in result.output and "(incremental)" in result.output
-    result = runner.invoke(app, ["materialize", "--full"], env={"CASCADE_DATASET": DATASET})
+    result = runner.invoke(
+        app, ["materialize", "--full", "--engine", "direct"], env={"CASCADE_DATASET": DATASET}
+    )
     assert result.exit_code == 0, result.output
-    assert "(full)" in result.output
+    assert "(full)" in result.output and "(direct)" in result.output
 
 
 def test_missing_dataset_exits_2(sqlite_store: str, layout: Layout) -> None:
@@ -51,7 +53,10 @@ def test_unreachable_redis_exits_2(
         assert "Traceback" not in result.output
 
 
-def test_bad_end_is_a_usage_error(sqlite_store: str, layout: Layout) -> None:
+def test_bad_options_are_usage_errors(sqlite_store: str, layout: Layout) -> None:
     result = runner.invoke(app, ["materialize", "--end", "yesterday"])
     assert result.exit_code == 2
     assert "ISO 8601" in result.output
+    result = runner.invoke(app, ["materialize", "--engine", "spark"])
+    assert result.exit_code == 2
+    assert "choose auto, feast or direct" in result.output

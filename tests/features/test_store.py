@@ -57,14 +57,16 @@ def test_config_follows_environment(
     assert store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
 
 
+@pytest.mark.parametrize("engine", ["feast", "direct"])
 def test_skew_online_equals_latest_offline(
-    online_kind: str, layout: Layout, tiny_dataset: Path
+    online_kind: str, engine: str, layout: Layout, tiny_dataset: Path
 ) -> None:
     """No training/serving skew: after materialization, online features of sampled users equal
     their newest offline rows, lists included; an unknown user comes back all None."""
     store.apply(layout=layout, dataset=DATASET)
-    report = store.materialize(layout=layout, dataset=DATASET)
+    report = store.materialize(layout=layout, dataset=DATASET, engine=engine)
     assert report.online_store == online_kind
+    assert {v.engine for v in report.views} == {engine}
     profile = _latest(tiny_dataset, names.USER_PROFILE)
     activity = _latest(tiny_dataset, names.USER_ACTIVITY)
     assert {v.view: v.rows for v in report.views}[names.USER_ACTIVITY] == len(activity)
@@ -134,14 +136,19 @@ def _small_tables(activity: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
-def test_incremental_moves_only_new_rows(online_kind: str, layout: Layout, project: str) -> None:
+@pytest.mark.parametrize("engine", ["feast", "direct"])
+def test_incremental_moves_only_new_rows(
+    online_kind: str, engine: str, layout: Layout, project: str
+) -> None:
     folder = layout.dataset_dir(DATASET) / schema.FEATURES_DIR
     t1 = datetime(2026, 2, 1, tzinfo=UTC)
     t2 = t1 + timedelta(days=7)
     first = _activity([1, 2, 3, 4], t1, 10)
     write_tables(folder, _small_tables(first))
     store.apply(layout=layout, dataset=DATASET)
-    report = store.materialize(layout=layout, dataset=DATASET, end=t1 + timedelta(hours=1))
+    report = store.materialize(
+        layout=layout, dataset=DATASET, engine=engine, end=t1 + timedelta(hours=1)
+    )
     assert {v.view: v.rows for v in report.views} == {
         names.USER_PROFILE: 4,
         names.USER_ACTIVITY: 4,
@@ -152,7 +159,9 @@ def test_incremental_moves_only_new_rows(online_kind: str, layout: Layout, proje
     write_tables(
         folder, _small_tables(pd.concat([first, _activity([2, 3], t2, 20)], ignore_index=True))
     )
-    report = store.materialize(layout=layout, dataset=DATASET, end=t2 + timedelta(hours=1))
+    report = store.materialize(
+        layout=layout, dataset=DATASET, engine=engine, end=t2 + timedelta(hours=1)
+    )
     assert report.rows == 2
     assert {v.view: v.start for v in report.views}[names.USER_ACTIVITY] == t1 + timedelta(hours=1)
     fs = store.open_store(layout=layout, dataset=DATASET)
@@ -162,14 +171,19 @@ def test_incremental_moves_only_new_rows(online_kind: str, layout: Layout, proje
     assert got[2]["recent_items"] == [20, 2]
 
     # Nothing new: nothing moves.
-    assert store.materialize(layout=layout, dataset=DATASET, end=t2 + timedelta(hours=2)).rows == 0
+    assert (
+        store.materialize(
+            layout=layout, dataset=DATASET, engine=engine, end=t2 + timedelta(hours=2)
+        ).rows
+        == 0
+    )
 
     if online_kind == "redis":
         # An emptied Redis: incremental restores nothing, --full restores everything.
         delete_project_keys(REDIS_URL, project)
         assert online.read_user_features(fs, [2])[2]["interaction_count"] is None
         report = store.materialize(
-            layout=layout, dataset=DATASET, end=t2 + timedelta(hours=3), full=True
+            layout=layout, dataset=DATASET, engine=engine, end=t2 + timedelta(hours=3), full=True
         )
         assert report.full and report.rows == 4 + 4 + 2
         assert online.read_user_features(fs, [2])[2]["interaction_count"] == 20
