@@ -1,0 +1,121 @@
+"""Input and load limits in front of the app: header size (431) and in-flight requests (503).
+
+Pure ASGI, like ``GatewayMiddleware``, and installed inside it (so its request id and request
+metrics cover these answers too). The body-size limit (413) lives in ``GatewayMiddleware``; the
+maximum k (422) is validated by the routes.
+
+- Headers: uvicorn's default HTTP parser (httptools) accepts request headers of any size
+  (measured: a 2 MB header is served), so the app refuses more than ``max_header_bytes`` in
+  total or ``max_headers`` fields with 431. The bytes were already read by then: the memory
+  bound against a header flood belongs to the ingress (nginx ``large_client_header_buffers``).
+- Load shedding: with ``max_in_flight`` requests already being served in this process, a new
+  one answers 503 with ``Retry-After`` at once instead of waiting in an unbounded queue (a
+  queued request would miss its deadline anyway). A plain counter: one event loop per process.
+  Health probes and ``/metrics`` are never shed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class SecurityMetrics:
+    """The security layer's metrics (prefix ``gateway_``), on the gateway's registry.
+
+    Labels carry the key id and the client name from the key file, never a key, and never a
+    value a client chose (an unknown key id is not a label): the label sets stay bounded.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.client_requests = Counter(
+            "gateway_client_requests", "Authenticated requests by client, key id and status",
+            ["client", "key_id", "status"], registry=r,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures", "Requests refused with 401, by internal reason", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited", "Requests refused with 429", ["client", "key_id", "backend"], registry=r
+        )
+        self.ratelimit_decisions = Counter(
+            "gateway_ratelimit_decisions", "Rate-limit decisions by backend", ["backend"], registry=r
+        )
+        self.ratelimit_redis_errors = Counter(
+            "gateway_ratelimit_redis_errors", "Rate-limiter Redis failures (fell back to local)", registry=r
+        )
+        self.shed = Counter(
+            "gateway_shed", "Requests refused before the app: in_flight (503), headers (431)",
+            ["reason"], registry=r,
+        )
+        self.api_keys = Gauge("gateway_api_keys", "Keys in the key file", ["state"], registry=r)
+
+
+async def send_error(
+    send: Send, scope: Scope, *, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """An ``ErrorResponse`` JSON answer, straight from a middleware."""
+    request_id = scope.get("state", {}).get("request_id")
+    payload = orjson.dumps({"code": code, "detail": detail, "request_id": request_id})
+    raw: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    raw += [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class LimitsMiddleware:
+    """431 for oversized headers, 503 + ``Retry-After`` beyond ``max_in_flight`` (0: no limit)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: SecurityMetrics,
+        max_in_flight: int,
+        max_header_bytes: int,
+        max_headers: int = 100,
+        retry_after_s: int = 1,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.retry_after = str(retry_after_s)
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[Any] = scope["headers"]
+        size = sum(len(k) + len(v) + 4 for k, v in headers)  # "name: value\r\n"
+        if size > self.max_header_bytes or len(headers) > self.max_headers:
+            self.metrics.shed.labels(reason="headers").inc()
+            await send_error(
+                send, scope, status=431, code="headers_too_large",
+                detail=f"request headers exceed {self.max_header_bytes} bytes or {self.max_headers} fields",
+            )
+            return
+        if self.max_in_flight and self.in_flight >= self.max_in_flight and scope["path"] not in NEVER_SHED:
+            self.metrics.shed.labels(reason="in_flight").inc()
+            await send_error(
+                send, scope, status=503, code="overloaded",
+                detail="too many requests in flight; retry shortly",
+                headers={"Retry-After": self.retry_after},
+            )
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,295 @@
+"""The gateway's front door: authentication, the /metrics guard, per-client rate limits.
+
+One pure ASGI middleware, :class:`AuthMiddleware`, inside ``GatewayMiddleware`` (request ids,
+request metrics) and :class:`gateway.limits.LimitsMiddleware` (431, 503):
+
+- Open: ``/healthz``, ``/readyz`` and the API description (``/openapi.json``, ``/docs``,
+  ``/redoc``): they reveal nothing a client of a public API does not already see.
+- ``/metrics``: never opened by a client key (it shows every client's traffic). With
+  ``GATEWAY_METRICS_TOKEN`` set it needs ``Authorization: Bearer <metrics token>``; without
+  one it answers loopback peers only (the local stack, a sidecar), 403 for anyone else.
+- Everything else, unknown paths included, needs a credential (:mod:`gateway.auth`). Every
+  refusal is the same 401: one body, one ``WWW-Authenticate`` header, whatever the cause, so
+  nothing tells a prober whether a key id exists or was revoked. The cause goes to
+  ``gateway_auth_failures_total{reason}`` and debug logs.
+- Authenticated: ``scope["state"]["principal"]`` (key id and client name, never the key) feeds
+  the span attributes, ``gateway_client_requests_total{client,key_id,status}`` and logs. Then the
+  client's token bucket (:mod:`gateway.ratelimit`): 429 with ``Retry-After``.
+- The key file is re-read when it changes (stat at most every ``reload_interval_s``, in a
+  worker thread): revocation takes effect within seconds, without a restart.
+
+Authentication is off only when the settings say so explicitly, or when no credential source is
+configured and the gateway listens on loopback only (local development); every request is then
+the ``anonymous`` principal and is not rate limited. :func:`build_security` refuses to serve a
+non-loopback address without authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Request
+from fastapi import Security as SecurityParam
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth import ANONYMOUS, API_KEY_HEADER, Authenticator, JwtConfig, JwtVerifier, Principal
+from gateway.keys import KeyRing
+from gateway.limits import SecurityMetrics, send_error
+from gateway.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+METRICS_PATH = "/metrics"
+WWW_AUTHENTICATE = 'Bearer realm="cascade"'
+UNAUTHORIZED_DETAIL = "missing or invalid credentials"
+
+
+class InsecureConfiguration(ValueError):
+    """The settings would expose the API without authentication."""
+
+
+@dataclass
+class AuthConfig:
+    """What :class:`AuthMiddleware` enforces (built from ``GatewaySettings`` in the factory)."""
+
+    enabled: bool
+    keyring: KeyRing | None = None
+    jwt: JwtVerifier | None = None
+    metrics_token: str | None = None
+    limiter: RateLimiter | None = None  # None: no rate limits
+    default_rate: float = 1000.0
+    default_burst: int = 2000
+    reload_interval_s: float = 2.0
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+def loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost (an address only this machine reaches)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def is_loopback(scope: Scope) -> bool:
+    """The peer of this request is on this machine."""
+    client = scope.get("client")
+    return bool(client) and loopback_host(str(client[0]))
+
+
+class SecurityLayer:
+    """The long-lived part: key ring refreshes, the limiter; owned by the app (``app.state``)."""
+
+    def __init__(self, config: AuthConfig, metrics: SecurityMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.authenticator = Authenticator(keyring=config.keyring, jwt=config.jwt)
+        self._next_reload = config.clock() + config.reload_interval_s
+        self._reloading: asyncio.Task[None] | None = None
+        self.count_keys()
+
+    def count_keys(self) -> None:
+        if self.config.keyring is None:
+            return
+        records = self.config.keyring.records.values()
+        revoked = sum(1 for r in records if r.revoked)
+        self.metrics.api_keys.labels(state="active").set(len(records) - revoked)
+        self.metrics.api_keys.labels(state="revoked").set(revoked)
+
+    def maybe_reload(self) -> None:
+        """At most every ``reload_interval_s``: stat (and re-read) the key file in a thread."""
+        keyring = self.config.keyring
+        now = self.config.clock()
+        if keyring is None or now < self._next_reload or self._reloading is not None:
+            return
+        self._next_reload = now + self.config.reload_interval_s
+
+        async def reload() -> None:
+            try:
+                if await asyncio.to_thread(keyring.reload_if_changed):
+                    self.count_keys()
+            finally:
+                self._reloading = None
+
+        self._reloading = asyncio.create_task(reload())
+
+    async def close(self) -> None:
+        """Lifespan shutdown: let a reload in progress finish, close the limiter's Redis client."""
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
+        if self.config.limiter is not None:
+            await self.config.limiter.close()
+
+
+class AuthMiddleware:
+    """Authentication, the /metrics guard and per-client rate limits (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, security: SecurityLayer) -> None:
+        self.app = app
+        self.security = security
+        self.config = security.config
+        self.metrics = security.metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == METRICS_PATH:
+            await self._metrics_guard(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        if not self.config.enabled:
+            state["principal"] = ANONYMOUS
+            await self.app(scope, receive, send)
+            return
+        self.security.maybe_reload()
+        principal, reason = self.security.authenticator.authenticate(scope["headers"])
+        if principal is None:
+            self.metrics.auth_failures.labels(reason=reason).inc()
+            logger.debug("401 (%s) for %s %s", reason, scope["method"], scope["path"])
+            await self._unauthorized(scope, send)
+            return
+        state["principal"] = principal
+        client, key_id = principal.label_client, principal.key_id
+        limiter = self.config.limiter
+        if limiter is not None:
+            bucket = principal.key_id if principal.method == "api_key" else f"jwt:{principal.client}"
+            decision = await limiter.check(
+                bucket,
+                rate=principal.rate or self.config.default_rate,
+                burst=principal.burst or self.config.default_burst,
+            )
+            self.metrics.ratelimit_decisions.labels(backend=decision.backend).inc()
+            if not decision.allowed:
+                self.metrics.rate_limited.labels(client=client, key_id=key_id, backend=decision.backend).inc()
+                self.metrics.client_requests.labels(client=client, key_id=key_id, status="429").inc()
+                await send_error(
+                    send, scope, status=429, code="rate_limited",
+                    detail=f"rate limit exceeded; retry after {decision.retry_after_header} s",
+                    headers={"Retry-After": decision.retry_after_header},
+                )
+                return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.client_requests.labels(client=client, key_id=key_id, status=str(status)).inc()
+
+    async def _unauthorized(self, scope: Scope, send: Send) -> None:
+        await send_error(
+            send, scope, status=401, code="unauthorized", detail=UNAUTHORIZED_DETAIL,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
+
+    async def _metrics_guard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = self.config.metrics_token
+        if token:
+            presented, _ = Authenticator.credential(
+                (k, v) for k, v in scope["headers"] if k == b"authorization"
+            )
+            if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
+                self.metrics.auth_failures.labels(reason="metrics_token").inc()
+                await self._unauthorized(scope, send)
+                return
+        elif not is_loopback(scope):
+            await send_error(
+                send, scope, status=403, code="forbidden",
+                detail="metrics are served to loopback peers only (or set GATEWAY_METRICS_TOKEN)",
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+
+
+# Documentation only: these make the OpenAPI spec declare both ways to authenticate; the
+# middleware above does the checking (before the body is parsed).
+_api_key_doc = APIKeyHeader(
+    name=API_KEY_HEADER, scheme_name="ApiKey", auto_error=False,
+    description="an API key `csk_<key_id>_<secret>` (`cascade keys create`)",
+)
+_bearer_doc = HTTPBearer(
+    scheme_name="Bearer", auto_error=False,
+    description="an API key, or a JWT when the gateway is configured for them",
+)
+
+
+async def current_principal(
+    request: Request,
+    _key: Annotated[str | None, SecurityParam(_api_key_doc)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, SecurityParam(_bearer_doc)],
+) -> Principal:
+    """Who is calling (set by :class:`AuthMiddleware`)."""
+    principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
+    return principal
+
+
+def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> SecurityLayer:
+    """The security layer from the settings (reads the key file and JWT key: fails fast)."""
+    keyring = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
+    jwt = None
+    if settings.jwt_algorithms:
+        public_key = settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+        jwt = JwtVerifier(
+            JwtConfig(
+                algorithms=tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()),
+                audience=settings.jwt_audience or "", issuer=settings.jwt_issuer or "",
+                secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+                public_key_pem=public_key, leeway_s=settings.jwt_leeway_s,
+            )
+        )
+    configured = keyring is not None or jwt is not None
+    enabled = settings.auth_enabled if settings.auth_enabled is not None else configured
+    if enabled and not configured:
+        raise InsecureConfiguration(
+            "GATEWAY_AUTH_ENABLED is true but no GATEWAY_API_KEYS_FILE or GATEWAY_JWT_ALGORITHMS is set"
+        )
+    if not enabled:
+        if settings.auth_enabled is None and not loopback_host(settings.host):
+            raise InsecureConfiguration(
+                f"refusing to serve {settings.host} without authentication: set GATEWAY_API_KEYS_FILE "
+                "(cascade keys create), or GATEWAY_AUTH_ENABLED=false explicitly"
+            )
+        logger.warning("authentication is DISABLED (%s): local development only",
+                       "GATEWAY_AUTH_ENABLED=false" if settings.auth_enabled is False else "no key file configured")
+    limiter = None
+    if enabled and settings.rate_limit_enabled:
+        if settings.rate_limit_redis_url:
+            limiter = RateLimiter.from_url(
+                settings.rate_limit_redis_url, timeout_s=settings.rate_limit_redis_timeout_ms / 1000,
+                on_redis_error=lambda exc: metrics.ratelimit_redis_errors.inc(),
+            )
+        else:
+            limiter = RateLimiter()
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    return SecurityLayer(
+        AuthConfig(
+            enabled=enabled, keyring=keyring, jwt=jwt, metrics_token=token, limiter=limiter,
+            default_rate=settings.rate_limit_rps, default_burst=settings.rate_limit_burst,
+            reload_interval_s=settings.api_keys_reload_s,
+        ),
+        metrics,
+    )
