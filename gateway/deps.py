@@ -1,4 +1,7 @@
-"""``Annotated`` dependency aliases: the app's long-lived objects, owned by the lifespan."""
+"""``Annotated`` dependency aliases: the app's long-lived objects, owned by the lifespan.
+
+Async on purpose: FastAPI runs a sync dependency in its thread pool (a thread hop per request).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +14,17 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def get_components(request: Request) -> Components:
+async def get_components(request: Request) -> Components:
     components: Components = request.app.state.components
     return components
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 
