@@ -1,0 +1,397 @@
+"""A small asyncio TCP fault proxy: what ``tc netem`` would do, for one upstream (DESIGN.md).
+
+The drills put one in front of Triton, Redis and the OTLP collector, and switch its mode while
+traffic flows (the new mode applies to bytes read after the switch, on open connections too):
+
+- ``Pass()``: forward both ways.
+- ``Delay(ms)``: hold every upstream -> client chunk ``ms`` milliseconds (order kept, throughput
+  not reduced: each chunk waits for its own due time), so each response arrives ``ms`` later.
+- ``Errors(rate, action)``: fail about ``rate`` of the requests. ``reset``: on a client chunk,
+  with probability ``rate``, abort both sockets with a TCP RST; ``close``: the same with a clean
+  FIN. Right for HTTP/1.1 and Redis, where a request owns its connection while it runs.
+  ``grpc``: gRPC multiplexes every call over one HTTP/2 connection, so breaking the connection
+  would fail every call in flight and the reconnect backoff after it. Instead the proxy follows
+  the HTTP/2 frames from the server and, with probability ``rate`` per stream, sets the
+  "compressed" flag of the response's first gRPC message; the client fails that one call
+  (status INTERNAL) and the connection lives on. HPACK state is untouched (only DATA frames).
+- ``BlackHole()``: accept connections, read and drop everything, never answer.
+
+Control it in-process (``proxy.mode = Delay(150)``) or over HTTP with :class:`ControlServer`:
+``GET /mode`` (mode + counters as JSON), ``GET /mode?set=delay&ms=150``,
+``?set=errors&rate=0.3&action=grpc``, ``?set=blackhole``, ``?set=pass``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+from urllib.parse import parse_qs, urlsplit
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 65536
+_FRAME_HEADER = 9
+_DATA, _HEADERS = 0x0, 0x1
+_END_STREAM, _PADDED = 0x1, 0x8
+
+ErrorAction = Literal["reset", "close", "grpc"]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Forward everything."""
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Delay each upstream -> client chunk by ``ms`` milliseconds."""
+
+    ms: float
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Fail about ``rate`` of the requests (see the module docstring for ``action``)."""
+
+    rate: float
+    action: ErrorAction = "reset"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"error rate must be in [0, 1], got {self.rate}")
+
+
+@dataclass(frozen=True)
+class BlackHole:
+    """Accept, read, never answer."""
+
+
+Mode = Pass | Delay | Errors | BlackHole
+
+
+def describe(mode: Mode) -> str:
+    """A short human form: ``pass``, ``delay(150ms)``, ``errors(30%, grpc)``, ``blackhole``."""
+    if isinstance(mode, Delay):
+        return f"delay({mode.ms:g}ms)"
+    if isinstance(mode, Errors):
+        return f"errors({mode.rate:.0%}, {mode.action})"
+    return "blackhole" if isinstance(mode, BlackHole) else "pass"
+
+
+def parse_mode(query: dict[str, str]) -> Mode:
+    """A mode from control-API query parameters (``set=delay&ms=150`` ...); ValueError if bad."""
+    name = query.get("set", "")
+    if name == "pass":
+        return Pass()
+    if name == "delay":
+        return Delay(float(query.get("ms", "0")))
+    if name == "errors":
+        action = query.get("action", "reset")
+        if action not in ("reset", "close", "grpc"):
+            raise ValueError(f"unknown error action {action!r}")
+        return Errors(float(query.get("rate", "0")), action)  # type: ignore[arg-type]
+    if name == "blackhole":
+        return BlackHole()
+    raise ValueError(f"unknown mode {name!r} (pass, delay, errors, blackhole)")
+
+
+@dataclass
+class ProxyStats:
+    """Counters since the proxy started."""
+
+    connections: int = 0
+    open_connections: int = 0
+    client_chunks: int = 0  # client -> upstream reads: about one per request on a quiet link
+    h2_streams: int = 0  # gRPC responses seen (Errors(action="grpc") only follows frames then)
+    injected_errors: int = 0
+    upstream_failures: int = 0  # upstream refused / unreachable at connect
+
+
+class _GrpcCorrupter:
+    """Follows server -> client HTTP/2 frames; breaks the first message of some streams."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.started: set[int] = set()
+
+    def feed(self, data: bytes, *, rate: float, rng: random.Random, stats: ProxyStats) -> bytes:
+        """Complete frames ready to forward (possibly altered); keeps a partial frame buffered."""
+        self.buffer += data
+        out = bytearray()
+        while len(self.buffer) >= _FRAME_HEADER:
+            length = int.from_bytes(self.buffer[0:3], "big")
+            if len(self.buffer) < _FRAME_HEADER + length:
+                break
+            frame = bytearray(self.buffer[: _FRAME_HEADER + length])
+            del self.buffer[: _FRAME_HEADER + length]
+            ftype, flags = frame[3], frame[4]
+            stream = struct.unpack(">I", frame[5:9])[0] & 0x7FFFFFFF
+            if ftype == _DATA and stream and stream not in self.started:
+                offset = _FRAME_HEADER + (1 if flags & _PADDED else 0)
+                pad = frame[_FRAME_HEADER] if flags & _PADDED else 0
+                if length - (offset - _FRAME_HEADER) - pad > 0:  # first byte of the message
+                    self.started.add(stream)
+                    stats.h2_streams += 1
+                    if rng.random() < rate:
+                        frame[offset] |= 0x01  # "compressed", but no encoding was negotiated
+                        stats.injected_errors += 1
+            if flags & _END_STREAM and ftype in (_DATA, _HEADERS):
+                self.started.discard(stream)
+            out += frame
+        return bytes(out)
+
+
+@dataclass(eq=False)  # hashed by identity: kept in a set
+class _Conn:
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _abort(writer: asyncio.StreamWriter | None, *, reset: bool) -> None:
+    if writer is None:
+        return
+    if reset:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    else:
+        writer.close()
+
+
+class FaultProxy:
+    """``listen_host:listen_port`` -> ``target_host:target_port`` with a switchable fault mode."""
+
+    def __init__(
+        self,
+        *,
+        target_host: str,
+        target_port: int,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+        mode: Mode | None = None,
+        seed: int | None = None,
+        name: str = "proxy",
+        http2: bool = False,
+    ) -> None:
+        self.target = (target_host, target_port)
+        self.listen = (listen_host, listen_port)
+        self.name = name
+        self.http2 = http2  # follow HTTP/2 frames upstream -> client from each connection's start
+        self.stats = ProxyStats()
+        self.mode: Mode = Pass()
+        self.set_mode(mode or Pass())
+        self._rng = random.Random(seed)
+        self._server: asyncio.Server | None = None
+        self._conns: set[_Conn] = set()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen[0]}:{self.port}"
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._handle, *self.listen, limit=CHUNK)
+        logger.info("%s: %s -> %s:%d", self.name, self.address, *self.target)
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting and close every connection."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            self._drop(conn, reset=False)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def set_mode(self, mode: Mode) -> None:
+        """Switch the fault mode; bytes read from now on follow it."""
+        if isinstance(mode, Errors) and mode.action == "grpc" and not self.http2:
+            raise ValueError(f"{self.name}: grpc errors need a proxy built with http2=True")
+        logger.info("%s: mode %s -> %s", self.name, describe(self.mode), describe(mode))
+        self.mode = mode
+
+    def snapshot(self) -> dict[str, object]:
+        """Mode and counters, for the control API and reports."""
+        return {"name": self.name, "mode": describe(self.mode), **asdict(self.stats)}
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _drop(self, conn: _Conn, *, reset: bool) -> None:
+        _abort(conn.client, reset=reset)
+        _abort(conn.upstream, reset=reset)
+        for task in conn.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.connections += 1
+        self.stats.open_connections += 1
+        conn = _Conn(client=writer)
+        self._conns.add(conn)
+        try:
+            if isinstance(self.mode, BlackHole):
+                await self._swallow(reader)
+                return
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.target), 2.0
+                )
+            except (OSError, TimeoutError):
+                self.stats.upstream_failures += 1
+                _abort(writer, reset=True)  # what a client of a dead server sees
+                return
+            conn.upstream = up_writer
+            conn.tasks = [
+                asyncio.create_task(self._pump(reader, up_writer, conn, upstream=True)),
+                asyncio.create_task(self._pump(up_reader, writer, conn, upstream=False)),
+            ]
+            await asyncio.gather(*conn.tasks, return_exceptions=True)
+        finally:
+            self.stats.open_connections -= 1
+            self._conns.discard(conn)
+            self._drop(conn, reset=False)
+
+    async def _swallow(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(CHUNK):
+                pass
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        *,
+        upstream: bool,
+    ) -> None:
+        """Copy one direction; ``upstream`` is client -> target."""
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send(queue, writer))
+        grpc = _GrpcCorrupter() if self.http2 and not upstream else None
+        try:
+            while True:
+                try:
+                    data = await reader.read(CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                mode = self.mode
+                if isinstance(mode, BlackHole):
+                    continue
+                if upstream:
+                    self.stats.client_chunks += 1
+                    if (
+                        isinstance(mode, Errors)
+                        and mode.action != "grpc"
+                        and self._rng.random() < mode.rate
+                    ):
+                        self.stats.injected_errors += 1
+                        self._drop(conn, reset=mode.action == "reset")
+                        return
+                elif grpc is not None:
+                    rate = mode.rate if isinstance(mode, Errors) and mode.action == "grpc" else 0.0
+                    data = grpc.feed(data, rate=rate, rng=self._rng, stats=self.stats)
+                    if not data:
+                        continue
+                due = time.monotonic() + (
+                    mode.ms / 1000 if isinstance(mode, Delay) and not upstream else 0.0
+                )
+                queue.put_nowait((due, data))
+        finally:
+            queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    @staticmethod
+    async def _send(
+        queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+
+class ControlServer:
+    """A tiny HTTP API over one or more proxies: ``GET /<name>`` / ``GET /<name>?set=...``."""
+
+    def __init__(
+        self, proxies: dict[str, FaultProxy], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.proxies = proxies
+        self.listen = (host, port)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> ControlServer:
+        self._server = await asyncio.start_server(self._handle, *self.listen)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def answer(self, target: str) -> tuple[int, dict[str, object]]:
+        """Status and JSON body for a request target such as ``/triton?set=delay&ms=150``."""
+        parts = urlsplit(target)
+        name = parts.path.strip("/") or "mode"
+        proxy = self.proxies.get(name) or (
+            next(iter(self.proxies.values())) if name == "mode" else None
+        )
+        if proxy is None:
+            return 404, {"error": f"no proxy {name!r}", "proxies": sorted(self.proxies)}
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if "set" in query:
+            try:
+                proxy.set_mode(parse_mode(query))
+            except ValueError as exc:
+                return 400, {"error": str(exc)}
+        return 200, proxy.snapshot()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            status, body = self.answer(parts[1] if len(parts) > 1 else "/")
+            payload = json.dumps(body).encode()
+            writer.write(
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()

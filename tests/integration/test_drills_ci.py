@@ -1,0 +1,79 @@
+"""Shortened fault drills D1, D2, D5 and D6 on the integration stack (real processes), in CI.
+
+The same drill and criteria code as ``make drill`` (``cascade.drills.drills``), with
+``Plan.ci()`` durations and the stack of ``conftest.py`` (breaker judged after 10 calls, open
+for 2 s). Asserted: the behavioural checks (non-2xx counts, tier served, breaker states,
+recovery). Latency thresholds (checks marked ``timing``) are printed, not asserted: this machine
+is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from cascade.drills.analysis import DrillResult
+from cascade.drills.drills import DRILLS, Plan
+from cascade.drills.report import drill_table
+from cascade.drills.target import DrillTarget, GatewayFacts
+from tests.integration.conftest import GATEWAY_ENV, GatewayStack
+
+pytestmark = pytest.mark.integration
+
+PLAN = Plan.ci()
+
+
+def _target(stack: GatewayStack) -> DrillTarget:
+    def restore(name: str) -> None:
+        if name == "redis":  # this Redis keeps nothing on disk: fill it again
+            stack.start_redis()
+            stack.materialize()
+        elif name == "triton":
+            stack.start_triton()
+        elif name == "mf":
+            stack.start_mf()
+        else:
+            raise ValueError(name)
+
+    return DrillTarget(
+        url=stack.url,
+        gateway_pid=stack.procs["gateway"].pid,
+        users=[int(u) for u in stack.users()],
+        procs=stack.procs,
+        restore=restore,
+        heal=stack.heal,
+        facts=GatewayFacts.from_env(GATEWAY_ENV),
+    )
+
+
+@pytest.fixture
+def target(gateway_stack: GatewayStack) -> Iterator[DrillTarget]:
+    gateway_stack.heal()
+    yield _target(gateway_stack)
+    gateway_stack.heal()  # leave the stack healthy for whoever comes next
+
+
+def _run(name: str, target: DrillTarget) -> DrillResult:
+    result = asyncio.run(DRILLS[name](target, PLAN))
+    print("\n" + drill_table([result]))
+    failed = result.failed_checks(include_timing=False)
+    assert result.behaviour_passed, f"{name} failed: {failed}\n{drill_table([result])}"
+    return result
+
+
+def test_d1_triton_killed_every_request_served_by_a_fallback(target: DrillTarget) -> None:
+    _run("D1", target)
+
+
+def test_d2_triton_frozen_then_resumed(target: DrillTarget) -> None:
+    _run("D2", target)
+
+
+def test_d5_triton_and_mf_down_popular_serves(target: DrillTarget) -> None:
+    _run("D5", target)
+
+
+def test_d6_redis_killed_then_frozen(target: DrillTarget) -> None:
+    _run("D6", target)
