@@ -287,7 +287,8 @@ async def d4_triton_errors(target: DrillTarget, plan: Plan) -> DrillResult:
         ),
     ]
     r.figures.update(
-        injected_errors=int(str(proxy.snapshot()["injected_errors"])) - injected_before
+        injected_errors=int(str(proxy.snapshot()["injected_errors"])) - injected_before,
+        fallback_any_reason=a.fmt_share(any_fallback),
     )
     _common(r, run, base, fault)
     return r
