@@ -242,7 +242,7 @@ async def bench_serve(
                                   "best_concurrency": best.concurrency if best else None,
                                   "p99_target_ms": p99_target_ms}
     singles = {r.target: r for r in rows if r.concurrency == 1}
-    g = singles.get("gateway (primary path)")
+    g = singles.get("gateway (primary path), wrk") or singles.get("gateway (primary path)")
     t = singles.get("triton direct (gRPC)")
     f = singles.get("feast online read")
     if g and t:
