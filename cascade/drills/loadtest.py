@@ -1,0 +1,191 @@
+"""``python -m cascade.drills.loadtest`` (``make loadtest``): Locust, headless, against the local stack.
+
+1. If nothing answers ``/readyz`` on the gateway port, start ``cascade up --scale <scale>`` (its
+   other ports chosen free) and wait for it; stop it at the end.
+2. Write the known users, most active first, for the locustfile (``CASCADE_LOADTEST_USERS``).
+3. Run ``locust --headless`` with the chosen shape, bounded by ``--duration``, loopback only;
+   CSV (full history) and HTML reports into ``--out`` (default ``$CASCADE_HOME/reports/loadtest``).
+4. Plots and ``summary.md`` from the CSVs (``cascade.drills.report.loadtest_report``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from cascade.paths import Layout
+from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+SHAPES = ("steady", "ramp", "spike")
+
+
+@dataclass(frozen=True)
+class LoadTestConfig:
+    """What to run. ``users`` x ``user_rps`` is the offered load (requests/s)."""
+
+    shape: str = "steady"
+    users: int = 20
+    user_rps: float = 5.0
+    duration_s: float = 60.0
+    port: int = 8000
+    scale: str = "demo"
+    ready_timeout_s: float = 1200.0
+    model_repository: Path | None = None  # for `cascade up`; None: its default (triton_models/)
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
+        if self.users < 1 or self.user_rps <= 0 or not 1 <= self.duration_s <= 3600:
+            raise ValueError("users >= 1, user_rps > 0 and 1 <= duration_s <= 3600 are required")
+
+
+def write_users(layout: Layout, dataset: str, path: Path) -> Path | None:
+    """Known user ids by activity (Zipf ranks) into ``path``; None when the data set is absent."""
+    interactions = layout.dataset_dir(dataset) / "interactions.parquet"
+    if not interactions.is_file():
+        return None
+    import pandas as pd
+
+    users = pd.read_parquet(interactions, columns=["user_id"])["user_id"].value_counts().index
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(str(int(u)) for u in users) + "\n")
+    return path
+
+
+def start_stack(*, layout: Layout, config: LoadTestConfig) -> ManagedProcess:
+    """``cascade up`` on ``config.port`` (other ports free), ready or ProcessError."""
+    env = dict(
+        os.environ,
+        CASCADE_HOME=str(layout.home),
+        CASCADE_GATEWAY_PORT=str(config.port),
+        CASCADE_MF_PORT=str(free_port()),
+        CASCADE_TRITON_HTTP_PORT=str(free_port()),
+        CASCADE_TRITON_GRPC_PORT=str(free_port()),
+        CASCADE_TRITON_METRICS_PORT=str(free_port()),
+        GATEWAY_LOG_LEVEL=os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"),
+    )
+    argv = [sys.executable, "-m", "cascade.cli", "up", "--scale", config.scale]
+    if config.model_repository is not None:
+        argv += ["--model-repository", str(config.model_repository)]
+    proc = ManagedProcess("cascade-up", argv, log_path=layout.run_dir / "loadtest-up.log", env=env)
+    proc.start()
+    proc.wait_ready(
+        f"http://127.0.0.1:{config.port}/readyz", timeout=config.ready_timeout_s, interval=1.0
+    )
+    return proc
+
+
+def run_locust(*, url: str, config: LoadTestConfig, out_dir: Path, users_file: Path | None) -> Path:
+    """Locust headless; returns the CSV prefix."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / "locust"
+    env = dict(
+        os.environ,
+        CASCADE_LOAD_SHAPE=config.shape,
+        CASCADE_USERS=str(config.users),
+        CASCADE_USER_RPS=str(config.user_rps),
+        CASCADE_DURATION_S=str(config.duration_s),
+    )
+    if users_file is not None:
+        env["CASCADE_LOADTEST_USERS"] = str(users_file)
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
+        "-u", str(config.users), "-r", str(config.users), "-t", f"{int(config.duration_s)}s",
+        "--csv", str(prefix), "--csv-full-history", "--html", str(out_dir / "locust.html"),
+        "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5",
+    ]  # fmt: skip
+    logger.info(
+        "locust: %s shape, %d users x %.1f rps, %.0fs",
+        config.shape,
+        config.users,
+        config.user_rps,
+        config.duration_s,
+    )
+    result = subprocess.run(
+        argv,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=config.duration_s + 120,
+        capture_output=True,
+        text=True,
+    )
+    (out_dir / "locust.log").write_text(result.stdout + result.stderr)
+    # Locust exits 1 when some requests failed: the report says how many; only a crash stops us.
+    if result.returncode not in (0, 1) or not Path(f"{prefix}_stats.csv").is_file():
+        raise ProcessError(f"locust failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return prefix
+
+
+def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
+    """Run the whole load test; returns the summary's path."""
+    from cascade.drills.report import loadtest_report
+
+    url = f"http://127.0.0.1:{config.port}"
+    stack = None
+    if not http_ok(f"{url}/readyz"):
+        logger.info("nothing ready at %s: starting `cascade up --scale %s`", url, config.scale)
+        stack = start_stack(layout=layout, config=config)
+    try:
+        users = write_users(layout, config.scale, out_dir / "users.txt")
+        started = time.monotonic()
+        prefix = run_locust(url=url, config=config, out_dir=out_dir, users_file=users)
+        logger.info("locust ran %.0fs", time.monotonic() - started)
+    finally:
+        if stack is not None:
+            stack.stop(grace=20)
+    return loadtest_report(
+        csv_prefix=prefix, out_dir=out_dir, title=f"Cascade load test ({config.shape})"
+    )
+
+
+def main(
+    shape: str = typer.Option("steady", help="Load shape: steady, ramp or spike."),
+    users: int = typer.Option(20, help="Locust users (the spike multiplies them)."),
+    user_rps: float = typer.Option(5.0, help="Requests/s per user."),
+    duration: float = typer.Option(60.0, help="Seconds of load."),
+    port: int = typer.Option(8000, envvar="CASCADE_GATEWAY_PORT", help="Gateway port."),
+    scale: str = typer.Option("demo", help="Scale `cascade up` builds when nothing answers."),
+    out: str = typer.Option("", help="Report folder (default $CASCADE_HOME/reports/loadtest)."),
+    model_repository: str = typer.Option("", help="Triton repository for `cascade up`."),
+) -> None:
+    """Locust against the local stack (started if needed); CSV, HTML, plots and summary.md."""
+    try:
+        config = LoadTestConfig(
+            shape=shape,
+            users=users,
+            user_rps=user_rps,
+            duration_s=duration,
+            port=port,
+            scale=scale,
+            model_repository=Path(model_repository) if model_repository else None,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    layout = Layout.from_env()
+    out_dir = Path(out) if out else layout.reports_dir / "loadtest"
+    try:
+        summary = loadtest(config=config, layout=layout, out_dir=out_dir)
+    except (ProcessError, subprocess.TimeoutExpired, FileNotFoundError) as exc:
+        typer.echo(f"loadtest failed: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(summary.read_text())
+    typer.echo(f"report: {summary}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=os.environ.get("CASCADE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    typer.run(main)

@@ -1,0 +1,168 @@
+"""Cascade's Locust traffic: Zipf-distributed known users, some unknown ones, a mix of k, GET and POST.
+
+Imports only the stdlib, locust and gevent: the stock ``locustio/locust`` image runs it
+(docker-compose's ``locust`` service). Environment:
+
+- ``CASCADE_LOADTEST_USERS``: known user ids, most active first (Zipf rank order): a text file
+  with one id per line (``python -m cascade.drills.loadtest`` writes one), or a ``.npy`` int64
+  array such as the ALS artifact's ``user_ids.npy``. Default: ``$CASCADE_HOME/artifacts/als/
+  <latest>/user_ids.npy`` when it exists, else ids 0..999.
+- ``CASCADE_UNKNOWN_SHARE`` (0.05): share of requests for ids nobody knows (cold start).
+- ``CASCADE_POST_SHARE`` (0.2): share of POSTs, each with 3 excluded item ids.
+- ``CASCADE_ZIPF_S`` (1.1): Zipf exponent over the user ranks.
+- ``CASCADE_USER_RPS`` (2): requests/s per Locust user (``constant_throughput``).
+- ``CASCADE_LOAD_SHAPE``: ``steady``, ``ramp`` or ``spike`` (``loadtests/shapes.py``); unset:
+  Locust's own ``-u``/``-r``/``-t``.
+- ``CASCADE_API_KEY``: sent as ``Authorization: Bearer <key>`` when set.
+
+Each request is named after the tier that served it (``X-Served-By``), e.g.
+``GET /v1/recommendations/[user] [two_tower]``, so Locust's statistics split by tier; a non-2xx
+answer is a failure named ``[error]``.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import itertools
+import os
+import random
+import sys
+from array import array
+from pathlib import Path
+
+from locust import HttpUser, constant_throughput, task
+
+try:
+    from loadtests import shapes
+except ImportError:  # run as a bare file next to shapes.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import shapes  # type: ignore[no-redef]
+
+PATH = "/v1/recommendations"
+UNKNOWN_BASE = 10**12  # above any data set's ids
+KS = (10, 20, 50)
+K_WEIGHTS = (0.5, 0.35, 0.15)
+
+
+def read_npy_int64(path: Path) -> list[int]:
+    """A 1-D little-endian int64 ``.npy`` file, read without numpy."""
+    data = path.read_bytes()
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError(f"{path} is not a .npy file")
+    major = data[6]
+    size_len = 2 if major == 1 else 4
+    header_len = int.from_bytes(data[8 : 8 + size_len], "little")
+    start = 8 + size_len
+    header = ast.literal_eval(data[start : start + header_len].decode("latin-1"))
+    if (
+        header.get("descr") not in ("<i8", "|i8")
+        or header.get("fortran_order")
+        or len(header["shape"]) != 1
+    ):
+        raise ValueError(f"{path}: expected a 1-D little-endian int64 array, got {header}")
+    values = array("q")
+    values.frombytes(data[start + header_len :])
+    if sys.byteorder != "little":
+        values.byteswap()
+    return list(values)
+
+
+def read_users(path: Path) -> list[int]:
+    """User ids from a ``.npy`` array or a text file (one id per line, first CSV column)."""
+    if path.suffix == ".npy":
+        return read_npy_int64(path)
+    ids = []
+    for line in path.read_text().splitlines():
+        cell = line.split(",")[0].strip()
+        if cell.isdigit():
+            ids.append(int(cell))
+    return ids
+
+
+def default_users() -> list[int]:
+    explicit = os.environ.get("CASCADE_LOADTEST_USERS")
+    if explicit:
+        return read_users(Path(explicit))
+    als = Path(os.environ.get("CASCADE_HOME", "var")) / "artifacts" / "als"
+    latest = als / "latest"
+    if latest.is_file():
+        candidate = als / latest.read_text().strip() / "user_ids.npy"
+        if candidate.is_file():
+            return read_npy_int64(candidate)
+    return list(range(1000))
+
+
+class Population:
+    """Who asks: Zipf over the known users' ranks, plus a share of unknown ids."""
+
+    def __init__(
+        self, users: list[int], *, zipf_s: float, unknown_share: float, seed: int | None = None
+    ) -> None:
+        if not users:
+            raise ValueError("no known user ids to load-test with")
+        self.users = users
+        self.unknown_share = unknown_share
+        self.cum = list(itertools.accumulate(1.0 / r**zipf_s for r in range(1, len(users) + 1)))
+        self.rng = random.Random(seed)
+
+    def user(self) -> int:
+        if self.rng.random() < self.unknown_share:
+            return UNKNOWN_BASE + self.rng.randrange(1_000_000)
+        i = bisect.bisect_left(self.cum, self.rng.random() * self.cum[-1])
+        return self.users[min(i, len(self.users) - 1)]
+
+    def k(self) -> int:
+        return self.rng.choices(KS, weights=K_WEIGHTS)[0]
+
+
+POPULATION = Population(
+    default_users(),
+    zipf_s=float(os.environ.get("CASCADE_ZIPF_S", "1.1")),
+    unknown_share=float(os.environ.get("CASCADE_UNKNOWN_SHARE", "0.05")),
+)
+POST_SHARE = float(os.environ.get("CASCADE_POST_SHARE", "0.2"))
+
+
+def tier_name(base: str, response: object) -> str:
+    """``base [tier]`` from the response's ``X-Served-By``; ``[error]`` for a non-2xx answer."""
+    status = getattr(response, "status_code", 0) or 0
+    if not 200 <= status < 300:
+        return f"{base} [error]"
+    headers = getattr(response, "headers", None) or {}
+    return f"{base} [{headers.get('X-Served-By') or 'unknown'}]"
+
+
+class RecommendationUser(HttpUser):
+    """A client app asking for recommendations."""
+
+    wait_time = constant_throughput(float(os.environ.get("CASCADE_USER_RPS", "2")))
+
+    def on_start(self) -> None:
+        key = os.environ.get("CASCADE_API_KEY", "")
+        if key:
+            self.client.headers["Authorization"] = f"Bearer {key}"
+
+    def _send(self, method: str, base: str, url: str, body: dict[str, object] | None) -> None:
+        with self.client.request(
+            method, url, json=body, name=base, catch_response=True
+        ) as response:
+            response.request_meta["name"] = tier_name(base, response)
+            if not 200 <= response.status_code < 300:
+                response.failure(f"HTTP {response.status_code}")
+
+    @task
+    def recommend(self) -> None:
+        user, k = POPULATION.user(), POPULATION.k()
+        if POPULATION.rng.random() < POST_SHARE:
+            exclude = POPULATION.rng.sample(range(1, 2000), 3)
+            self._send("POST", PATH, PATH, {"user_id": user, "k": k, "exclude": exclude})
+        else:
+            self._send("GET", f"{PATH}/[user]", f"{PATH}/{user}?k={k}", None)
+
+
+_shape = shapes.from_env()
+if _shape is not None:
+    # Locust picks up a LoadTestShape subclass defined in the locustfile's namespace.
+    class CascadeShape(_shape):  # type: ignore[valid-type,misc]
+        """The shape selected by CASCADE_LOAD_SHAPE."""
