@@ -33,11 +33,7 @@ from pathlib import Path
 
 from locust import HttpUser, constant_throughput, task
 
-try:
-    from loadtests import shapes
-except ImportError:  # run as a bare file next to shapes.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import shapes  # type: ignore[no-redef]
+from loadtests import shapes  # the package is installed here; PYTHONPATH in the Locust image
 
 PATH = "/v1/recommendations"
 UNKNOWN_BASE = 10**12  # above any data set's ids
