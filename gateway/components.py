@@ -103,6 +103,10 @@ async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -
             await reader.start()
             closers.append(reader.close)
             features = reader
+            try:  # open the connection pool now, not on the first request (which would time out)
+                await reader.read(0, timeout_s=2.0)
+            except FeaturesUnavailable as exc:
+                logger.warning("feature store warm-up read failed (serving anyway): %s", exc.detail)
         except Exception as exc:  # startup, not the request path: any failure means no features
             logger.error("feature store for %r not available: %r", settings.dataset, exc)
             features = NoFeatures(f"feature store not opened: {exc}")

@@ -187,3 +187,25 @@ def test_redis_down_features_unavailable(stack: GatewayStack, http: httpx.Client
         check_contract(stack, body, k=10)
     assert metric(http, "gateway_feature_read_errors_total") >= 10
     assert np.isfinite(metric(http, "gateway_feature_read_seconds_count"))
+
+
+def test_gateway_sigterm_drains_and_closes_clients(stack: GatewayStack) -> None:
+    """A second gateway on the same upstreams: SIGTERM -> exit 0 after the lifespan closed its clients."""
+    import sys
+
+    from cascade.procs import ManagedProcess, free_port
+
+    main = stack.procs["gateway"]
+    port = free_port()
+    proc = ManagedProcess(
+        "gateway-2", [sys.executable, "-m", "gateway"], log_path=stack.tmp / "gateway-2.log",
+        env=dict(main.env, GATEWAY_PORT=str(port)),
+    ).start()
+    try:
+        proc.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=90)
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/recommendations/{stack.known_user}", timeout=5)
+        assert r.status_code == 200
+    finally:
+        code = proc.stop(grace=15)
+    assert code == 0, proc.log_tail()
+    assert "gateway stopped: clients closed" in proc.log_path.read_text()
