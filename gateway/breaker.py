@@ -236,7 +236,10 @@ class SlidingWindowBreaker:
             if self._failed / n >= threshold or self._slow / n >= threshold:
                 logger.warning(
                     "breaker %s: failure rate %.2f, slow-call rate %.2f over %d calls",
-                    self.name, self._failed / n, self._slow / n, n,
+                    self.name,
+                    self._failed / n,
+                    self._slow / n,
+                    n,
                 )
                 self._transition(OPEN)
 

@@ -46,14 +46,24 @@ class FeatureSource(Protocol):
 
 class PrimaryTier(Protocol):
     async def recommend(
-        self, features: UserFeatures, *, k: int, exclude: Sequence[int], timeout_s: float,
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> TierResult: ...
 
 
 class FallbackTier(Protocol):
     async def recommend(
-        self, user_id: int, *, k: int, exclude: Sequence[int], timeout_s: float,
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> TierResult: ...
 
@@ -139,7 +149,10 @@ class FallbackChain:
             result, als_reason = await self._call_fallback(user_id, k, exclude_all, skip, deadline)
             if result is not None:
                 return Outcome(result, Tier.ALS, reason, feature_state)
-            if als_reason is FallbackReason.COLD_START and reason is not FallbackReason.FEATURES_UNAVAILABLE:
+            if (
+                als_reason is FallbackReason.COLD_START
+                and reason is not FallbackReason.FEATURES_UNAVAILABLE
+            ):
                 reason = FallbackReason.COLD_START
 
         result = self.popular.recommend(user_id, k=k, exclude=skip)
@@ -150,7 +163,9 @@ class FallbackChain:
     def _left(self, deadline: float) -> float:
         return deadline - self.clock() - _RESERVE_S
 
-    async def _read_features(self, user_id: int, deadline: float) -> tuple[UserFeatures | None, str]:
+    async def _read_features(
+        self, user_id: int, deadline: float
+    ) -> tuple[UserFeatures | None, str]:
         if self.features is None:
             return None, "disabled"
         budget = min(self.config.feature_timeout_s, self._left(deadline))
@@ -237,7 +252,9 @@ class FallbackChain:
                 self._upstream(Tier.ALS, "error", self.clock() - started, span, exc)
                 return None, None
             checked = self._check(result, k, skip)
-            self._upstream(Tier.ALS, "ok" if checked else "invalid", self.clock() - started, span, None)
+            self._upstream(
+                Tier.ALS, "ok" if checked else "invalid", self.clock() - started, span, None
+            )
             span.set_attribute("model.version", result.model_version)
         return checked, None
 
@@ -254,7 +271,9 @@ class FallbackChain:
         """The result if it follows every rule (k unique, unseen, known, sorted), else None."""
         items = result.item_ids
         if len(items) != k or len(set(items)) != k or skip.intersection(items):
-            logger.warning("%s broke the rules: %d items for k=%d", result.model_version, len(items), k)
+            logger.warning(
+                "%s broke the rules: %d items for k=%d", result.model_version, len(items), k
+            )
             return None
         if not bool(self.popular.known(items).all()):
             logger.warning("%s returned unknown item ids", result.model_version)

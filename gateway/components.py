@@ -76,12 +76,16 @@ def build_breaker(settings: GatewaySettings, metrics: GatewayMetrics) -> Sliding
     if settings.breaker_redis_url:
         storage = redis_storage(url=settings.breaker_redis_url, namespace="cascade:gateway:primary")
     breaker = SlidingWindowBreaker(
-        name="primary", config=config, storage=storage,
+        name="primary",
+        config=config,
+        storage=storage,
         on_transition=[metrics.on_breaker_transition],
     )
     if settings.breaker_force_open:
         breaker.force_open()
-        logger.warning("breaker held open by GATEWAY_BREAKER_FORCE_OPEN: the primary is never called")
+        logger.warning(
+            "breaker held open by GATEWAY_BREAKER_FORCE_OPEN: the primary is never called"
+        )
     metrics.on_breaker_transition(breaker.name, "none", breaker.state)
     return breaker
 
@@ -112,14 +116,21 @@ async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -
             features = NoFeatures(f"feature store not opened: {exc}")
     primary = None
     if settings.triton_url:
-        primary = TritonPrimary(url=settings.triton_url, protocol=settings.triton_protocol, model=settings.triton_model)
+        primary = TritonPrimary(
+            url=settings.triton_url, protocol=settings.triton_protocol, model=settings.triton_model
+        )
         closers.append(primary.close)
     fallback = None
     if settings.mf_url:
         fallback = MfFallback(base_url=settings.mf_url, timeout_s=settings.mf_timeout_ms / 1000)
         closers.append(fallback.close)
     chain = FallbackChain(
-        config=chain_config(settings), popular=popular, breaker=build_breaker(settings, metrics),
-        metrics=metrics, features=features, primary=primary, fallback=fallback,
+        config=chain_config(settings),
+        popular=popular,
+        breaker=build_breaker(settings, metrics),
+        metrics=metrics,
+        features=features,
+        primary=primary,
+        fallback=fallback,
     )
     return Components(chain=chain, primary=primary, fallback=fallback, closers=closers)

@@ -40,7 +40,9 @@ def _ids(value: Any) -> tuple[int, ...]:
 
 def parse_row(user_id: int, row: dict[str, Any]) -> UserFeatures | None:
     """One user's features from Feast's ``to_dict`` columns; None when the store has none."""
-    if all(row.get(name) is None for name in names.USER_PROFILE_FEATURES + names.USER_ACTIVITY_FEATURES):
+    if all(
+        row.get(name) is None for name in names.USER_PROFILE_FEATURES + names.USER_ACTIVITY_FEATURES
+    ):
         return None
     return UserFeatures(
         user_id=user_id,
@@ -90,9 +92,13 @@ class FeastFeatureReader:
         from cascade.features.online import read_user_features_async
 
         try:
-            users = await asyncio.wait_for(read_user_features_async(self.store, [user_id]), timeout_s)
+            users = await asyncio.wait_for(
+                read_user_features_async(self.store, [user_id]), timeout_s
+            )
         except TimeoutError as exc:
-            raise FeaturesUnavailable(f"feature read timed out after {timeout_s * 1000:.0f} ms") from exc
+            raise FeaturesUnavailable(
+                f"feature read timed out after {timeout_s * 1000:.0f} ms"
+            ) from exc
         except (redis.RedisError, OSError) as exc:
             raise FeaturesUnavailable(f"feature read failed: {exc!r}") from exc
         return parse_row(user_id, users.get(user_id, {}))

@@ -48,10 +48,14 @@ def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers
+    )
 
 
-async def _refresh_popular(components: Components, interval_s: float, metrics: GatewayMetrics) -> None:
+async def _refresh_popular(
+    components: Components, interval_s: float, metrics: GatewayMetrics
+) -> None:
     while True:
         await asyncio.sleep(interval_s)
         if await asyncio.to_thread(components.popular.refresh):
@@ -76,9 +80,15 @@ def create_app(
         metrics.popular_items.set(len(snap.items) if snap else 0)
         refresher = None
         if settings.popular_refresh_s > 0:
-            refresher = asyncio.create_task(_refresh_popular(built, settings.popular_refresh_s, metrics))
-        logger.info("gateway ready: popular=%s primary=%s mf=%s", built.popular.version,
-                    settings.triton_url or "-", settings.mf_url or "-")
+            refresher = asyncio.create_task(
+                _refresh_popular(built, settings.popular_refresh_s, metrics)
+            )
+        logger.info(
+            "gateway ready: popular=%s primary=%s mf=%s",
+            built.popular.version,
+            settings.triton_url or "-",
+            settings.mf_url or "-",
+        )
         try:
             yield
         finally:
@@ -121,11 +131,15 @@ def create_app(
             parts.append(f"{where}: {item.get('msg', 'invalid')}")
         return error(request, 422, "invalid_request", "; ".join(parts) or "invalid request")
 
-    async def serve(request: Request, comps: Components, *, user_id: int, k: int, exclude: list[int]) -> Response:
+    async def serve(
+        request: Request, comps: Components, *, user_id: int, k: int, exclude: list[int]
+    ) -> Response:
         if k > settings.max_k:
             raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
         if len(exclude) > settings.max_exclude:
-            raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
+            raise BadRequest(
+                f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}"
+            )
         request_id: str = request.state.request_id
         context = propagate.extract(request.headers)
         with tracer.start_as_current_span("gateway.recommend", context=context) as span:
@@ -140,7 +154,9 @@ def create_app(
             span.set_attribute("feature.outcome", outcome.features)
         if reason:
             metrics.fallbacks.labels(reason=reason, tier=outcome.tier.value).inc()
-        metrics.served.labels(tier=outcome.tier.value, model_version=outcome.result.model_version).inc()
+        metrics.served.labels(
+            tier=outcome.tier.value, model_version=outcome.result.model_version
+        ).inc()
         body = {
             "user_id": user_id,
             "items": [
@@ -173,8 +189,12 @@ def create_app(
     async def get_recommendations(
         request: Request,
         comps: ComponentsDep,
-        user_id: Annotated[int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")],
-        k: Annotated[int, Query(ge=1, le=settings.max_k, description="how many items")] = settings.default_k,
+        user_id: Annotated[
+            int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")
+        ],
+        k: Annotated[
+            int, Query(ge=1, le=settings.max_k, description="how many items")
+        ] = settings.default_k,
     ) -> Response:
         """Top-k items for a user, from the best tier that answers within the deadline."""
         return await serve(request, comps, user_id=user_id, k=k, exclude=[])
@@ -220,7 +240,10 @@ def create_app(
         if comps.fallback is not None:
             checks["mf"] = "ready" if await comps.fallback.ready(timeout_s=0.2) else "down"
         ready = comps.popular.loaded and (bool(cfg.triton_url) or bool(cfg.mf_url))
-        return _json({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+        return _json(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status=200 if ready else 503,
+        )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus_metrics(m: MetricsDep) -> Response:

@@ -28,39 +28,65 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "gateway_requests", "HTTP requests answered", ["route", "method", "status", "tier"], registry=r
+            "gateway_requests",
+            "HTTP requests answered",
+            ["route", "method", "status", "tier"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            "gateway_request_seconds", "Request latency by route and serving tier",
-            ["route", "tier"], buckets=LATENCY_BUCKETS, registry=r,
+            "gateway_request_seconds",
+            "Request latency by route and serving tier",
+            ["route", "tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.errors = Counter("gateway_errors", "Error responses by code", ["route", "code"], registry=r)
+        self.errors = Counter(
+            "gateway_errors", "Error responses by code", ["route", "code"], registry=r
+        )
         self.fallbacks = Counter(
-            "gateway_fallbacks", "Responses not served by the primary, by reason",
-            ["reason", "tier"], registry=r,
+            "gateway_fallbacks",
+            "Responses not served by the primary, by reason",
+            ["reason", "tier"],
+            registry=r,
         )
         self.breaker_state = Gauge(
-            "gateway_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r
+            "gateway_breaker_state",
+            "Breaker state: 0 closed, 1 half-open, 2 open",
+            ["breaker"],
+            registry=r,
         )
         self.breaker_transitions = Counter(
-            "gateway_breaker_transitions", "Breaker state transitions",
-            ["breaker", "from_state", "to_state"], registry=r,
+            "gateway_breaker_transitions",
+            "Breaker state transitions",
+            ["breaker", "from_state", "to_state"],
+            registry=r,
         )
         self.feature_seconds = Histogram(
-            "gateway_feature_read_seconds", "Feast online read latency", buckets=LATENCY_BUCKETS, registry=r
+            "gateway_feature_read_seconds",
+            "Feast online read latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.feature_errors = Counter(
             "gateway_feature_read_errors", "Failed Feast online reads", ["kind"], registry=r
         )
         self.upstream_seconds = Histogram(
-            "gateway_upstream_seconds", "Upstream call latency per tier and outcome",
-            ["tier", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+            "gateway_upstream_seconds",
+            "Upstream call latency per tier and outcome",
+            ["tier", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("gateway_in_flight", "Requests being served", registry=r)
         self.served = Counter(
-            "gateway_served", "Responses by tier and model version", ["tier", "model_version"], registry=r
+            "gateway_served",
+            "Responses by tier and model version",
+            ["tier", "model_version"],
+            registry=r,
         )
-        self.popular_items = Gauge("gateway_popular_items", "Items in the in-memory popular list", registry=r)
+        self.popular_items = Gauge(
+            "gateway_popular_items", "Items in the in-memory popular list", registry=r
+        )
 
     def on_breaker_transition(self, name: str, old: str, new: str) -> None:
         """Breaker observer: gauge and transition counter."""

@@ -84,7 +84,9 @@ class GatewayMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             method = scope["method"]
-            self.metrics.requests.labels(route=route, method=method, status=str(status), tier=tier).inc()
+            self.metrics.requests.labels(
+                route=route, method=method, status=str(status), tier=tier
+            ).inc()
             self.metrics.request_seconds.labels(route=route, tier=tier).observe(elapsed)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -109,8 +111,14 @@ class GatewayMiddleware:
             "request_id": request_id,
         }
         payload = orjson.dumps(body)
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -69,7 +69,9 @@ class PopularList:
         self.snapshot: PopularSnapshot | None = None
 
     @classmethod
-    def from_arrays(cls, *, items: Iterable[int], counts: Iterable[int], version: str = "test") -> PopularList:
+    def from_arrays(
+        cls, *, items: Iterable[int], counts: Iterable[int], version: str = "test"
+    ) -> PopularList:
         """A list built in memory (unit tests, tools); knows no users."""
         pop = cls(artifacts_dir=Path("."))
         item_arr = np.asarray(list(items), dtype=np.int64)
@@ -108,7 +110,11 @@ class PopularList:
             logger.error("popular list %s unreadable, keeping %s: %s", directory, self.version, exc)
             return False
         self.snapshot = snapshot
-        logger.info("popular list: loaded %d items from ALS version %s", len(snapshot.items), snapshot.version)
+        logger.info(
+            "popular list: loaded %d items from ALS version %s",
+            len(snapshot.items),
+            snapshot.version,
+        )
         return True
 
     def known(self, item_ids: list[int]) -> np.ndarray:

@@ -44,11 +44,15 @@ def build_inputs(
         contract.AGE_BUCKET: [features.age_bucket],
         contract.COUNTRY: [contract.country_code(features.country)],
         contract.INTERACTION_COUNT: [features.interaction_count],
-        contract.RECENT_ITEMS: contract.pad_items(list(features.recent_items), contract.RECENT_ITEMS_LEN),
+        contract.RECENT_ITEMS: contract.pad_items(
+            list(features.recent_items), contract.RECENT_ITEMS_LEN
+        ),
         contract.SEEN_ITEMS: contract.pad_items(seen, contract.MAX_SEEN_ITEMS),
         contract.K: [k],
     }
-    values = {spec.name: np.array([rows[spec.name]], dtype=spec.numpy_dtype) for spec in contract.INPUTS}
+    values = {
+        spec.name: np.array([rows[spec.name]], dtype=spec.numpy_dtype) for spec in contract.INPUTS
+    }
     inputs = []
     for spec in contract.INPUTS:
         tensor = module.InferInput(spec.name, list(values[spec.name].shape), spec.dtype)
@@ -128,7 +132,9 @@ class TritonPrimary:
         row_items, row_scores = item_ids.reshape(-1), scores.reshape(-1)
         keep = row_items != contract.PAD_ITEM
         response = result.get_response()
-        version = response["model_version"] if isinstance(response, dict) else response.model_version
+        version = (
+            response["model_version"] if isinstance(response, dict) else response.model_version
+        )
         return TierResult(
             item_ids=[int(i) for i in row_items[keep][:k]],
             scores=[float(s) for s in row_scores[keep][:k]],

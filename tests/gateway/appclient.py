@@ -17,7 +17,9 @@ class AppClient:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self._lifespan: Any = None
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        )
 
     def __enter__(self) -> AppClient:
         self._lifespan = self.app.router.lifespan_context(self.app)

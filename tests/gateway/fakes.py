@@ -26,14 +26,18 @@ def seen_of(user_id: int) -> tuple[int, ...]:
 
 
 def popular_list() -> PopularList:
-    return PopularList.from_arrays(items=CATALOGUE, counts=[N_ITEMS - i for i in CATALOGUE], version="v-test")
+    return PopularList.from_arrays(
+        items=CATALOGUE, counts=[N_ITEMS - i for i in CATALOGUE], version="v-test"
+    )
 
 
 def _rank(k: int, exclude: Sequence[int], *, reverse: bool) -> TierResult:
     skip = set(exclude)
     order = reversed(CATALOGUE) if reverse else iter(CATALOGUE)
     items = [i for i in order if i not in skip][:k]
-    return TierResult(item_ids=items, scores=[1.0 - n / 1000 for n in range(len(items))], model_version="")
+    return TierResult(
+        item_ids=items, scores=[1.0 - n / 1000 for n in range(len(items))], model_version=""
+    )
 
 
 class FakeFeatures:
@@ -93,7 +97,12 @@ class FakePrimary(FakeTier):
         super().__init__("two_tower", reverse=True)
 
     async def recommend(
-        self, features: UserFeatures, *, k: int, exclude: Sequence[int], timeout_s: float,
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> TierResult:
         self.last_headers = dict(headers or {})
@@ -105,7 +114,12 @@ class FakeFallback(FakeTier):
         super().__init__("als", reverse=False)
 
     async def recommend(
-        self, user_id: int, *, k: int, exclude: Sequence[int], timeout_s: float,
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> TierResult:
         self.last_headers = dict(headers or {})
@@ -127,8 +141,13 @@ class Fakes:
 
     async def factory(self, settings, metrics) -> Components:
         chain = FallbackChain(
-            config=chain_config(settings), popular=self.popular, breaker=build_breaker(settings, metrics),
-            metrics=metrics, features=self.features, primary=self.primary, fallback=self.fallback,
+            config=chain_config(settings),
+            popular=self.popular,
+            breaker=build_breaker(settings, metrics),
+            metrics=metrics,
+            features=self.features,
+            primary=self.primary,
+            fallback=self.fallback,
         )
         self.components = Components(chain=chain, primary=self.primary, fallback=self.fallback)  # type: ignore[arg-type]
         return self.components

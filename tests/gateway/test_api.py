@@ -22,9 +22,18 @@ def fakes() -> Fakes:
 
 def make_settings(**overrides) -> GatewaySettings:
     base = dict(
-        triton_url="fake:1", mf_url="http://fake:2", features_enabled=True, deadline_ms=250,
-        feature_timeout_ms=20, primary_timeout_ms=100, mf_timeout_ms=60, popular_refresh_s=0,
-        breaker_window=10, breaker_min_calls=5, breaker_wait_s=60, json_logs=False,
+        triton_url="fake:1",
+        mf_url="http://fake:2",
+        features_enabled=True,
+        deadline_ms=250,
+        feature_timeout_ms=20,
+        primary_timeout_ms=100,
+        mf_timeout_ms=60,
+        popular_refresh_s=0,
+        breaker_window=10,
+        breaker_min_calls=5,
+        breaker_wait_s=60,
+        json_logs=False,
     )
     base.update(overrides)
     return GatewaySettings(**base)
@@ -63,7 +72,9 @@ def test_healthy_primary_serves(client: AppClient, fakes: Fakes) -> None:
 def test_request_id_generated_when_missing_or_unsafe(client: AppClient) -> None:
     r = client.get(f"{URL}/7", headers={"X-Request-ID": "bad id\twith spaces"})
     assert r.headers["X-Request-ID"] != "bad id\twith spaces"
-    assert len(r.headers["X-Request-ID"]) == 32 and r.json()["request_id"] == r.headers["X-Request-ID"]
+    assert (
+        len(r.headers["X-Request-ID"]) == 32 and r.json()["request_id"] == r.headers["X-Request-ID"]
+    )
     assert len(r.json()["items"]) == 20  # default k
 
 
@@ -74,8 +85,12 @@ def test_post_with_exclude(client: AppClient) -> None:
     assert_contract(r.json(), k=10, user_id=9, exclude=exclude)
 
 
-@pytest.mark.parametrize(("mode", "reason"), [("error", "error"), ("hang", "timeout"), ("bad", "error")])
-def test_primary_fault_falls_back_to_als(client: AppClient, fakes: Fakes, mode: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "reason"), [("error", "error"), ("hang", "timeout"), ("bad", "error")]
+)
+def test_primary_fault_falls_back_to_als(
+    client: AppClient, fakes: Fakes, mode: str, reason: str
+) -> None:
     fakes.primary.mode = mode
     started = time.perf_counter()
     r = client.post(URL, json={"user_id": 3, "k": 8, "exclude": [0, 1]})
@@ -104,7 +119,9 @@ def test_features_unavailable_skips_primary(client: AppClient, fakes: Fakes) -> 
         fakes.features.mode = mode
         r = client.get(f"{URL}/4?k=5")
         assert r.status_code == 200
-        assert r.json()["served_by"] == "als" and r.json()["fallback_reason"] == "features_unavailable"
+        assert (
+            r.json()["served_by"] == "als" and r.json()["fallback_reason"] == "features_unavailable"
+        )
     assert fakes.primary.calls == 0
 
 
@@ -123,7 +140,11 @@ def test_features_and_mf_down_serves_popular(client: AppClient, fakes: Fakes) ->
 def test_unknown_user_gets_popular_cold_start(client: AppClient, fakes: Fakes) -> None:
     r = client.get(f"{URL}/999?k=3")
     body = r.json()
-    assert r.status_code == 200 and body["served_by"] == "popular" and body["fallback_reason"] == "cold_start"
+    assert (
+        r.status_code == 200
+        and body["served_by"] == "popular"
+        and body["fallback_reason"] == "cold_start"
+    )
     assert [i["item_id"] for i in body["items"]] == [0, 1, 2]
     assert fakes.primary.calls == 0
 
@@ -140,7 +161,9 @@ def test_everything_hangs_still_answers_within_deadline(client: AppClient, fakes
     assert elapsed < 0.25 + 0.2  # deadline plus test-client overhead
 
 
-def test_primary_and_mf_down_serves_popular_with_primary_reason(client: AppClient, fakes: Fakes) -> None:
+def test_primary_and_mf_down_serves_popular_with_primary_reason(
+    client: AppClient, fakes: Fakes
+) -> None:
     fakes.primary.mode = "error"
     fakes.fallback.mode = "error"
     body = client.get(f"{URL}/6?k=6").json()
@@ -149,7 +172,8 @@ def test_primary_and_mf_down_serves_popular_with_primary_reason(client: AppClien
 
 
 @pytest.mark.parametrize(
-    "path", [f"{URL}/abc", f"{URL}/-1", f"{URL}/1?k=0", f"{URL}/1?k=101", f"{URL}/1?k=x", f"{URL}/{2**64}"]
+    "path",
+    [f"{URL}/abc", f"{URL}/-1", f"{URL}/1?k=0", f"{URL}/1?k=101", f"{URL}/1?k=x", f"{URL}/{2**64}"],
 )
 def test_bad_get_is_422_with_reason(client: AppClient, path: str) -> None:
     r = client.get(path)
@@ -159,8 +183,14 @@ def test_bad_get_is_422_with_reason(client: AppClient, path: str) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"user_id": "x"}, {"user_id": 1, "k": 0}, {"user_id": 1, "k": 101}, {"user_id": 1, "extra": 1},
-     {"user_id": 1, "exclude": list(range(501))}, {}],
+    [
+        {"user_id": "x"},
+        {"user_id": 1, "k": 0},
+        {"user_id": 1, "k": 101},
+        {"user_id": 1, "extra": 1},
+        {"user_id": 1, "exclude": list(range(501))},
+        {},
+    ],
 )
 def test_bad_post_is_422(client: AppClient, body: dict) -> None:
     r = client.post(URL, json=body)
@@ -181,7 +211,9 @@ def test_openapi_documents_every_response(client: AppClient) -> None:
     assert {"200", "413", "422", "500"} <= set(post)
     assert {"200", "422", "500"} <= set(get)
     assert "ErrorResponse" in str(post["422"]) and "RecommendationResponse" in str(get["200"])
-    k_param = next(p for p in spec["paths"][URL + "/{user_id}"]["get"]["parameters"] if p["name"] == "k")
+    k_param = next(
+        p for p in spec["paths"][URL + "/{user_id}"]["get"]["parameters"] if p["name"] == "k"
+    )
     assert k_param["schema"]["maximum"] == 100
 
 
@@ -194,9 +226,15 @@ def test_health_ready_and_metrics(client: AppClient, fakes: Fakes) -> None:
     client.get(f"{URL}/7?k=5")
     text = client.get("/metrics").text
     for series in (
-        "gateway_requests_total", "gateway_request_seconds_bucket", "gateway_fallbacks_total",
-        "gateway_feature_read_seconds", "gateway_upstream_seconds", "gateway_in_flight",
-        "gateway_served_total", "gateway_breaker_state", "gateway_popular_items",
+        "gateway_requests_total",
+        "gateway_request_seconds_bucket",
+        "gateway_fallbacks_total",
+        "gateway_feature_read_seconds",
+        "gateway_upstream_seconds",
+        "gateway_in_flight",
+        "gateway_served_total",
+        "gateway_breaker_state",
+        "gateway_popular_items",
     ):
         assert series in text, series
     assert 'gateway_request_seconds_bucket{le="0.001"' in text
@@ -221,7 +259,9 @@ def test_settings_validation() -> None:
 
 
 def test_breaker_force_open_setting(fakes: Fakes) -> None:
-    with AppClient(create_app(make_settings(breaker_force_open=True), components=fakes.factory)) as c:
+    with AppClient(
+        create_app(make_settings(breaker_force_open=True), components=fakes.factory)
+    ) as c:
         body = c.get(f"{URL}/7?k=5").json()
         assert body["served_by"] == "als" and body["fallback_reason"] == "breaker_open"
         assert fakes.primary.calls == 0

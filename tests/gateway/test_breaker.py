@@ -32,8 +32,12 @@ class Clock:
 
 
 CFG = BreakerConfig(
-    window_size=100, minimum_calls=50, failure_rate_threshold=0.5,
-    slow_call_seconds=0.100, wait_seconds=5.0, half_open_calls=2,
+    window_size=100,
+    minimum_calls=50,
+    failure_rate_threshold=0.5,
+    slow_call_seconds=0.100,
+    wait_seconds=5.0,
+    half_open_calls=2,
 )
 
 
@@ -41,12 +45,16 @@ def make(config: BreakerConfig = CFG) -> tuple[SlidingWindowBreaker, Clock, list
     clock = Clock()
     transitions: list[tuple[str, str]] = []
     breaker = SlidingWindowBreaker(
-        config=config, clock=clock, on_transition=[lambda _n, old, new: transitions.append((old, new))]
+        config=config,
+        clock=clock,
+        on_transition=[lambda _n, old, new: transitions.append((old, new))],
     )
     return breaker, clock, transitions
 
 
-def call(breaker: SlidingWindowBreaker, clock: Clock, *, duration: float = 0.010, ok: bool = True) -> bool:
+def call(
+    breaker: SlidingWindowBreaker, clock: Clock, *, duration: float = 0.010, ok: bool = True
+) -> bool:
     """One call that takes ``duration`` seconds on the injected clock; False when rejected."""
     permit = breaker.try_acquire()
     if permit is None:
@@ -238,8 +246,12 @@ def test_shared_state_is_adopted_from_storage() -> None:
     storage = SharedStorage(CLOSED)
     clock = Clock()
     cfg = BreakerConfig(window_size=10, minimum_calls=10)
-    a = SlidingWindowBreaker(config=cfg, clock=clock, storage=storage, shared=True, shared_sync_seconds=0.0)
-    b = SlidingWindowBreaker(config=cfg, clock=clock, storage=storage, shared=True, shared_sync_seconds=0.0)
+    a = SlidingWindowBreaker(
+        config=cfg, clock=clock, storage=storage, shared=True, shared_sync_seconds=0.0
+    )
+    b = SlidingWindowBreaker(
+        config=cfg, clock=clock, storage=storage, shared=True, shared_sync_seconds=0.0
+    )
     for _ in range(10):
         call(a, clock, ok=False)
     assert a.state == OPEN
@@ -274,10 +286,18 @@ def test_state_shared_through_real_redis() -> None:
     namespace = f"test:breaker:{uuid.uuid4().hex}"
     clock = Clock()
     cfg = BreakerConfig(window_size=10, minimum_calls=10)
-    a = SlidingWindowBreaker(config=cfg, clock=clock, storage=redis_storage(url=url, namespace=namespace),
-                             shared_sync_seconds=0.0)
-    b = SlidingWindowBreaker(config=cfg, clock=clock, storage=redis_storage(url=url, namespace=namespace),
-                             shared_sync_seconds=0.0)
+    a = SlidingWindowBreaker(
+        config=cfg,
+        clock=clock,
+        storage=redis_storage(url=url, namespace=namespace),
+        shared_sync_seconds=0.0,
+    )
+    b = SlidingWindowBreaker(
+        config=cfg,
+        clock=clock,
+        storage=redis_storage(url=url, namespace=namespace),
+        shared_sync_seconds=0.0,
+    )
     try:
         for _ in range(10):
             call(a, clock, ok=False)

@@ -44,7 +44,9 @@ class TestGatewayPopularContract(RecommenderContract):
     @pytest.fixture(scope="class")
     @classmethod
     def recommender(cls, train_interactions, tmp_path_factory):
-        model = train_als(interactions=train_interactions, factors=4, iterations=2, threads=1, progress=False)
+        model = train_als(
+            interactions=train_interactions, factors=4, iterations=2, threads=1, progress=False
+        )
         artifacts = tmp_path_factory.mktemp("artifacts")
         save_als(model, artifacts_dir=artifacts, version="v1")
         popular = PopularList(artifacts_dir=artifacts)

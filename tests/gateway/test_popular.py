@@ -47,10 +47,29 @@ def test_missing_artifacts_leave_it_unloaded(tmp_path: Path) -> None:
 
 
 def test_parse_row() -> None:
-    assert parse_row(5, {"age_bucket": None, "country": None, "interaction_count": None,
-                         "recent_items": None, "seen_items": None}) is None
-    feats = parse_row(5, {"age_bucket": 2, "country": "FR", "interaction_count": 4,
-                          "recent_items": [3, 1], "seen_items": np.array([3, 1, 9])})
+    assert (
+        parse_row(
+            5,
+            {
+                "age_bucket": None,
+                "country": None,
+                "interaction_count": None,
+                "recent_items": None,
+                "seen_items": None,
+            },
+        )
+        is None
+    )
+    feats = parse_row(
+        5,
+        {
+            "age_bucket": 2,
+            "country": "FR",
+            "interaction_count": 4,
+            "recent_items": [3, 1],
+            "seen_items": np.array([3, 1, 9]),
+        },
+    )
     assert feats is not None and feats.seen_items == (3, 1, 9) and feats.country == "FR"
 
 
@@ -61,8 +80,14 @@ def test_triton_inputs_follow_the_contract() -> None:
     from gateway.tiers import UserFeatures
     from two_tower import contract
 
-    feats = UserFeatures(user_id=3, age_bucket=1, country="FR", interaction_count=2,
-                         recent_items=(5, 6), seen_items=(5, 6, 7))
+    feats = UserFeatures(
+        user_id=3,
+        age_bucket=1,
+        country="FR",
+        interaction_count=2,
+        recent_items=(5, 6),
+        seen_items=(5, 6, 7),
+    )
     inputs = build_inputs(feats, k=10, exclude=[99], module=grpcclient)
     assert [i.name() for i in inputs] == [s.name for s in contract.INPUTS]
     for tensor, spec in zip(inputs, contract.INPUTS, strict=True):

@@ -67,10 +67,15 @@ def _build_two_tower(layout: Layout, repository: Path) -> None:
     country_vocab = np.unique([country_code(c) for c in countries]).astype(np.int64)
     categories = StringVocab(items["category"].astype(str))
     cfg = TwoTowerConfig(
-        n_users=len(user_vocab) + 1, n_items=len(item_vocab) + 1,
-        n_age_buckets=int(users["age_bucket"].max()) + 2, n_countries=len(country_vocab) + 1,
-        n_categories=len(categories), n_price_buckets=int(items["price_bucket"].max()) + 2,
-        dim=16, hidden=32, side_dim=8,
+        n_users=len(user_vocab) + 1,
+        n_items=len(item_vocab) + 1,
+        n_age_buckets=int(users["age_bucket"].max()) + 2,
+        n_countries=len(country_vocab) + 1,
+        n_categories=len(categories),
+        n_price_buckets=int(items["price_bucket"].max()) + 2,
+        dim=16,
+        hidden=32,
+        side_dim=8,
     )
     model = TwoTower(cfg, user_vocab=user_vocab, item_vocab=item_vocab, country_vocab=country_vocab)
     rng = np.random.default_rng(0)
@@ -78,13 +83,21 @@ def _build_two_tower(layout: Layout, repository: Path) -> None:
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     pop_items, pop_counts = np.unique(inter["item_id"].to_numpy(np.int64), return_counts=True)
     trained = TrainedTwoTower(
-        model=model, user_vocab=user_vocab, item_vocab=item_vocab, country_vocab=country_vocab,
-        countries=countries, categories=categories, item_embeddings=emb,
-        popular_items=pop_items, popular_counts=pop_counts.astype(np.int64),
+        model=model,
+        user_vocab=user_vocab,
+        item_vocab=item_vocab,
+        country_vocab=country_vocab,
+        countries=countries,
+        categories=categories,
+        item_embeddings=emb,
+        popular_items=pop_items,
+        popular_counts=pop_counts.astype(np.int64),
         metadata={"model_version": "itest"},
     )
     export_to_triton(
-        trained, repository=repository, template=REPO_ROOT / "triton_models" / "two_tower" / "model.py"
+        trained,
+        repository=repository,
+        template=REPO_ROOT / "triton_models" / "two_tower" / "model.py",
     )
 
 
@@ -110,9 +123,19 @@ class GatewayStack:
     def start_redis(self) -> None:
         proc = ManagedProcess(
             "redis",
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            log_path=self.tmp / "redis.log", env=self.env,
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            log_path=self.tmp / "redis.log",
+            env=self.env,
         ).start()
         self.procs["redis"] = proc
         import redis
@@ -155,30 +178,43 @@ class GatewayStack:
         client = tc.InferenceServerClient(url=triton.http_url)  # type: ignore[attr-defined]
         try:
             for uid in range(5):
-                client.infer("two_tower", build_inputs(UserFeatures(user_id=uid), k=10, exclude=[], module=tc))
+                client.infer(
+                    "two_tower",
+                    build_inputs(UserFeatures(user_id=uid), k=10, exclude=[], module=tc),
+                )
         finally:
             client.close()
 
     def start_mf(self) -> None:
         from fallback_mf.artifacts import als_root
 
-        env = dict(self.env, MF_PORT=str(self.mf_port), MF_ARTIFACTS_DIR=str(als_root(self.layout.artifacts_dir)),
-                   MF_RELOAD_INTERVAL_S="0", MF_JSON_LOGS="false")
-        proc = ManagedProcess("mf", [sys.executable, "-m", "fallback_mf"], log_path=self.tmp / "mf.log", env=env)
+        env = dict(
+            self.env,
+            MF_PORT=str(self.mf_port),
+            MF_ARTIFACTS_DIR=str(als_root(self.layout.artifacts_dir)),
+            MF_RELOAD_INTERVAL_S="0",
+            MF_JSON_LOGS="false",
+        )
+        proc = ManagedProcess(
+            "mf", [sys.executable, "-m", "fallback_mf"], log_path=self.tmp / "mf.log", env=env
+        )
         self.procs["mf"] = proc.start()
         proc.wait_ready(f"http://127.0.0.1:{self.mf_port}/readyz", timeout=60)
 
     def start_gateway(self) -> None:
         triton = self.procs["triton"]
         env = dict(
-            self.env, **GATEWAY_ENV,
+            self.env,
+            **GATEWAY_ENV,
             GATEWAY_PORT=str(self.gateway_port),
             GATEWAY_TRITON_URL=triton.grpc_url,  # type: ignore[attr-defined]
             GATEWAY_MF_URL=f"http://127.0.0.1:{self.mf_port}",
             GATEWAY_DATASET=DATASET,
             GATEWAY_ARTIFACTS_DIR=str(self.layout.artifacts_dir),
         )
-        proc = ManagedProcess("gateway", [sys.executable, "-m", "gateway"], log_path=self.tmp / "gateway.log", env=env)
+        proc = ManagedProcess(
+            "gateway", [sys.executable, "-m", "gateway"], log_path=self.tmp / "gateway.log", env=env
+        )
         self.procs["gateway"] = proc.start()
         proc.wait_ready(f"{self.url}/readyz", timeout=90)
 
@@ -196,10 +232,15 @@ class GatewayStack:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=self.url, timeout=5) as http:
             while time.monotonic() < deadline:
-                if http.get(f"/v1/recommendations/{self.known_user}?k=5").json()["served_by"] == "two_tower":
+                if (
+                    http.get(f"/v1/recommendations/{self.known_user}?k=5").json()["served_by"]
+                    == "two_tower"
+                ):
                     return
                 time.sleep(0.1)
-        raise AssertionError(f"primary did not recover; gateway log:\n{self.procs['gateway'].log_tail()}")
+        raise AssertionError(
+            f"primary did not recover; gateway log:\n{self.procs['gateway'].log_tail()}"
+        )
 
     @property
     def known_user(self) -> int:
@@ -238,11 +279,18 @@ def gateway_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayS
     from two_tower.triton_server import TritonSettings
 
     stack = GatewayStack(
-        tmp=tmp, env=dict(os.environ), layout=layout, redis_port=redis_port, mf_port=free_port(),
+        tmp=tmp,
+        env=dict(os.environ),
+        layout=layout,
+        redis_port=redis_port,
+        mf_port=free_port(),
         gateway_port=free_port(),
         triton_settings=TritonSettings(
-            model_repository=tmp / "triton_models", http_port=free_port(), grpc_port=free_port(),
-            metrics_port=free_port(), otlp_endpoint=None,
+            model_repository=tmp / "triton_models",
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            otlp_endpoint=None,
         ),
     )
     try:
@@ -252,7 +300,15 @@ def gateway_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayS
         stack.start_redis()
         resolve_dataset("synthetic:tiny", layout=layout, name=DATASET)
         stack.materialize()
-        run_train_mf(layout=layout, spec=DATASET, split=None, factors=8, iterations=2, threads=1, progress=False)
+        run_train_mf(
+            layout=layout,
+            spec=DATASET,
+            split=None,
+            factors=8,
+            iterations=2,
+            threads=1,
+            progress=False,
+        )
         _build_two_tower(layout, tmp / "triton_models")
         stack.start_triton()
         stack.start_mf()

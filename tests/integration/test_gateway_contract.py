@@ -32,8 +32,12 @@ class GatewayTier:
             skip = [] if exclude is None else [int(i) for i in exclude[row]]
             # unknown users always get popular (cold_start), whatever tier is up
             expected = "popular" if int(user) == UNKNOWN_USER else self.tier
-            for _ in range(3):  # a rare slow call on this loaded 2-core machine falls back: ask again
-                r = self.http.post("/v1/recommendations", json={"user_id": int(user), "k": k, "exclude": skip})
+            for _ in range(
+                3
+            ):  # a rare slow call on this loaded 2-core machine falls back: ask again
+                r = self.http.post(
+                    "/v1/recommendations", json={"user_id": int(user), "k": k, "exclude": skip}
+                )
                 assert r.status_code == 200, r.text
                 body = r.json()
                 if body["served_by"] == expected:
@@ -55,7 +59,9 @@ class _GatewayContract(RecommenderContract):
         return pd.read_parquet(path)
 
     def test_fewer_than_k_only_when_catalogue_runs_out(self):
-        pytest.skip("needs k above the gateway's max_k (100) on this data; covered for the popular tier in tests/gateway")
+        pytest.skip(
+            "needs k above the gateway's max_k (100) on this data; covered for the popular tier in tests/gateway"
+        )
 
     def test_mixed_batch_matches_single_calls(self):
         pytest.skip("the gateway API serves one user per request")

@@ -32,14 +32,18 @@ def _history(home: str) -> dict[int, set[int]]:
     return {int(u): set(g["item_id"].astype(int)) for u, g in frame.groupby("user_id")}
 
 
-def check_contract(stack: GatewayStack, body: dict, *, k: int, exclude: set[int] | None = None) -> None:
+def check_contract(
+    stack: GatewayStack, body: dict, *, k: int, exclude: set[int] | None = None
+) -> None:
     """Exactly k unique, unseen, known items with sorted scores (tests/contract.py's rules)."""
     history = _history(str(stack.layout.home))
     known = set().union(*history.values())
     items = [i["item_id"] for i in body["items"]]
     scores = [i["score"] for i in body["items"]]
     assert len(items) == k and len(set(items)) == k, body
-    assert not history.get(body["user_id"], set()).intersection(items), "served an item the user has seen"
+    assert not history.get(body["user_id"], set()).intersection(items), (
+        "served an item the user has seen"
+    )
     assert not (exclude or set()).intersection(items)
     assert set(items) <= known
     assert scores == sorted(scores, reverse=True)
@@ -86,12 +90,17 @@ def test_all_healthy_two_tower_serves(stack: GatewayStack, http: httpx.Client) -
         check_contract(stack, body, k=10)
         served.append(body["served_by"])
         if body["served_by"] == "two_tower":
-            assert body["fallback_reason"] is None and body["model_version"].startswith("two_tower/")
+            assert body["fallback_reason"] is None and body["model_version"].startswith(
+                "two_tower/"
+            )
     # a rare call slower than 100 ms on this loaded 2-core machine may fall back to ALS
     assert served.count("two_tower") >= 18, served
     exclude = [i["item_id"] for i in body["items"][:3]]
-    r = http.post("/v1/recommendations", json={"user_id": int(users[0]), "k": 7, "exclude": exclude},
-                  headers={"X-Request-ID": "itest-1"})
+    r = http.post(
+        "/v1/recommendations",
+        json={"user_id": int(users[0]), "k": 7, "exclude": exclude},
+        headers={"X-Request-ID": "itest-1"},
+    )
     assert r.status_code == 200 and r.headers["X-Request-ID"] == "itest-1"
     check_contract(stack, r.json(), k=7, exclude=set(exclude))
     # a user nobody knows: popular, cold_start
@@ -99,7 +108,10 @@ def test_all_healthy_two_tower_serves(stack: GatewayStack, http: httpx.Client) -
     assert body["served_by"] == "popular" and body["fallback_reason"] == "cold_start"
     check_contract(stack, body, k=5)
     assert http.get("/readyz").json()["checks"] == {
-        "popular": body["model_version"].split("/", 1)[1], "breaker": "closed", "triton": "ready", "mf": "ready",
+        "popular": body["model_version"].split("/", 1)[1],
+        "breaker": "closed",
+        "triton": "ready",
+        "mf": "ready",
     }
     assert http.get(f"/v1/recommendations/{int(users[0])}", params={"k": 0}).status_code == 422
 
@@ -119,7 +131,9 @@ def test_triton_killed_then_back_breaker_opens_and_closes_through_half_open(
     assert set(reasons) <= {"error", "timeout", "breaker_open"}
     assert reasons[-1] == "breaker_open"
     assert metric(http, "gateway_breaker_state", breaker="primary") == 2.0
-    assert metric(http, "gateway_breaker_transitions_total", from_state="closed", to_state="open") >= 1
+    assert (
+        metric(http, "gateway_breaker_transitions_total", from_state="closed", to_state="open") >= 1
+    )
 
     stack.start_triton()  # same ports; the breaker's wait period (2 s) has passed meanwhile
     deadline = time.monotonic() + 30
@@ -132,16 +146,26 @@ def test_triton_killed_then_back_breaker_opens_and_closes_through_half_open(
     # two successful half-open trials close it; the primary serves again
     assert served[-2:] == ["two_tower", "two_tower"]
     assert ask(http, users[1])[0]["served_by"] == "two_tower"
-    assert metric(http, "gateway_breaker_transitions_total", from_state="open", to_state="half-open") >= 1
-    assert metric(http, "gateway_breaker_transitions_total", from_state="half-open", to_state="closed") >= 1
+    assert (
+        metric(http, "gateway_breaker_transitions_total", from_state="open", to_state="half-open")
+        >= 1
+    )
+    assert (
+        metric(http, "gateway_breaker_transitions_total", from_state="half-open", to_state="closed")
+        >= 1
+    )
     assert metric(http, "gateway_breaker_state", breaker="primary") == 0.0
 
 
 def test_triton_frozen_every_request_answers_within_the_deadline(
     stack: GatewayStack, http: httpx.Client
 ) -> None:
-    timeouts_before = metric(http, "gateway_upstream_seconds_count", tier="two_tower", outcome="timeout")
-    opens_before = metric(http, "gateway_breaker_transitions_total", from_state="closed", to_state="open")
+    timeouts_before = metric(
+        http, "gateway_upstream_seconds_count", tier="two_tower", outcome="timeout"
+    )
+    opens_before = metric(
+        http, "gateway_breaker_transitions_total", from_state="closed", to_state="open"
+    )
     stack.procs["triton"].pause()
     try:
         reasons, latencies = [], []
@@ -154,9 +178,13 @@ def test_triton_frozen_every_request_answers_within_the_deadline(
         assert max(latencies) < DEADLINE_S + SLACK_S, latencies
         assert "timeout" in reasons and reasons[-1] == "breaker_open"
         # slow calls opened the breaker although no call ever failed fast
-        timeouts = metric(http, "gateway_upstream_seconds_count", tier="two_tower", outcome="timeout")
+        timeouts = metric(
+            http, "gateway_upstream_seconds_count", tier="two_tower", outcome="timeout"
+        )
         assert timeouts - timeouts_before >= 5  # half of the 10-call minimum, at least
-        opens = metric(http, "gateway_breaker_transitions_total", from_state="closed", to_state="open")
+        opens = metric(
+            http, "gateway_breaker_transitions_total", from_state="closed", to_state="open"
+        )
         assert opens == opens_before + 1
     finally:
         stack.procs["triton"].resume()
@@ -198,7 +226,9 @@ def test_gateway_sigterm_drains_and_closes_clients(stack: GatewayStack) -> None:
     main = stack.procs["gateway"]
     port = free_port()
     proc = ManagedProcess(
-        "gateway-2", [sys.executable, "-m", "gateway"], log_path=stack.tmp / "gateway-2.log",
+        "gateway-2",
+        [sys.executable, "-m", "gateway"],
+        log_path=stack.tmp / "gateway-2.log",
         env=dict(main.env, GATEWAY_PORT=str(port)),
     ).start()
     try:
