@@ -230,3 +230,12 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         popular_counts=arrays["popular_counts"],
         metadata=meta,
     )
+
+
+def list_versions(artifacts_dir: Path) -> list[Path]:
+    """Complete version folders, newest first."""
+    root = root_dir(artifacts_dir)
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()]
+    return sorted(dirs, key=lambda p: p.name, reverse=True)

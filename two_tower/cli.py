@@ -1,21 +1,137 @@
-"""Typer commands for the Two-Tower model: ``cascade train two-tower``, ``export two-tower``,
-``serve triton``. Thin shells; heavy imports (torch) live inside the command bodies."""
+"""``cascade train two-tower``, ``cascade export two-tower``, ``cascade serve triton``.
+
+Thin Typer shells over typed functions (``two_tower.pipeline``, ``two_tower.export``,
+``two_tower.triton_server``); torch is imported inside the command bodies so ``cascade --help``
+stays fast. Bad input and missing artifacts print one line and exit 2.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
 import typer
 
+from cascade.evaluation.split import DEFAULT_MIN_INTERACTIONS, DEFAULT_TEST_FRACTION, SplitParams
+from cascade.paths import Layout
 
-def train_two_tower() -> None:
-    """Train the Two-Tower model (work in progress)."""
-    raise typer.Exit(code=2)
+logger = logging.getLogger(__name__)
 
-
-def export_two_tower() -> None:
-    """Export the trained Two-Tower model to triton_models/ (work in progress)."""
-    raise typer.Exit(code=2)
+_DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"
 
 
-def serve_triton() -> None:
-    """Run tritonserver on triton_models/ in the foreground (work in progress)."""
-    raise typer.Exit(code=2)
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def train_two_tower(
+    data: str = typer.Option(
+        "demo", "--data", "-d", help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH."
+    ),
+    dim: int = typer.Option(64, min=1, help="Embedding dimension of both towers."),
+    epochs: int = typer.Option(6, min=1, help="Most epochs; early stopping may end sooner."),
+    batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
+    lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
+    temperature: float = typer.Option(0.05, min=0.0, help="Softmax temperature."),
+    uniform_negatives: int = typer.Option(0, min=0, help="Extra uniformly sampled negatives per batch."),
+    patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
+    engine: str = typer.Option("asof", help="Point-in-time join: 'asof' (fast) or 'feast' (get_historical_features)."),
+    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
+    threads: int = typer.Option(1, min=0, help="CPU threads for torch; 0: every CPU this process may use."),
+    full_data: bool = typer.Option(
+        False, "--full-data/--train-split", help="Train on all interactions (to serve) or the evaluation train split."
+    ),
+    test_fraction: float = typer.Option(DEFAULT_TEST_FRACTION, help="Split: share of each user's latest interactions held out."),
+    min_interactions: int = typer.Option(DEFAULT_MIN_INTERACTIONS, help="Split: users with fewer stay wholly in train."),
+    seed: int = typer.Option(42, help="Seed of initialisation, shuffling and the validation sample."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train the Two-Tower model on point-in-time Feast training rows; save a versioned artifact as `latest`."""
+    from cascade.data.dataset import DatasetNotFoundError
+    from cascade.data.errors import DataSourceError
+    from cascade.features.store import FeatureStoreError
+    from two_tower.pipeline import run_train_two_tower
+    from two_tower.train import TrainParams
+
+    if engine not in ("asof", "feast"):
+        raise typer.BadParameter("choose asof or feast", param_hint="--engine")
+    try:
+        params = TrainParams(
+            dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
+            uniform_negatives=uniform_negatives, patience=patience, seed=seed, device=device,
+            threads=threads, progress=progress,
+        )
+        params.check()
+        split = None if full_data else SplitParams(test_fraction=test_fraction, min_interactions=min_interactions)
+        folder = run_train_two_tower(layout=Layout.from_env(), spec=data, split=split, params=params, engine=engine)
+    except (DataSourceError, DatasetNotFoundError, FeatureStoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"two_tower artifact: {folder}")
+
+
+def export_two_tower(
+    repository: Path = typer.Option(_DEFAULT_REPOSITORY, help="Triton model repository."),
+    artifact: Path | None = typer.Option(None, help="Artifact folder; default: the `latest` Two-Tower artifact."),
+    keep: int = typer.Option(2, min=1, help="Versions to keep (also the config's version_policy)."),
+) -> None:
+    """Export a trained Two-Tower artifact as a new Triton model version; keep the newest N."""
+    from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
+    from two_tower.export import ExportError, export_to_triton
+
+    try:
+        folder = artifact or latest_dir(Layout.from_env().artifacts_dir)
+        result = export_to_triton(load_two_tower_artifact(folder), repository=repository, keep=keep)
+    except (ArtifactError, ExportError) as exc:
+        raise _fail(str(exc)) from None
+    removed = f", removed {result.removed}" if result.removed else ""
+    typer.echo(f"two_tower version {result.version} ({result.n_items} items) -> {result.version_dir}{removed}")
+
+
+def serve_triton(
+    repository: Path = typer.Option(_DEFAULT_REPOSITORY, help="Triton model repository."),
+    http_port: int = typer.Option(8000, min=0, help="KServe v2 HTTP port (0: a free one)."),
+    grpc_port: int = typer.Option(8001, min=0, help="KServe v2 gRPC port (0: a free one)."),
+    metrics_port: int = typer.Option(8002, min=0, help="Prometheus metrics port (0: a free one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    config_name: str | None = typer.Option(None, help="Custom model config: 'gpu' loads configs/gpu.pbtxt."),
+) -> None:
+    """Run tritonserver on the repository in the foreground until Ctrl-C / SIGTERM."""
+    from cascade.procs import ProcessError
+    from two_tower.export import list_versions
+    from two_tower.triton_server import TritonNotInstalledError, TritonProcess, TritonSettings
+
+    if not list_versions(repository):
+        raise _fail(f"no two_tower version in {repository}; run `cascade export two-tower` first")
+    settings = TritonSettings(
+        model_repository=repository, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, host=host, model_config_name=config_name,
+    )
+    try:
+        server = TritonProcess(settings)
+        stop = _stop_on_signals()
+        server.start()
+        server.wait_ready(timeout=180)
+    except (TritonNotInstalledError, ProcessError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url} (log {server.log_path})")
+    while server.running() and not stop():
+        time.sleep(0.5)
+    code = server.stop()
+    typer.echo(f"tritonserver stopped (exit {code})")
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """Turn SIGINT/SIGTERM into a flag the foreground loop polls."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: flag["stop"]

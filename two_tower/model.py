@@ -8,8 +8,10 @@ mapped to indices outside the network with :class:`StringVocab` (the item tower 
 offline). Index 0 is "unknown" everywhere.
 
 User tower: user id embedding (row 0 = out-of-vocabulary), age bucket, country, log2-bucketed
-interaction count, and the mean of the item-id embeddings of the recent items (shared with the
-item tower), through a two-layer MLP plus a linear skip.
+interaction count, the mean of the item-id embeddings of the recent items (short-term taste) and
+of the newest ``seen_pool`` seen items (long-term taste, in the spirit of asymmetric matrix
+factorisation), both sharing the item tower's id embedding, through a two-layer MLP plus a
+linear skip.
 Item tower: item id embedding, category, price bucket, log2-bucketed popularity and age.
 """
 
@@ -41,6 +43,8 @@ class TwoTowerConfig:
     dim: int = 64
     hidden: int = 128
     side_dim: int = 16
+    seen_pool: int = 50  # newest seen items mean-pooled into the user tower (0: off)
+    user_id_embedding: int = 1  # 0: no per-user parameters (features and history only)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-safe form, stored in ``metadata.json``."""
@@ -110,7 +114,9 @@ class UserTower(nn.Module):
         self.age = nn.Embedding(cfg.n_age_buckets, cfg.side_dim)
         self.country = nn.Embedding(cfg.n_countries, cfg.side_dim)
         self.count = nn.Embedding(COUNT_BUCKETS, cfg.side_dim)
-        width = 2 * cfg.dim + 3 * cfg.side_dim
+        self.seen_pool = cfg.seen_pool
+        self.use_user_id = bool(cfg.user_id_embedding)
+        width = 3 * cfg.dim + 3 * cfg.side_dim
         self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
         self.skip = nn.Linear(width, cfg.dim, bias=False)
         self.n_age_buckets = cfg.n_age_buckets
@@ -123,16 +129,17 @@ class UserTower(nn.Module):
         country: Tensor,
         interaction_count: Tensor,
         recent_items: Tensor,
+        seen_items: Tensor,
     ) -> Tensor:
-        """``(n,)`` ids and features (country as its code), ``(n, L)`` recent items -> ``(n, dim)``."""
+        """``(n,)`` ids and features (country as its code), ``(n, L)`` item lists -> ``(n, dim)``."""
         users = lookup(self.user_vocab, user_id)
-        hist = lookup(self.item_vocab, recent_items)
-        mask = (hist > 0).to(torch.float32).unsqueeze(-1)
-        pooled = (self.item_embedding(hist) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if not self.use_user_id:
+            users = torch.zeros_like(users)
         x = torch.cat(
             [
                 self.user_embedding(users),
-                pooled,
+                self._pool(recent_items),
+                self._pool(seen_items[:, : self.seen_pool]),
                 self.age(_bucket(age_bucket, self.n_age_buckets)),
                 self.country(lookup(self.country_vocab, country)),
                 self.count(log2_bucket(interaction_count, self.count_buckets)),
@@ -140,6 +147,13 @@ class UserTower(nn.Module):
             dim=1,
         )
         return F.normalize(self.mlp(x) + self.skip(x), dim=-1)
+
+
+    def _pool(self, items: Tensor) -> Tensor:
+        """Mean item-id embedding of the known items in each row (zeros for none)."""
+        index = lookup(self.item_vocab, items)
+        mask = (index > 0).to(torch.float32).unsqueeze(-1)
+        return (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class ItemTower(nn.Module):
@@ -221,7 +235,12 @@ class TwoTower(nn.Module):
         """User and item vectors for a batch of (user features, item features) rows."""
         return (
             self.user_tower(
-                user["user_id"], user["age_bucket"], user["country"], user["interaction_count"], user["recent_items"]
+                user["user_id"],
+                user["age_bucket"],
+                user["country"],
+                user["interaction_count"],
+                user["recent_items"],
+                user["seen_items"],
             ),
             self.item_tower(
                 item["item_id"], item["category"], item["price_bucket"], item["popularity"], item["age_days"]

@@ -119,7 +119,12 @@ class TritonPythonModel:
         """Item ids and scores, width = the largest k; -1 / -inf after each row's own k."""
         with torch.inference_mode():
             users = self.tower(
-                rows["user_id"], rows["age_bucket"], rows["country"], rows["interaction_count"], rows["recent_items"]
+                rows["user_id"],
+                rows["age_bucket"],
+                rows["country"],
+                rows["interaction_count"],
+                rows["recent_items"],
+                rows["seen_items"],
             )
             scores = users @ self.item_emb_t
             n, n_items = scores.shape
