@@ -43,6 +43,30 @@ def revoke_key(*, path: Path, key_id: str) -> ApiKeyRecord:
     return revoke(path, key_id=key_id)
 
 
+DEV_CLIENT = "dev"
+DEV_KEY_FILE = "dev-api-key"
+DEV_RATE = 100_000.0  # local load tests through `make up` should not meet the default bucket
+
+
+def ensure_dev_key(*, layout: Layout, keys_file: Path | None = None) -> tuple[Path, str]:
+    """A fresh development key for ``cascade up``: ``(keys file, key)``.
+
+    Earlier ``dev`` keys are revoked (one live dev key at a time). The key is also written to
+    ``<run>/dev-api-key`` (mode 0600) so local scripts can read it (``CASCADE_API_KEY``).
+    """
+    path = keys_file or default_keys_file(layout)
+    for record in list_keys(path=path):
+        if record.client == DEV_CLIENT and not record.revoked:
+            revoke_key(path=path, key_id=record.key_id)
+    _, key = create_key(path=path, client=DEV_CLIENT, rate=DEV_RATE, burst=int(DEV_RATE))
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    out = layout.run_dir / DEV_KEY_FILE
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return path, key
+
+
 def _path(keys_file: str) -> Path:
     return Path(keys_file) if keys_file else default_keys_file()
 

@@ -60,3 +60,18 @@ def test_cli_corrupt_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("nope")
     result = CliRunner().invoke(keys_cli.app, ["list", "--keys-file", str(path)])
     assert result.exit_code == 2 and "not JSON" in result.stderr
+
+
+def test_dev_key_for_cascade_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cascade.paths import Layout
+
+    monkeypatch.delenv("GATEWAY_API_KEYS_FILE", raising=False)
+    layout = Layout(home=tmp_path)
+    path, first = keys_cli.ensure_dev_key(layout=layout)
+    assert path == tmp_path / "secrets" / "api_keys.json"
+    saved = tmp_path / "run" / "dev-api-key"
+    assert saved.read_text().strip() == first and oct(saved.stat().st_mode & 0o777) == "0o600"
+    _, second = keys_cli.ensure_dev_key(layout=layout)  # the next `cascade up`
+    ring = KeyRing(path)
+    assert ring.verify(first)[1] == "revoked" and ring.verify(second)[1] == "ok"
+    assert saved.read_text().strip() == second
