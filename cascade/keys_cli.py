@@ -76,7 +76,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-_FILE_OPTION = typer.Option("", "--keys-file", help=f"Key file (default ${KEYS_FILE_ENV} or $CASCADE_HOME/secrets/api_keys.json).")
+_FILE_OPTION = typer.Option(
+    "",
+    "--keys-file",
+    help=f"Key file (default ${KEYS_FILE_ENV} or $CASCADE_HOME/secrets/api_keys.json).",
+)
 
 
 @app.command("create")
@@ -111,7 +115,9 @@ def list_command(keys_file: str = _FILE_OPTION) -> None:
     for r in records:
         rate = f"{r.rate:g}" if r.rate is not None else "-"
         burst = str(r.burst) if r.burst is not None else "-"
-        typer.echo(f"{r.key_id:<14}{r.client:<20}{r.created_at:<22}{r.revoked_at or '-':<22}{rate:>8}{burst:>8}")
+        typer.echo(
+            f"{r.key_id:<14}{r.client:<20}{r.created_at:<22}{r.revoked_at or '-':<22}{rate:>8}{burst:>8}"
+        )
 
 
 @app.command("revoke")

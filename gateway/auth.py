@@ -67,7 +67,9 @@ class JwtConfig:
     def __post_init__(self) -> None:
         bad = [a for a in self.algorithms if a not in JWT_ALGORITHMS]
         if bad or not self.algorithms:
-            raise ValueError(f"JWT algorithms must be a non-empty subset of {JWT_ALGORITHMS}, got {self.algorithms}")
+            raise ValueError(
+                f"JWT algorithms must be a non-empty subset of {JWT_ALGORITHMS}, got {self.algorithms}"
+            )
         if "HS256" in self.algorithms and (not self.secret or len(self.secret) < 32):
             raise ValueError("HS256 needs a secret of at least 32 characters")
         if "RS256" in self.algorithms and not self.public_key_pem:
@@ -102,8 +104,12 @@ class JwtVerifier:
             if alg not in self.config.algorithms or alg not in self._keys:
                 return None, "jwt_alg"
             claims = jwt.decode(
-                token, self._keys[alg], algorithms=[alg], audience=self.config.audience,
-                issuer=self.config.issuer, leeway=self.config.leeway_s,
+                token,
+                self._keys[alg],
+                algorithms=[alg],
+                audience=self.config.audience,
+                issuer=self.config.issuer,
+                leeway=self.config.leeway_s,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:
@@ -153,7 +159,11 @@ class Authenticator:
             if record is None:
                 return None, reason
             return Principal(
-                client=record.client, key_id=record.key_id, method="api_key", rate=record.rate, burst=record.burst
+                client=record.client,
+                key_id=record.key_id,
+                method="api_key",
+                rate=record.rate,
+                burst=record.burst,
             ), "ok"
         if self.jwt is not None and token.count(".") == 2:
             return self.jwt.verify(token)

@@ -111,7 +111,11 @@ def _record(raw: dict[str, Any]) -> ApiKeyRecord:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyFileError(f"bad key entry {raw!r:.120}: {exc!r}") from exc
-    if not _KEY_ID_RE.match(rec.key_id) or not rec.hash.startswith("sha256:") or not valid_client(rec.client):
+    if (
+        not _KEY_ID_RE.match(rec.key_id)
+        or not rec.hash.startswith("sha256:")
+        or not valid_client(rec.client)
+    ):
         raise KeyFileError(f"bad key entry for key id {rec.key_id!r:.20}")
     if (rec.rate is not None and rec.rate <= 0) or (rec.burst is not None and rec.burst < 1):
         raise KeyFileError(f"key {rec.key_id}: rate must be > 0 and burst >= 1")
@@ -130,8 +134,14 @@ def read_keys(path: Path) -> dict[str, ApiKeyRecord]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise KeyFileError(f"key file {path} is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT or not isinstance(doc.get("keys"), list):
-        raise KeyFileError(f"key file {path}: expected {{'format': {FILE_FORMAT!r}, 'keys': [...]}}")
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != FILE_FORMAT
+        or not isinstance(doc.get("keys"), list)
+    ):
+        raise KeyFileError(
+            f"key file {path}: expected {{'format': {FILE_FORMAT!r}, 'keys': [...]}}"
+        )
     records = [_record(k) for k in doc["keys"]]
     by_id = {r.key_id: r for r in records}
     if len(by_id) != len(records):
@@ -177,10 +187,17 @@ def add_key(
     with locked(path):
         records = read_keys(path)
         key_id, key = generate_key()
-        while key_id in records:  # 48-bit ids: a clash is astronomically rare, but cheap to rule out
+        while (
+            key_id in records
+        ):  # 48-bit ids: a clash is astronomically rare, but cheap to rule out
             key_id, key = generate_key()
         record = ApiKeyRecord(
-            key_id=key_id, client=client, hash=hash_key(key), created_at=now_iso(), rate=rate, burst=burst
+            key_id=key_id,
+            client=client,
+            hash=hash_key(key),
+            created_at=now_iso(),
+            rate=rate,
+            burst=burst,
         )
         records[key_id] = record
         write_keys(path, records)
@@ -235,13 +252,20 @@ class KeyRing:
             except KeyFileError:
                 if self._stamp is None:
                     raise
-                logger.error("key file %s is invalid; keeping the previous keys", self.path, exc_info=True)
+                logger.error(
+                    "key file %s is invalid; keeping the previous keys", self.path, exc_info=True
+                )
                 self._stamp = stamp
                 return False
             self._records = records
             self._stamp = stamp
         active = sum(1 for r in records.values() if not r.revoked)
-        logger.info("api keys loaded from %s: %d active, %d revoked", self.path, active, len(records) - active)
+        logger.info(
+            "api keys loaded from %s: %d active, %d revoked",
+            self.path,
+            active,
+            len(records) - active,
+        )
         return True
 
     def verify(self, key: str) -> tuple[ApiKeyRecord | None, str]:
@@ -255,7 +279,10 @@ class KeyRing:
             return None, "malformed"
         record = self._records.get(key_id)
         presented = hash_key(key)
-        if not hmac.compare_digest(presented, record.hash if record else _DUMMY_HASH) or record is None:
+        if (
+            not hmac.compare_digest(presented, record.hash if record else _DUMMY_HASH)
+            or record is None
+        ):
             return None, "unknown" if record is None else "mismatch"
         if record.revoked:
             return None, "revoked"

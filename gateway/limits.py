@@ -35,30 +35,51 @@ class SecurityMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.client_requests = Counter(
-            "gateway_client_requests", "Authenticated requests by client, key id and status",
-            ["client", "key_id", "status"], registry=r,
+            "gateway_client_requests",
+            "Authenticated requests by client, key id and status",
+            ["client", "key_id", "status"],
+            registry=r,
         )
         self.auth_failures = Counter(
-            "gateway_auth_failures", "Requests refused with 401, by internal reason", ["reason"], registry=r
+            "gateway_auth_failures",
+            "Requests refused with 401, by internal reason",
+            ["reason"],
+            registry=r,
         )
         self.rate_limited = Counter(
-            "gateway_rate_limited", "Requests refused with 429", ["client", "key_id", "backend"], registry=r
+            "gateway_rate_limited",
+            "Requests refused with 429",
+            ["client", "key_id", "backend"],
+            registry=r,
         )
         self.ratelimit_decisions = Counter(
-            "gateway_ratelimit_decisions", "Rate-limit decisions by backend", ["backend"], registry=r
+            "gateway_ratelimit_decisions",
+            "Rate-limit decisions by backend",
+            ["backend"],
+            registry=r,
         )
         self.ratelimit_redis_errors = Counter(
-            "gateway_ratelimit_redis_errors", "Rate-limiter Redis failures (fell back to local)", registry=r
+            "gateway_ratelimit_redis_errors",
+            "Rate-limiter Redis failures (fell back to local)",
+            registry=r,
         )
         self.shed = Counter(
-            "gateway_shed", "Requests refused before the app: in_flight (503), headers (431)",
-            ["reason"], registry=r,
+            "gateway_shed",
+            "Requests refused before the app: in_flight (503), headers (431)",
+            ["reason"],
+            registry=r,
         )
         self.api_keys = Gauge("gateway_api_keys", "Keys in the key file", ["state"], registry=r)
 
 
 async def send_error(
-    send: Send, scope: Scope, *, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    send: Send,
+    scope: Scope,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """An ``ErrorResponse`` JSON answer, straight from a middleware."""
     request_id = scope.get("state", {}).get("request_id")
@@ -102,14 +123,24 @@ class LimitsMiddleware:
         if size > self.max_header_bytes or len(headers) > self.max_headers:
             self.metrics.shed.labels(reason="headers").inc()
             await send_error(
-                send, scope, status=431, code="headers_too_large",
+                send,
+                scope,
+                status=431,
+                code="headers_too_large",
                 detail=f"request headers exceed {self.max_header_bytes} bytes or {self.max_headers} fields",
             )
             return
-        if self.max_in_flight and self.in_flight >= self.max_in_flight and scope["path"] not in NEVER_SHED:
+        if (
+            self.max_in_flight
+            and self.in_flight >= self.max_in_flight
+            and scope["path"] not in NEVER_SHED
+        ):
             self.metrics.shed.labels(reason="in_flight").inc()
             await send_error(
-                send, scope, status=503, code="overloaded",
+                send,
+                scope,
+                status=503,
+                code="overloaded",
                 detail="too many requests in flight; retry shortly",
                 headers={"Retry-After": self.retry_after},
             )

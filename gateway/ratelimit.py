@@ -78,7 +78,9 @@ class Decision:
 class LocalBuckets:
     """In-process token buckets (the fallback), at most ``max_keys`` of them (least recent dropped)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+    ) -> None:
         self.clock = clock
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -139,25 +141,39 @@ class RateLimiter:
         if self.redis is not None and self.clock() >= self._redis_down_until:
             try:
                 return await self._redis_take(key, rate=rate, burst=burst)
-            except (RedisError, OSError, TimeoutError, ValueError) as exc:  # store failure: fall back
+            except (
+                RedisError,
+                OSError,
+                TimeoutError,
+                ValueError,
+            ) as exc:  # store failure: fall back
                 self._redis_down_until = self.clock() + self.retry_redis_s
-                logger.warning("rate limiter: Redis failed (%r); per-process buckets for %.1fs", exc, self.retry_redis_s)
+                logger.warning(
+                    "rate limiter: Redis failed (%r); per-process buckets for %.1fs",
+                    exc,
+                    self.retry_redis_s,
+                )
                 if self.on_redis_error is not None:
                     self.on_redis_error(exc)
         return self.local.take(key, rate=rate, burst=burst)
 
     async def _redis_take(self, key: str, *, rate: float, burst: int) -> Decision:
+        redis = self.redis
+        assert redis is not None
         args = (self.prefix + key, repr(float(rate)), str(int(burst)), "1")
         if self._sha is None:
-            self._sha = await self.redis.script_load(TOKEN_BUCKET_LUA)
+            self._sha = await redis.script_load(TOKEN_BUCKET_LUA)
         try:
-            reply = await self.redis.evalsha(self._sha, 1, *args)
+            reply = await redis.evalsha(self._sha, 1, *args)
         except NoScriptError:  # Redis restarted (script cache empty): load it again
-            self._sha = await self.redis.script_load(TOKEN_BUCKET_LUA)
-            reply = await self.redis.evalsha(self._sha, 1, *args)
+            self._sha = await redis.script_load(TOKEN_BUCKET_LUA)
+            reply = await redis.evalsha(self._sha, 1, *args)
         allowed, retry, tokens = reply
         return Decision(
-            allowed=int(allowed) == 1, retry_after_s=float(retry), remaining=float(tokens), backend="redis"
+            allowed=int(allowed) == 1,
+            retry_after_s=float(retry),
+            remaining=float(tokens),
+            backend="redis",
         )
 
     async def close(self) -> None:

@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 METRICS_PATH = "/metrics"
 WWW_AUTHENTICATE = 'Bearer realm="cascade"'
 UNAUTHORIZED_DETAIL = "missing or invalid credentials"
@@ -90,7 +92,7 @@ def loopback_host(host: str) -> bool:
 def is_loopback(scope: Scope) -> bool:
     """The peer of this request is on this machine."""
     client = scope.get("client")
-    return bool(client) and loopback_host(str(client[0]))
+    return client is not None and loopback_host(str(client[0]))
 
 
 class SecurityLayer:
@@ -169,7 +171,9 @@ class AuthMiddleware:
         client, key_id = principal.label_client, principal.key_id
         limiter = self.config.limiter
         if limiter is not None:
-            bucket = principal.key_id if principal.method == "api_key" else f"jwt:{principal.client}"
+            bucket = (
+                principal.key_id if principal.method == "api_key" else f"jwt:{principal.client}"
+            )
             decision = await limiter.check(
                 bucket,
                 rate=principal.rate or self.config.default_rate,
@@ -177,10 +181,17 @@ class AuthMiddleware:
             )
             self.metrics.ratelimit_decisions.labels(backend=decision.backend).inc()
             if not decision.allowed:
-                self.metrics.rate_limited.labels(client=client, key_id=key_id, backend=decision.backend).inc()
-                self.metrics.client_requests.labels(client=client, key_id=key_id, status="429").inc()
+                self.metrics.rate_limited.labels(
+                    client=client, key_id=key_id, backend=decision.backend
+                ).inc()
+                self.metrics.client_requests.labels(
+                    client=client, key_id=key_id, status="429"
+                ).inc()
                 await send_error(
-                    send, scope, status=429, code="rate_limited",
+                    send,
+                    scope,
+                    status=429,
+                    code="rate_limited",
                     detail=f"rate limit exceeded; retry after {decision.retry_after_header} s",
                     headers={"Retry-After": decision.retry_after_header},
                 )
@@ -196,11 +207,17 @@ class AuthMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            self.metrics.client_requests.labels(client=client, key_id=key_id, status=str(status)).inc()
+            self.metrics.client_requests.labels(
+                client=client, key_id=key_id, status=str(status)
+            ).inc()
 
     async def _unauthorized(self, scope: Scope, send: Send) -> None:
         await send_error(
-            send, scope, status=401, code="unauthorized", detail=UNAUTHORIZED_DETAIL,
+            send,
+            scope,
+            status=401,
+            code="unauthorized",
+            detail=UNAUTHORIZED_DETAIL,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
 
@@ -216,23 +233,27 @@ class AuthMiddleware:
                 return
         elif not is_loopback(scope):
             await send_error(
-                send, scope, status=403, code="forbidden",
+                send,
+                scope,
+                status=403,
+                code="forbidden",
                 detail="metrics are served to loopback peers only (or set GATEWAY_METRICS_TOKEN)",
             )
             return
         await self.app(scope, receive, send)
 
 
-
-
 # Documentation only: these make the OpenAPI spec declare both ways to authenticate; the
 # middleware above does the checking (before the body is parsed).
 _api_key_doc = APIKeyHeader(
-    name=API_KEY_HEADER, scheme_name="ApiKey", auto_error=False,
+    name=API_KEY_HEADER,
+    scheme_name="ApiKey",
+    auto_error=False,
     description="an API key `csk_<key_id>_<secret>` (`cascade keys create`)",
 )
 _bearer_doc = HTTPBearer(
-    scheme_name="Bearer", auto_error=False,
+    scheme_name="Bearer",
+    auto_error=False,
     description="an API key, or a JWT when the gateway is configured for them",
 )
 
@@ -252,13 +273,19 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
     keyring = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     jwt = None
     if settings.jwt_algorithms:
-        public_key = settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+        public_key = (
+            settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+        )
         jwt = JwtVerifier(
             JwtConfig(
-                algorithms=tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()),
-                audience=settings.jwt_audience or "", issuer=settings.jwt_issuer or "",
+                algorithms=tuple(
+                    a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()
+                ),
+                audience=settings.jwt_audience or "",
+                issuer=settings.jwt_issuer or "",
                 secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
-                public_key_pem=public_key, leeway_s=settings.jwt_leeway_s,
+                public_key_pem=public_key,
+                leeway_s=settings.jwt_leeway_s,
             )
         )
     configured = keyring is not None or jwt is not None
@@ -273,13 +300,18 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
                 f"refusing to serve {settings.host} without authentication: set GATEWAY_API_KEYS_FILE "
                 "(cascade keys create), or GATEWAY_AUTH_ENABLED=false explicitly"
             )
-        logger.warning("authentication is DISABLED (%s): local development only",
-                       "GATEWAY_AUTH_ENABLED=false" if settings.auth_enabled is False else "no key file configured")
+        logger.warning(
+            "authentication is DISABLED (%s): local development only",
+            "GATEWAY_AUTH_ENABLED=false"
+            if settings.auth_enabled is False
+            else "no key file configured",
+        )
     limiter = None
     if enabled and settings.rate_limit_enabled:
         if settings.rate_limit_redis_url:
             limiter = RateLimiter.from_url(
-                settings.rate_limit_redis_url, timeout_s=settings.rate_limit_redis_timeout_ms / 1000,
+                settings.rate_limit_redis_url,
+                timeout_s=settings.rate_limit_redis_timeout_ms / 1000,
                 on_redis_error=lambda exc: metrics.ratelimit_redis_errors.inc(),
             )
         else:
@@ -287,8 +319,13 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return SecurityLayer(
         AuthConfig(
-            enabled=enabled, keyring=keyring, jwt=jwt, metrics_token=token, limiter=limiter,
-            default_rate=settings.rate_limit_rps, default_burst=settings.rate_limit_burst,
+            enabled=enabled,
+            keyring=keyring,
+            jwt=jwt,
+            metrics_token=token,
+            limiter=limiter,
+            default_rate=settings.rate_limit_rps,
+            default_burst=settings.rate_limit_burst,
             reload_interval_s=settings.api_keys_reload_s,
         ),
         metrics,

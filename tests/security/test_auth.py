@@ -31,14 +31,20 @@ def h(**headers: str) -> list[tuple[bytes, bytes]]:
 def auth(tmp_path: Path) -> tuple[Authenticator, str]:
     path = tmp_path / "keys.json"
     _, key = keys.add_key(path, client="web")
-    verifier = JwtVerifier(JwtConfig(algorithms=("HS256",), audience=AUD, issuer=ISS, secret=SECRET))
+    verifier = JwtVerifier(
+        JwtConfig(algorithms=("HS256",), audience=AUD, issuer=ISS, secret=SECRET)
+    )
     return Authenticator(keyring=KeyRing(path), jwt=verifier), key
 
 
 def test_both_headers_accepted(auth: tuple[Authenticator, str]) -> None:
     a, key = auth
-    for headers in (h(authorization=f"Bearer {key}"), h(authorization=f"bearer  {key} "), h(x_api_key=key),
-                    h(authorization=f"Bearer {key}", x_api_key=key)):
+    for headers in (
+        h(authorization=f"Bearer {key}"),
+        h(authorization=f"bearer  {key} "),
+        h(x_api_key=key),
+        h(authorization=f"Bearer {key}", x_api_key=key),
+    ):
         principal, reason = a.authenticate(headers)
         assert reason == "ok" and principal is not None
         assert principal.client == "web" and principal.key_id == keys.parse_key_id(key)
@@ -55,7 +61,9 @@ def test_both_headers_accepted(auth: tuple[Authenticator, str]) -> None:
         (h(authorization="Bearer csk_nothing"), "malformed"),
     ],
 )
-def test_refusals(auth: tuple[Authenticator, str], headers: list[tuple[bytes, bytes]], reason: str) -> None:
+def test_refusals(
+    auth: tuple[Authenticator, str], headers: list[tuple[bytes, bytes]], reason: str
+) -> None:
     assert auth[0].authenticate(headers) == (None, reason)
 
 
@@ -63,18 +71,28 @@ def test_two_different_credentials_are_malformed(auth: tuple[Authenticator, str]
     a, key = auth
     _, other = keys.generate_key()
     assert a.authenticate(h(authorization=f"Bearer {key}", x_api_key=other)) == (None, "malformed")
-    two = [(b"authorization", f"Bearer {key}".encode()), (b"authorization", f"Bearer {other}".encode())]
+    two = [
+        (b"authorization", f"Bearer {key}".encode()),
+        (b"authorization", f"Bearer {other}".encode()),
+    ]
     assert a.authenticate(two) == (None, "malformed")
 
 
 def test_jwt_good(auth: tuple[Authenticator, str]) -> None:
     principal, reason = auth[0].authenticate(h(authorization=f"Bearer {token()}"))
     assert reason == "ok" and principal is not None
-    assert (principal.client, principal.key_id, principal.method, principal.label_client) == ("app-1", "jwt", "jwt", "jwt")
+    assert (principal.client, principal.key_id, principal.method, principal.label_client) == (
+        "app-1",
+        "jwt",
+        "jwt",
+        "jwt",
+    )
 
 
 def _none_token() -> str:
-    return jwt.encode({"sub": "x", "aud": AUD, "iss": ISS, "exp": int(time.time()) + 60}, None, algorithm="none")
+    return jwt.encode(
+        {"sub": "x", "aud": AUD, "iss": ISS, "exp": int(time.time()) + 60}, None, algorithm="none"
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,7 +133,9 @@ def test_jwt_config_refuses_unsafe_choices() -> None:
 
 
 def test_rs256_needs_cryptography() -> None:
-    config = JwtConfig(algorithms=("RS256",), audience=AUD, issuer=ISS, public_key_pem="-----BEGIN PUBLIC KEY-----")
+    config = JwtConfig(
+        algorithms=("RS256",), audience=AUD, issuer=ISS, public_key_pem="-----BEGIN PUBLIC KEY-----"
+    )
     if jwt.algorithms.has_crypto:
         pytest.skip("cryptography is installed")
     with pytest.raises(ValueError, match="cryptography"):

@@ -17,7 +17,15 @@ def test_key_format_and_id_parse() -> None:
     key_id, key = keys.generate_key()
     assert key.startswith(f"csk_{key_id}_") and len(key) == 4 + 12 + 1 + 43
     assert keys.parse_key_id(key) == key_id
-    for bad in ("", "csk_", f"csk_{key_id}", f"csk_{key_id}_short", key + "x", "Bearer " + key, key.upper()):
+    for bad in (
+        "",
+        "csk_",
+        f"csk_{key_id}",
+        f"csk_{key_id}_short",
+        key + "x",
+        "Bearer " + key,
+        key.upper(),
+    ):
         assert keys.parse_key_id(bad) is None
 
 
@@ -31,8 +39,13 @@ def test_file_stores_only_hashes_mode_0600(tmp_path: Path) -> None:
     doc = json.loads(text)
     assert doc["format"] == keys.FILE_FORMAT
     assert doc["keys"][0] | {"hash": "-"} == {
-        "key_id": record.key_id, "client": "web", "hash": "-", "created_at": record.created_at,
-        "revoked_at": None, "rate": 5.0, "burst": 10,
+        "key_id": record.key_id,
+        "client": "web",
+        "hash": "-",
+        "created_at": record.created_at,
+        "revoked_at": None,
+        "rate": 5.0,
+        "burst": 10,
     }
     assert not list(tmp_path.glob("secrets/.*.tmp"))
 
@@ -44,7 +57,7 @@ def test_verify_ok_mismatch_unknown_revoked(tmp_path: Path) -> None:
     assert ring.verify(key) == (record, "ok")
     wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
     assert ring.verify(wrong) == (None, "mismatch")
-    other_id, other = keys.generate_key()
+    _, other = keys.generate_key()
     assert ring.verify(other) == (None, "unknown")
     assert ring.verify("not-a-key") == (None, "malformed")
     keys.revoke(path, key_id=record.key_id)

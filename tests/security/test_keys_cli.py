@@ -31,10 +31,14 @@ def test_default_file_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_cli_shell(tmp_path: Path) -> None:
     runner = CliRunner()
     path = tmp_path / "k.json"
-    created = runner.invoke(keys_cli.app, ["create", "--client", "mobile", "--rate", "5", "--keys-file", str(path)])
+    created = runner.invoke(
+        keys_cli.app, ["create", "--client", "mobile", "--rate", "5", "--keys-file", str(path)]
+    )
     assert created.exit_code == 0, created.output
     key = created.stdout.strip().splitlines()[0]
-    assert key.startswith("csk_") and hash_key(key) in path.read_text() and key not in path.read_text()
+    assert (
+        key.startswith("csk_") and hash_key(key) in path.read_text() and key not in path.read_text()
+    )
     key_id = key.split("_")[1]
     listed = runner.invoke(keys_cli.app, ["list", "--keys-file", str(path)])
     assert listed.exit_code == 0 and key_id in listed.stdout and "mobile" in listed.stdout
@@ -47,7 +51,11 @@ def test_cli_shell(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["create", "--client", "bad name"], ["revoke", "000000000000"], ["create", "--client", "x", "--rate", "-1"]],
+    [
+        ["create", "--client", "bad name"],
+        ["revoke", "000000000000"],
+        ["create", "--client", "x", "--rate", "-1"],
+    ],
 )
 def test_cli_bad_input_exits_2_without_traceback(tmp_path: Path, args: list[str]) -> None:
     result = CliRunner().invoke(keys_cli.app, [*args, "--keys-file", str(tmp_path / "k.json")])

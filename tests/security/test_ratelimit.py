@@ -36,7 +36,12 @@ def test_local_bucket_burst_then_rate() -> None:
     assert buckets.take("k", rate=2, burst=3).allowed
     assert not buckets.take("k", rate=2, burst=3).allowed
     clock.now += 100  # refills up to the burst, not beyond
-    assert [buckets.take("k", rate=2, burst=3).allowed for _ in range(4)] == [True, True, True, False]
+    assert [buckets.take("k", rate=2, burst=3).allowed for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
     assert buckets.take("other", rate=2, burst=3).allowed  # buckets are per key
 
 
@@ -102,7 +107,10 @@ def test_redis_refused_falls_back_without_failing(loop: asyncio.AbstractEventLoo
 
     async def run() -> list[Decision]:
         limiter = RateLimiter.from_url(
-            f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.02, clock=clock, on_redis_error=errors.append
+            f"redis://127.0.0.1:{free_port()}/0",
+            timeout_s=0.02,
+            clock=clock,
+            on_redis_error=errors.append,
         )
         try:
             out = [await limiter.check("k", rate=1, burst=2) for _ in range(3)]
