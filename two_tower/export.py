@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,12 @@ def script_user_tower(trained: TrainedTwoTower, path: Path) -> None:
     import torch
 
     tower = trained.model.user_tower.cpu().eval()
-    scripted = torch.jit.script(tower)
-    scripted.save(str(path))
+    # TorchScript is deprecated in torch 2.13 in favour of torch.export, but it is what every
+    # Triton image's torch can load (the production image's torch is older than ours).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        scripted = torch.jit.script(tower)
+        scripted.save(str(path))
 
 
 def export_to_triton(

@@ -151,7 +151,7 @@ class UserTower(nn.Module):
 
     def _pool(self, items: Tensor) -> Tensor:
         """Mean item-id embedding of the known items in each row (zeros for none)."""
-        index = lookup(self.item_vocab, items)
+        index = lookup(self.item_vocab, items.contiguous())
         mask = (index > 0).to(torch.float32).unsqueeze(-1)
         return (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 

@@ -299,3 +299,85 @@ def holdout_metrics(trained: Any, *, train: pd.DataFrame, test: pd.DataFrame, us
     metrics: dict[str, Any] = {name: {k: m[k] for k in HEADLINE} for name, m in report.models.items()}
     metrics["users_evaluated"] = report.users_evaluated
     return metrics
+
+
+def frame_from_interactions(
+    interactions: pd.DataFrame, *, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Training rows computed directly from ``interactions``, exactly as of each event.
+
+    For tests and small in-memory runs (a Python loop over rows): the pipeline itself reads the
+    point-in-time rows from Feast. User state = every earlier interaction of the user (same
+    rules as ``user_state``), item popularity = earlier interactions with the item.
+    """
+    from cascade.data.schema import MAX_SEEN_ITEMS, RECENT_ITEMS_LEN
+
+    df = interactions.sort_values([TIMESTAMP, USER_ID, ITEM_ID], kind="mergesort").reset_index(drop=True)
+    history: dict[int, list[int]] = {}
+    popularity: dict[int, int] = {}
+    counts, recent, seen, pop = [], [], [], []
+    for user, item in zip(df[USER_ID].to_numpy(np.int64), df[ITEM_ID].to_numpy(np.int64), strict=True):
+        past = history.setdefault(int(user), [])
+        counts.append(len(past))
+        newest = past[::-1]
+        recent.append(np.asarray(newest[:RECENT_ITEMS_LEN], dtype=np.int64))
+        seen.append(np.asarray(list(dict.fromkeys(newest))[:MAX_SEEN_ITEMS], dtype=np.int64))
+        pop.append(popularity.get(int(item), 0))
+        past.append(int(item))
+        popularity[int(item)] = popularity.get(int(item), 0) + 1
+    out = df[[USER_ID, ITEM_ID, TIMESTAMP]].copy()
+    out["interaction_count"], out["recent_items"], out["seen_items"], out["popularity"] = counts, recent, seen, pop
+    if users is not None:
+        out = out.merge(users[[USER_ID, "age_bucket", "country"]], on=USER_ID, how="left")
+    else:
+        out["age_bucket"], out["country"] = -1, None
+    if items is not None:
+        out = out.merge(items[[ITEM_ID, "category", "price_bucket"]], on=ITEM_ID, how="left")
+    else:
+        out["category"], out["price_bucket"] = None, -1
+    out["age_days"] = 0.0
+    return out
+
+
+def _placeholder_tables(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Users and items tables with missing side features, for data without them."""
+    users = pd.DataFrame({USER_ID: np.unique(interactions[USER_ID].to_numpy(np.int64))})
+    users["age_bucket"], users["country"] = -1, None
+    items = pd.DataFrame({ITEM_ID: np.unique(interactions[ITEM_ID].to_numpy(np.int64))})
+    items["category"], items["price_bucket"] = None, -1
+    items["release_date"] = pd.Timestamp(interactions[TIMESTAMP].min())
+    return users, items
+
+
+def train_in_memory(
+    interactions: pd.DataFrame,
+    *,
+    params: TrainParams,
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
+    val_fraction: float = 0.0,
+) -> Any:
+    """Train on ``interactions`` without Feast (rows from :func:`frame_from_interactions`).
+
+    Returns a ``TrainedTwoTower`` (not saved). Used by tests and the benchmark.
+    """
+    from two_tower.train import configure_determinism, fit, resolve_device
+
+    default_users, default_items = _placeholder_tables(interactions)
+    users = users if users is not None else default_users
+    items = items if items is not None else default_items
+    fit_df, val_fit, val_target = validation_split(
+        interactions, fraction=val_fraction, max_users=DEFAULT_VAL_MAX_USERS, seed=params.seed
+    )
+    frame = frame_from_interactions(fit_df, users=users, items=items)
+    prepared = prepare(
+        frame=frame, fit=fit_df, users=users, items=items, val_fit=val_fit, val_target=val_target,
+        seen_len=max(params.seen_pool, 1),
+    )
+    device = resolve_device(params.device)
+    configure_determinism(params.seed, device, params.threads)
+    model = build_model(prepared, params).to(device)
+    result = fit(model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate)
+    trained = finish(result.model.cpu(), prepared, train=interactions, items=items)
+    trained.metadata.update({"params": params.to_dict(), "history": result.history, "best_epoch": result.best_epoch})
+    return trained

@@ -90,10 +90,17 @@ class TwoTowerRecommender:
 
     @classmethod
     def from_trained(
-        cls, trained: TrainedTwoTower, *, interactions: pd.DataFrame, users: pd.DataFrame
+        cls, trained: TrainedTwoTower, *, interactions: pd.DataFrame, users: pd.DataFrame | None = None
     ) -> TwoTowerRecommender:
-        """Recommender with each user's state at the end of ``interactions`` (the training data)."""
+        """Recommender with each user's state at the end of ``interactions`` (the training data).
+
+        ``users`` holds the profiles (age_bucket, country); without it they count as missing.
+        """
         from cascade.data.features import user_state
+
+        if users is None:
+            users = pd.DataFrame({USER_ID: np.unique(interactions[USER_ID].to_numpy(np.int64))})
+            users["age_bucket"], users["country"] = -1, None
 
         return cls(
             model=trained.model,
