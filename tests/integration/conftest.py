@@ -45,57 +45,27 @@ GATEWAY_ENV = {
 
 
 def _build_two_tower(layout: Layout, repository: Path) -> None:
-    """Export a tiny Two-Tower into ``repository`` (two_tower.export + the tracked template).
-
-    Uses the Two-Tower training API when it exists; until then an untrained network of the real
-    architecture (the resilience tests need a real model server, not good recommendations).
-    """
-    import pandas as pd
-
-    from two_tower.artifacts import TrainedTwoTower
-    from two_tower.contract import country_code
+    """Train a tiny Two-Tower (one epoch, dim 16) with the Two-Tower pipeline and export it."""
+    from two_tower.artifacts import load_two_tower_artifact
     from two_tower.export import export_to_triton
-    from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
+    from two_tower.pipeline import run_train_two_tower
+    from two_tower.train import TrainParams
 
-    folder = layout.dataset_dir(DATASET)
-    users = pd.read_parquet(folder / "users.parquet")
-    items = pd.read_parquet(folder / "items.parquet")
-    inter = pd.read_parquet(folder / "interactions.parquet")
-    user_vocab = np.sort(users["user_id"].unique()).astype(np.int64)
-    item_vocab = np.sort(items["item_id"].unique()).astype(np.int64)
-    countries = sorted(str(c) for c in users["country"].dropna().unique())
-    country_vocab = np.unique([country_code(c) for c in countries]).astype(np.int64)
-    categories = StringVocab(items["category"].astype(str))
-    cfg = TwoTowerConfig(
-        n_users=len(user_vocab) + 1,
-        n_items=len(item_vocab) + 1,
-        n_age_buckets=int(users["age_bucket"].max()) + 2,
-        n_countries=len(country_vocab) + 1,
-        n_categories=len(categories),
-        n_price_buckets=int(items["price_bucket"].max()) + 2,
+    params = TrainParams(
         dim=16,
         hidden=32,
         side_dim=8,
+        epochs=1,
+        batch_size=512,
+        threads=1,
+        progress=False,
+        device="cpu",
     )
-    model = TwoTower(cfg, user_vocab=user_vocab, item_vocab=item_vocab, country_vocab=country_vocab)
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((len(item_vocab), cfg.dim)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    pop_items, pop_counts = np.unique(inter["item_id"].to_numpy(np.int64), return_counts=True)
-    trained = TrainedTwoTower(
-        model=model,
-        user_vocab=user_vocab,
-        item_vocab=item_vocab,
-        country_vocab=country_vocab,
-        countries=countries,
-        categories=categories,
-        item_embeddings=emb,
-        popular_items=pop_items,
-        popular_counts=pop_counts.astype(np.int64),
-        metadata={"model_version": "itest"},
+    folder = run_train_two_tower(
+        layout=layout, spec=DATASET, split=None, params=params, evaluate_test=False
     )
     export_to_triton(
-        trained,
+        load_two_tower_artifact(folder),
         repository=repository,
         template=REPO_ROOT / "triton_models" / "two_tower" / "model.py",
     )
