@@ -1,0 +1,164 @@
+"""A real tritonserver on an exported tiny model, called over HTTP and gRPC.
+
+Checks: the served top-k equals the offline model's top-k for sampled users; bad input gets a
+clear Triton error (400) and the model stays ready.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from cascade.data.features import user_state
+from two_tower import contract
+from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
+from two_tower.recommender import TwoTowerRecommender
+from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY, TritonProcess, TritonSettings
+
+pytestmark = pytest.mark.integration
+K = 10
+
+
+@pytest.fixture(scope="module")
+def server(tiny_trained, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("triton_repo")
+    model_dir(repo).mkdir()
+    shutil.copy(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME)
+    export_to_triton(tiny_trained, repository=repo)
+    settings = TritonSettings(
+        model_repository=repo,
+        backends_dir=tmp_path_factory.mktemp("backends"),
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        otlp_endpoint=None,
+    )
+    proc = TritonProcess(settings, log_path=repo / "tritonserver.log")
+    proc.start()
+    try:
+        proc.wait_ready(timeout=180)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _wire_rows(state, users):
+    """The contract's inputs for ``users`` from their state (what the gateway reads from Feast)."""
+    table = state.set_index("user_id").loc[users]
+    n = len(users)
+    return {
+        contract.USER_ID: np.asarray(users, np.int64).reshape(n, 1),
+        contract.AGE_BUCKET: np.full((n, 1), -1, np.int64),
+        contract.COUNTRY: np.zeros((n, 1), np.int64),
+        contract.INTERACTION_COUNT: table["interaction_count"].to_numpy(np.int64).reshape(n, 1),
+        contract.RECENT_ITEMS: np.array(
+            [contract.pad_items(list(r), contract.RECENT_ITEMS_LEN) for r in table["recent_items"]], np.int64
+        ),
+        contract.SEEN_ITEMS: np.array(
+            [contract.pad_items(list(r), contract.MAX_SEEN_ITEMS) for r in table["seen_items"]], np.int64
+        ),
+        contract.K: np.full((n, 1), K, np.int32),
+    }
+
+
+def _infer(module, client, arrays, dtypes=None):
+    inputs = []
+    for spec in contract.INPUTS:
+        array = arrays[spec.name]
+        dtype = (dtypes or {}).get(spec.name, spec.dtype)
+        tensor = module.InferInput(spec.name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer(contract.MODEL_NAME, inputs)
+    return result.as_numpy(contract.ITEM_IDS), result.as_numpy(contract.SCORES)
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_trained, tiny_interactions):
+    rec = TwoTowerRecommender.from_trained(tiny_trained, interactions=tiny_interactions)
+    return rec, user_state(tiny_interactions)
+
+
+@pytest.fixture(params=["http", "grpc"])
+def client(request, server):
+    if request.param == "http":
+        import tritonclient.http as module
+
+        c = module.InferenceServerClient(server.http_url)
+    else:
+        import tritonclient.grpc as module
+
+        c = module.InferenceServerClient(server.grpc_url)
+    yield module, c
+    c.close()
+
+
+def test_served_top_k_equals_offline_top_k(client, offline):
+    module, c = client
+    rec, state = offline
+    users = np.random.default_rng(0).choice(state["user_id"].to_numpy(), size=12, replace=False)
+    ids, scores = _infer(module, c, _wire_rows(state, users))
+    expected_ids, expected_scores = rec.recommend(users, k=K)
+    assert ids.shape == (len(users), K) and ids.dtype == np.int64 and scores.dtype == np.float32
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_per_row_k_pads_and_seen_items_are_excluded(client, offline):
+    module, c = client
+    rec, state = offline
+    users = state["user_id"].to_numpy()[:2]
+    arrays = _wire_rows(state, users)
+    arrays[contract.K] = np.array([[3], [K]], np.int32)
+    ids, scores = _infer(module, c, arrays)
+    assert ids.shape == (2, K)
+    assert (ids[0, 3:] == -1).all() and np.isneginf(scores[0, 3:]).all()
+    for row in range(2):
+        assert not set(ids[row][ids[row] >= 0]) & set(arrays[contract.SEEN_ITEMS][row])
+
+
+def _bad_cases(state):
+    users = state["user_id"].to_numpy()[:2]
+    base = _wire_rows(state, users)
+    k0 = dict(base, k=np.zeros((2, 1), np.int32))
+    k_big = dict(base, k=np.full((2, 1), contract.MAX_K + 1, np.int32))
+    neg_user = dict(base, user_id=np.array([[-5], [1]], np.int64))
+    bad_item = dict(base, seen_items=np.full((2, contract.MAX_SEEN_ITEMS), -7, np.int64))
+    short = dict(base, recent_items=base[contract.RECENT_ITEMS][:, :5].copy())
+    wrong_dtype = dict(base, user_id=base[contract.USER_ID].astype(np.int32))
+    return [
+        (k0, None, "out of range"),
+        (k_big, None, "out of range"),
+        (neg_user, None, "invalid user_id"),
+        (bad_item, None, "invalid item id"),
+        (short, None, "recent_items"),
+        (wrong_dtype, {contract.USER_ID: "INT32"}, "data-type"),
+    ]
+
+
+def test_bad_input_gets_clear_error_and_model_stays_ready(client, offline, server):
+    from tritonclient.utils import InferenceServerException
+
+    module, c = client
+    _, state = offline
+    for arrays, dtypes, message in _bad_cases(state):
+        with pytest.raises(InferenceServerException, match=message):
+            _infer(module, c, arrays, dtypes)
+        assert server.model_ready()
+    ids, _ = _infer(module, c, _wire_rows(state, state["user_id"].to_numpy()[:1]))
+    assert ids.shape == (1, K)
+
+
+def test_repository_api_is_restricted(server):
+    import tritonclient.http as module
+    from tritonclient.utils import InferenceServerException
+
+    c = module.InferenceServerClient(server.http_url)
+    try:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            c.unload_model(contract.MODEL_NAME)
+        assert server.model_ready()
+    finally:
+        c.close()
