@@ -15,8 +15,9 @@ request metrics) and :class:`gateway.limits.LimitsMiddleware` (431, 503):
 - Authenticated: ``scope["state"]["principal"]`` (key id and client name, never the key) feeds
   the span attributes, ``gateway_client_requests_total{client,key_id,status}`` and logs. Then the
   client's token bucket (:mod:`gateway.ratelimit`): 429 with ``Retry-After``.
-- The key file is re-read when it changes (stat at most every ``reload_interval_s``, in a
-  worker thread): revocation takes effect within seconds, without a restart.
+- The key file is re-read when it changes (a background task stats it every
+  ``reload_interval_s`` in a worker thread, never on the request path): revocation takes
+  effect within seconds, without a restart.
 
 Authentication is off only when the settings say so explicitly, or when no credential source is
 configured and the gateway listens on loopback only (local development); every request is then
@@ -27,12 +28,11 @@ non-loopback address without authentication.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Request
@@ -41,7 +41,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ANONYMOUS, API_KEY_HEADER, Authenticator, JwtConfig, JwtVerifier, Principal
-from gateway.keys import KeyRing
+from gateway.keys import KeyFileError, KeyRing
 from gateway.limits import SecurityMetrics, send_error
 from gateway.ratelimit import RateLimiter
 
@@ -74,7 +74,6 @@ class AuthConfig:
     default_rate: float = 1000.0
     default_burst: int = 2000
     reload_interval_s: float = 2.0
-    clock: Callable[[], float] = field(default=time.monotonic)
 
 
 def loopback_host(host: str) -> bool:
@@ -102,8 +101,7 @@ class SecurityLayer:
         self.config = config
         self.metrics = metrics
         self.authenticator = Authenticator(keyring=config.keyring, jwt=config.jwt)
-        self._next_reload = config.clock() + config.reload_interval_s
-        self._reloading: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.count_keys()
 
     def count_keys(self) -> None:
@@ -114,27 +112,27 @@ class SecurityLayer:
         self.metrics.api_keys.labels(state="active").set(len(records) - revoked)
         self.metrics.api_keys.labels(state="revoked").set(revoked)
 
-    def maybe_reload(self) -> None:
-        """At most every ``reload_interval_s``: stat (and re-read) the key file in a thread."""
-        keyring = self.config.keyring
-        now = self.config.clock()
-        if keyring is None or now < self._next_reload or self._reloading is not None:
-            return
-        self._next_reload = now + self.config.reload_interval_s
+    async def start(self) -> None:
+        """Lifespan startup: watch the key file (stat every ``reload_interval_s``, in a thread)."""
+        if self.config.keyring is not None and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(self.config.keyring))
 
-        async def reload() -> None:
+    async def _watch(self, keyring: KeyRing) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
             try:
                 if await asyncio.to_thread(keyring.reload_if_changed):
                     self.count_keys()
-            finally:
-                self._reloading = None
-
-        self._reloading = asyncio.create_task(reload())
+            except (KeyFileError, OSError):  # a first load cannot fail here; keep watching
+                logger.exception("key file reload failed")
 
     async def close(self) -> None:
-        """Lifespan shutdown: let a reload in progress finish, close the limiter's Redis client."""
-        if self._reloading is not None:
-            await asyncio.gather(self._reloading, return_exceptions=True)
+        """Lifespan shutdown: stop watching the key file, close the limiter's Redis client."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self.config.limiter is not None:
             await self.config.limiter.close()
 
@@ -160,7 +158,6 @@ class AuthMiddleware:
             state["principal"] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        self.security.maybe_reload()
         principal, reason = self.security.authenticator.authenticate(scope["headers"])
         if principal is None:
             self.metrics.auth_failures.labels(reason=reason).inc()
