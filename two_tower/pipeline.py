@@ -32,7 +32,7 @@ from cascade.evaluation.split import SplitParams
 from cascade.paths import Layout
 from two_tower.data import ItemRows, TrainingSet, item_catalogue, item_rows, training_set, user_table
 from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
-from two_tower.train import TrainParams
+from two_tower.train import FitHooks, TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +234,12 @@ def run_train_two_tower(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_max_users: int = DEFAULT_VAL_MAX_USERS,
     evaluate_test: bool = True,
-) -> Path:
-    """Train on ``spec`` (train side of ``split``, or all data when None), save, return the folder."""
+    hooks: FitHooks | None = None,
+) -> Path | None:
+    """Train on ``spec`` (train side of ``split``, or all data when None), save, return the folder.
+
+    Under DDP (``hooks``) only the main process evaluates and saves; the others return None.
+    """
     from two_tower.artifacts import save_two_tower
     from two_tower.train import configure_determinism, fit, resolve_device
 
@@ -247,7 +251,11 @@ def run_train_two_tower(
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
-    result = fit(model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate)
+    result = fit(
+        model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate, hooks=hooks
+    )
+    if hooks is not None and not hooks.is_main:
+        return None
     trained = finish(result.model.cpu(), prepared, train=data.train, items=items)
     trained.metadata.update(
         {
@@ -287,7 +295,9 @@ def finish(model: TwoTower, prepared: Prepared, *, train: pd.DataFrame, items: p
     )
 
 
-def holdout_metrics(trained: Any, *, train: pd.DataFrame, test: pd.DataFrame, users: pd.DataFrame) -> dict[str, Any]:
+def holdout_metrics(
+    trained: Any, *, train: pd.DataFrame, test: pd.DataFrame, users: pd.DataFrame | None
+) -> dict[str, Any]:
     """Headline metrics of popularity and this model on ``test`` (same code as ``cascade evaluate``)."""
     from cascade.evaluation.metrics import HEADLINE
     from cascade.evaluation.report import evaluate
@@ -356,6 +366,7 @@ def train_in_memory(
     users: pd.DataFrame | None = None,
     items: pd.DataFrame | None = None,
     val_fraction: float = 0.0,
+    hooks: FitHooks | None = None,
 ) -> Any:
     """Train on ``interactions`` without Feast (rows from :func:`frame_from_interactions`).
 
@@ -377,7 +388,17 @@ def train_in_memory(
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
-    result = fit(model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate)
+    result = fit(
+        model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate, hooks=hooks
+    )
     trained = finish(result.model.cpu(), prepared, train=interactions, items=items)
-    trained.metadata.update({"params": params.to_dict(), "history": result.history, "best_epoch": result.best_epoch})
+    trained.metadata.update(
+        {
+            "params": params.to_dict(),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "samples_per_second": result.samples_per_second,
+            "train_seconds": result.seconds,
+        }
+    )
     return trained

@@ -72,6 +72,17 @@ class TrainParams:
 
 
 @dataclass
+class FitHooks:
+    """How ``fit`` runs under DistributedDataParallel (see ``two_tower.ddp``); defaults: one process."""
+
+    shard: Callable[[int, int], np.ndarray] | None = None  # (epoch, n_rows) -> this rank's rows
+    wrap: Callable[[TwoTower], torch.nn.Module] | None = None  # the DDP wrapper
+    agree: Callable[[bool], bool] | None = None  # broadcast the main process's decision
+    is_main: bool = True
+    checkpoint: Callable[[int, TwoTower], None] | None = None  # main process, on improvement
+
+
+@dataclass
 class FitResult:
     """The best model, its epoch, the per-epoch history and throughput."""
 
@@ -149,19 +160,17 @@ def fit(
     params: TrainParams,
     catalogue: ItemRows | None = None,
     validate: Callable[[TwoTower], float] | None = None,
-    shard: Callable[[int, int], np.ndarray] | None = None,
-    wrap: Callable[[TwoTower], torch.nn.Module] | None = None,
-    is_main: bool = True,
-    agree: Callable[[bool], bool] | None = None,
+    hooks: FitHooks | None = None,
 ) -> FitResult:
     """Train ``model`` on ``training``; keep the weights of the best validation epoch.
 
     ``validate(model) -> recall`` runs after each epoch (main process only); ``patience`` epochs
-    without improvement stop training. ``catalogue`` feeds the uniform negatives. The DDP hooks:
-    ``shard(epoch, n) -> row indices`` for this rank, ``wrap`` (the DDP wrapper), ``agree``
-    (broadcast the main process's "improved" decision).
+    without improvement stop training. ``catalogue`` feeds the uniform negatives. ``hooks``
+    makes it one rank of a DistributedDataParallel run.
     """
     params.check()
+    hooks = hooks or FitHooks()
+    shard, wrap, agree, is_main = hooks.shard, hooks.wrap, hooks.agree, hooks.is_main
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(params.seed)
     log_q = torch.from_numpy(item_log_q(training, model.user_tower.item_vocab.cpu().numpy())).to(device)
@@ -215,6 +224,8 @@ def fit(
         if improved:
             best, best_epoch, stale = record.get("val_recall@20", best), epoch, 0
             best_state = copy.deepcopy(model.state_dict())
+            if hooks.checkpoint is not None and is_main:
+                hooks.checkpoint(epoch, model)
         else:
             stale += 1
             if stale >= params.patience:
