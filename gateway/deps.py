@@ -9,8 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.auth import Principal
 from gateway.components import Components
 from gateway.metrics import GatewayMetrics
+from gateway.security import current_principal
 from gateway.settings import GatewaySettings
 
 
@@ -32,3 +34,5 @@ async def get_metrics(request: Request) -> GatewayMetrics:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+# The caller, as authenticated by the security middleware; also declares the security schemes.
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

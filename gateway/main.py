@@ -18,17 +18,22 @@ from typing import Annotated, Any
 import orjson
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade.telemetry import configure_tracing
 from gateway import schemas
+from gateway.auth import Principal
 from gateway.components import Components, build_components
-from gateway.deps import ComponentsDep, MetricsDep, SettingsDep
+from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
 from gateway.errors import BadRequest, GatewayError
+from gateway.limits import LimitsMiddleware, SecurityMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import GatewayMiddleware, route_label
+from gateway.security import AuthMiddleware, build_security
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -37,14 +42,34 @@ tracer = trace.get_tracer("gateway")
 ComponentsFactory = Callable[[GatewaySettings, GatewayMetrics], Awaitable[Components]]
 
 
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
+
 def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
+        400: "Body could not be read as JSON",
+        401: "Missing or invalid credentials (one answer whatever the cause)",
+        403: "Not allowed from this address",
         413: "Request body too large",
         422: "Invalid request: malformed user id, k out of range, bad body",
+        429: "The client's rate limit is exhausted",
         500: "Internal error",
-        503: "Not ready",
+        503: "Overloaded (too many requests in flight) or not ready",
     }
-    return {code: {"model": schemas.ErrorResponse, "description": text[code]} for code in codes}
+    headers: dict[int, dict[str, Any]] = {
+        401: {
+            "WWW-Authenticate": {"description": "the accepted scheme", "schema": {"type": "string"}}
+        },
+        429: _RETRY_AFTER,
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": schemas.ErrorResponse, "description": text[code]}
+        if code in headers:
+            out[code]["headers"] = headers[code]
+    return out
 
 
 def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -69,6 +94,7 @@ def create_app(
     """The gateway app. ``settings`` default to the environment (``GATEWAY_*``)."""
     settings = settings or GatewaySettings()
     metrics = GatewayMetrics()
+    security = build_security(settings, SecurityMetrics(metrics.registry))  # refuses unsafe configs
     factory = components or build_components
 
     @asynccontextmanager
@@ -76,6 +102,7 @@ def create_app(
         provider = configure_tracing(service_name="gateway")
         built = await factory(settings, metrics)
         app.state.components = built
+        await security.start()
         snap = built.popular.snapshot
         metrics.popular_items.set(len(snap.items) if snap else 0)
         refresher = None
@@ -97,6 +124,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
             await built.close()
+            await security.close()
             provider.shutdown()
             logger.info("gateway stopped: clients closed")
 
@@ -112,6 +140,15 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.security = security
+    # Outermost last: GatewayMiddleware (request id, 413, metrics) > limits (431, 503) > auth (401, 429).
+    app.add_middleware(AuthMiddleware, security=security)
+    app.add_middleware(
+        LimitsMiddleware,
+        metrics=security.metrics,
+        max_in_flight=settings.max_in_flight,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     def error(request: Request, status: int, code: str, detail: str) -> Response:
@@ -123,6 +160,16 @@ def create_app(
     async def _domain_error(request: Request, exc: GatewayError) -> Response:
         return error(request, exc.status_code, exc.code, exc.detail)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing and body-reading errors (404, 405, undecodable body) in the ErrorResponse shape.
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        response = error(
+            request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
@@ -132,7 +179,13 @@ def create_app(
         return error(request, 422, "invalid_request", "; ".join(parts) or "invalid request")
 
     async def serve(
-        request: Request, comps: Components, *, user_id: int, k: int, exclude: list[int]
+        request: Request,
+        comps: Components,
+        principal: Principal,
+        *,
+        user_id: int,
+        k: int,
+        exclude: list[int],
     ) -> Response:
         if k > settings.max_k:
             raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
@@ -145,6 +198,8 @@ def create_app(
         with tracer.start_as_current_span("gateway.recommend", context=context) as span:
             span.set_attribute("k", k)
             span.set_attribute("request.id", request_id)
+            span.set_attribute("client.key_id", principal.key_id)  # the key id, never the key
+            span.set_attribute("client.name", principal.client)
             outcome = await comps.chain.recommend(user_id=user_id, k=k, exclude=exclude)
             reason = outcome.reason.value if outcome.reason else None
             span.set_attribute("tier", outcome.tier.value)
@@ -183,12 +238,13 @@ def create_app(
     @app.get(
         schemas.RECOMMENDATIONS_PATH + "/{user_id}",
         response_model=schemas.RecommendationResponse,
-        responses={**ok_doc, **_error_responses(422, 500)},
+        responses={**ok_doc, **_error_responses(401, 422, 429, 500, 503)},
         tags=["recommendations"],
     )
     async def get_recommendations(
         request: Request,
         comps: ComponentsDep,
+        principal: PrincipalDep,
         user_id: Annotated[
             int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")
         ],
@@ -197,19 +253,24 @@ def create_app(
         ] = settings.default_k,
     ) -> Response:
         """Top-k items for a user, from the best tier that answers within the deadline."""
-        return await serve(request, comps, user_id=user_id, k=k, exclude=[])
+        return await serve(request, comps, principal, user_id=user_id, k=k, exclude=[])
 
     @app.post(
         schemas.RECOMMENDATIONS_PATH,
         response_model=schemas.RecommendationResponse,
-        responses={**ok_doc, **_error_responses(413, 422, 500)},
+        responses={**ok_doc, **_error_responses(400, 401, 413, 422, 429, 500, 503)},
         tags=["recommendations"],
     )
     async def post_recommendations(
-        request: Request, comps: ComponentsDep, body: schemas.RecommendationRequest
+        request: Request,
+        comps: ComponentsDep,
+        principal: PrincipalDep,
+        body: schemas.RecommendationRequest,
     ) -> Response:
         """Top-k items for a user, never returning the ``exclude`` ids."""
-        return await serve(request, comps, user_id=body.user_id, k=body.k, exclude=body.exclude)
+        return await serve(
+            request, comps, principal, user_id=body.user_id, k=body.k, exclude=body.exclude
+        )
 
     @app.get("/healthz", response_model=schemas.HealthResponse, tags=["ops"])
     async def healthz() -> Response:
@@ -245,9 +306,27 @@ def create_app(
             status=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses=_error_responses(401, 403),
+    )
     async def prometheus_metrics(m: MetricsDep) -> Response:
-        """Prometheus text format."""
+        """Prometheus text format: loopback peers only, or with ``GATEWAY_METRICS_TOKEN`` as bearer."""
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        """The spec, with the limits this process enforces (they come from its settings)."""
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            request = spec["components"]["schemas"]["RecommendationRequest"]["properties"]
+            request["k"]["maximum"] = settings.max_k
+            request["exclude"]["maxItems"] = settings.max_exclude
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -9,6 +9,7 @@ in the ``X-Served-By`` header and the request id in ``X-Request-ID``. Errors ans
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,10 @@ FALLBACK_REASON_HEADER = "X-Fallback-Reason"
 
 # User ids are the data set's own non-negative int64 ids.
 MAX_USER_ID = 2**63 - 1
+# Ids inside JSON bodies stay below 2**53: every JSON parser (JavaScript's too) reads them exactly,
+# and a float-rounded id (9.223372036854776e18) cannot slip past a bound.
+MAX_JSON_ID = 2**53 - 1
+ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID)]
 
 
 class Tier(StrEnum):
@@ -44,9 +49,9 @@ class RecommendationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_USER_ID, description="the data set's own user id")
+    user_id: int = Field(ge=0, le=MAX_JSON_ID, description="the data set's own user id")
     k: int = Field(20, ge=1, description="how many items; at most the gateway's max_k")
-    exclude: list[int] = Field(
+    exclude: list[ItemId] = Field(
         default_factory=list, description="item ids never to return (besides the user's history)"
     )
 

@@ -29,6 +29,20 @@ variable                            default                    meaning
 ``GATEWAY_MAX_EXCLUDE``             ``500``                    most ids in one ``exclude`` list
 ``GATEWAY_MAX_BODY_BYTES``          ``16384``                  larger bodies answer 413
 ``GATEWAY_POPULAR_REFRESH_S``       ``60``                     re-read the popular list; 0 disables
+``GATEWAY_API_KEYS_FILE``           unset                      hashed API keys (``cascade keys``)
+``GATEWAY_AUTH_ENABLED``            unset: on with keys/JWT    ``false``: no auth (local dev only)
+``GATEWAY_API_KEYS_RELOAD_S``       ``2``                      key file mtime check interval
+``GATEWAY_JWT_ALGORITHMS``          empty: no JWTs             ``HS256`` and/or ``RS256``
+``GATEWAY_JWT_SECRET``              unset                      HS256 secret (>= 32 characters)
+``GATEWAY_JWT_PUBLIC_KEY_FILE``     unset                      RS256 public key (PEM)
+``GATEWAY_JWT_AUDIENCE`` / ``ISSUER`` unset                    required ``aud`` / ``iss``
+``GATEWAY_METRICS_TOKEN``           unset: loopback only       bearer token for ``/metrics``
+``GATEWAY_RATE_LIMIT_ENABLED``      ``true``                   per-client token buckets
+``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
+``GATEWAY_RATE_LIMIT_REDIS_URL``    unset: per process         buckets shared by all replicas
+``GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_MS`` ``20``                 limiter's Redis socket timeouts
+``GATEWAY_MAX_IN_FLIGHT``           ``256``                    503 beyond this; 0: no limit
+``GATEWAY_MAX_HEADER_BYTES``        ``8192``                   larger request headers answer 431
 ``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
 =================================== ========================== ==========================================
 """
@@ -39,7 +53,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.paths import Layout
@@ -93,8 +107,43 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=16_384, ge=256, le=10_000_000)
     popular_refresh_s: float = Field(default=60.0, ge=0)
 
+    # Security (docs/security.md, gateway/security.py)
+    auth_enabled: bool | None = None  # None: on when a key file or JWT is configured
+    api_keys_file: Path | None = None
+    api_keys_reload_s: float = Field(default=2.0, gt=0, le=3_600)
+    jwt_algorithms: str = ""  # "HS256", "RS256", "HS256,RS256"; empty: no JWTs
+    jwt_secret: SecretStr | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    metrics_token: SecretStr | None = None
+    rate_limit_enabled: bool = True
+    rate_limit_rps: float = Field(default=1000.0, gt=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=2000, ge=1, le=10_000_000)
+    rate_limit_redis_url: str | None = None
+    rate_limit_redis_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
+    max_in_flight: int = Field(default=256, ge=0, le=100_000)
+    max_header_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
+
     log_level: str = "INFO"
     json_logs: bool = True
+
+    @field_validator(
+        "api_keys_file",
+        "jwt_public_key_file",
+        "jwt_secret",
+        "metrics_token",
+        "rate_limit_redis_url",
+        "jwt_audience",
+        "jwt_issuer",
+        "auth_enabled",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (``GATEWAY_API_KEYS_FILE=``) means unset, not the current directory.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:
@@ -106,6 +155,21 @@ class GatewaySettings(BaseSettings):
             raise ValueError("feature_timeout_ms must be below deadline_ms")
         if self.mf_url and not self.mf_url.startswith(("http://", "https://")):
             raise ValueError(f"mf_url must be an http(s) URL, got {self.mf_url!r}")
+        algorithms = [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+        if not set(algorithms) <= {"HS256", "RS256"}:
+            raise ValueError(
+                f"jwt_algorithms: only HS256 and RS256 are accepted, got {self.jwt_algorithms!r}"
+            )
+        if algorithms and not (self.jwt_audience and self.jwt_issuer):
+            raise ValueError("JWT needs jwt_audience and jwt_issuer")
+        if "HS256" in algorithms and (
+            self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32
+        ):
+            raise ValueError("HS256 needs jwt_secret of at least 32 characters")
+        if "RS256" in algorithms and self.jwt_public_key_file is None:
+            raise ValueError("RS256 needs jwt_public_key_file")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("metrics_token must have at least 16 characters")
         return self
 
     def breaker_config(self) -> BreakerConfig:
