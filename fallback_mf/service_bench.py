@@ -26,15 +26,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cascade.procs import ManagedProcess, free_port
+from fallback_mf.schemas import RECOMMENDATIONS_PATH
 
 DEMO_USERS, DEMO_ITEMS, FACTORS, SEEN_PER_USER = 20_000, 3_000, 64, 45
 MAX_CONNECTIONS = 64
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class BenchResult:
     achieved_rate: float
     requests: int
     errors: int
+    error_kinds: dict[str, int]
     p50_ms: float
     p90_ms: float
     p99_ms: float
@@ -53,6 +58,8 @@ class BenchResult:
     server_cpu_ms_per_request: float  # the MF process's CPU time / requests
     driver_cpu_ms_per_request: float
     load_average_before: float  # 1-minute load of the machine when the run started
+    server_p50_le_ms: float  # from the service's own histogram (bucket bound, incl. warm-up)
+    server_p99_le_ms: float
 
 
 def random_model(*, n_users: int, n_items: int, factors: int = FACTORS, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -94,40 +101,52 @@ def scoring_micro(
 
 async def _drive(
     host: str, port: int, *, rate: float, duration_s: float, n_users: int, k: int
-) -> dict[str, float]:
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+) -> dict[str, Any]:
+    idle: list[Conn] = []
     latencies: list[float] = []
-    errors = 0
     rng = np.random.default_rng(1)
     # 10% unknown users (the popular path), like a real mix of returning and new users
     users = rng.integers(0, int(n_users * 1.1), size=int(rate * duration_s) + 1)
 
     slots = asyncio.Semaphore(MAX_CONNECTIONS)  # a stalled server queues here, still timed
 
+    error_kinds: dict[str, int] = {}
+
+    async def exchange(conn: Conn, user: int) -> int:
+        reader, writer = conn
+        writer.write(f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        return status
+
     async def one(user: int, due: float) -> None:
-        nonlocal errors
         async with slots:
-            conn = idle.pop() if idle else await asyncio.open_connection(host, port)
-            reader, writer = conn
+            reused = bool(idle)
+            conn = idle.pop() if reused else await asyncio.open_connection(host, port)
             try:
-                writer.write(
-                    f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode()
-                )
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head.split(b" ", 2)[1])
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-            except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
-                errors += 1
-                writer.close()
+                try:
+                    status = await exchange(conn, user)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    if not reused:
+                        raise
+                    # the server closed an idle keep-alive connection (uvicorn: after 5 s);
+                    # like any HTTP client, retry once on a fresh connection
+                    conn[1].close()
+                    conn = await asyncio.open_connection(host, port)
+                    status = await exchange(conn, user)
+            except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError) as exc:
+                error_kinds[type(exc).__name__] = error_kinds.get(type(exc).__name__, 0) + 1
+                conn[1].close()
                 return
             latencies.append(time.perf_counter() - due)
             if status != 200:
-                errors += 1
+                error_kinds[f"http_{status}"] = error_kinds.get(f"http_{status}", 0) + 1
             idle.append(conn)
 
     tasks = []
@@ -147,13 +166,28 @@ async def _drive(
     return {
         "driver_cpu_ms_per_request": 1000 * (usage.ru_utime + usage.ru_stime) / max(1, len(users)),
         "requests": len(users),
-        "errors": errors,
+        "errors": sum(error_kinds.values()),
+        "error_kinds": error_kinds,
         "achieved_rate": len(latencies) / elapsed,
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
     }
+
+
+def histogram_quantiles(
+    metrics_text: str, *, route: str, qs: tuple[float, ...] = (0.5, 0.99)
+) -> list[float]:
+    """Upper bucket bounds (ms) holding each quantile of ``mf_request_duration_seconds`` for ``route``."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith("mf_request_duration_seconds_bucket{") and f'route="{route}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    return [next((1000 * le for le, n in buckets if n >= q * total), float("nan")) for q in qs]
 
 
 def bench_service(
@@ -215,12 +249,18 @@ def bench_service(
                 timeout=duration_s + 120,
             )
             server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                server_p50, server_p99 = histogram_quantiles(
+                    resp.read().decode(), route=RECOMMENDATIONS_PATH
+                )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
     return BenchResult(
         target_rate=rate,
         n_items=n_items,
         server_cpu_ms_per_request=1000 * server_cpu / max(1, figures["requests"]),
         load_average_before=load,
+        server_p50_le_ms=server_p50,
+        server_p99_le_ms=server_p99,
         **figures,
     )
 
@@ -261,13 +301,14 @@ def _main() -> None:
     )
     print(
         "| service | items | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| errors | server CPU ms/req | load avg |"
+        "| errors | server CPU ms/req | server p50/p99 <= ms | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| fallback_mf | {r.n_items:,} | {r.target_rate:.0f} | {r.achieved_rate:.0f} "
         f"| {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} "
-        f"| {r.server_cpu_ms_per_request:.2f} | {r.load_average_before:.1f} |"
+        f"| {r.server_cpu_ms_per_request:.2f} | {r.server_p50_le_ms:g} / {r.server_p99_le_ms:g} "
+        f"| {r.load_average_before:.1f} |"
     )
     print(json.dumps(asdict(r)))
 
