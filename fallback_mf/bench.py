@@ -89,6 +89,7 @@ def bench_evaluate(
     max_users: int | None = 20_000,
     factors: int = 64,
     iterations: int = 15,
+    dataset: str = "benchmark data",
 ) -> dict[str, Any]:
     """Split, train ALS on the train side, then time the evaluation of popularity and ALS.
 
@@ -104,7 +105,7 @@ def bench_evaluate(
     popular = PopularityRecommender.from_interactions(train)
     phase = _reset_peak_rss()
     started = time.perf_counter()
-    report = evaluate([popular, als], train, test, max_users=max_users)
+    report = evaluate([popular, als], train, test, max_users=max_users, dataset=dataset)
     seconds = time.perf_counter() - started
     return {
         "step": "evaluation",
@@ -126,6 +127,6 @@ if __name__ == "__main__":  # python -m fallback_mf.bench [scale]
     scale = sys.argv[1] if len(sys.argv) > 1 else "demo"
     frame = generate(scale=scale, seed=42).interactions
     print(bench_train(interactions=frame))
-    result = bench_evaluate(interactions=frame)
+    result = bench_evaluate(interactions=frame, dataset=scale)
     print(result.pop("report"))
     print(result)
