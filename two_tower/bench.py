@@ -1,0 +1,235 @@
+"""Two-Tower benchmark: Triton serving latency/throughput and training throughput.
+
+``python -m two_tower.bench`` (``make bench-triton``) prints markdown tables:
+
+1. Triton: for the ``demo`` catalogue (the latest trained artifact when there is one, else a
+   randomly initialised model of the same shape) and a 100K-item catalogue (randomly
+   initialised: latency does not depend on the weights), each exported into a scratch
+   repository and served by a real tritonserver; requests of one user with 20 recent and up to
+   500 seen items, k=20, sent by the async gRPC client at concurrency 1, 8 and 32 for
+   ``duration`` seconds each: throughput, p50, p99.
+2. Training throughput in samples/s on CPU: one process, then 2-process DDP (gloo) through
+   torchrun, on the same sample of the ``demo`` interactions, one epoch each.
+3. The evaluation table from ``<CASCADE_HOME>/reports/demo/report.json`` when it exists.
+
+Everything runs on this machine's CPUs together with the load generator: figures are for
+comparison, not capacity planning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cascade.paths import Layout
+from two_tower import contract
+
+logger = logging.getLogger(__name__)
+
+CONCURRENCY = (1, 8, 32)
+
+
+def random_trained(n_items: int, *, n_users: int = 20_000, dim: int = 64, seed: int = 0) -> Any:
+    """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only)."""
+    import torch
+
+    from two_tower.artifacts import TrainedTwoTower
+    from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
+
+    torch.manual_seed(seed)
+    countries = np.sort(np.array([contract.country_code(c) for c in ("DE", "FR", "US")], dtype=np.int64))
+    cfg = TwoTowerConfig(
+        n_users=n_users + 1, n_items=n_items + 1, n_age_buckets=8, n_countries=len(countries) + 1,
+        n_categories=21, n_price_buckets=6, dim=dim,
+    )
+    model = TwoTower(cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries)
+    emb = torch.nn.functional.normalize(torch.randn(n_items, dim), dim=1).numpy()
+    return TrainedTwoTower(
+        model=model.eval(), user_vocab=np.arange(n_users), item_vocab=np.arange(n_items, dtype=np.int64),
+        country_vocab=countries, countries=["DE", "FR", "US"], categories=StringVocab([]),
+        item_embeddings=emb.astype(np.float32), popular_items=np.arange(n_items, dtype=np.int64),
+        popular_counts=np.ones(n_items, dtype=np.int64), metadata={"model_version": f"random-{n_items}"},
+    )
+
+
+def _request_arrays(rng: np.random.Generator, n_items: int, n_users: int) -> dict[str, np.ndarray]:
+    seen = rng.choice(n_items, size=min(rng.integers(20, 500), n_items), replace=False)
+    return {
+        contract.USER_ID: np.array([[rng.integers(n_users)]], np.int64),
+        contract.AGE_BUCKET: np.array([[2]], np.int64),
+        contract.COUNTRY: np.array([[contract.country_code("DE")]], np.int64),
+        contract.INTERACTION_COUNT: np.array([[len(seen)]], np.int64),
+        contract.RECENT_ITEMS: np.array([contract.pad_items(seen[:20].tolist(), contract.RECENT_ITEMS_LEN)], np.int64),
+        contract.SEEN_ITEMS: np.array([contract.pad_items(seen.tolist(), contract.MAX_SEEN_ITEMS)], np.int64),
+        contract.K: np.array([[20]], np.int32),
+    }
+
+
+async def _load(url: str, *, concurrency: int, duration: float, n_items: int, n_users: int) -> dict[str, float]:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    rng = np.random.default_rng(concurrency)
+    pool = [_request_arrays(rng, n_items, n_users) for _ in range(64)]
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        i = w
+        while time.perf_counter() < stop:
+            arrays = pool[i % len(pool)]
+            i += concurrency
+            inputs = []
+            for spec in contract.INPUTS:
+                t = grpcclient.InferInput(spec.name, list(arrays[spec.name].shape), spec.dtype)
+                t.set_data_from_numpy(arrays[spec.name])
+                inputs.append(t)
+            started = time.perf_counter()
+            try:
+                await client.infer(contract.MODEL_NAME, inputs)
+            except Exception:  # noqa: BLE001 - a benchmark counts failures, whatever they are
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    # warm-up, then measure
+    stop = time.perf_counter() + 1.0
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    latencies.clear()
+    started = time.perf_counter()
+    stop = started + duration
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    lat = np.array(latencies) * 1000.0
+    return {
+        "concurrency": concurrency,
+        "requests": len(lat),
+        "errors": errors,
+        "throughput": len(lat) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+    }
+
+
+def bench_triton(trained: Any, *, label: str, duration: float, workdir: Path) -> list[dict[str, Any]]:
+    """Export ``trained`` into a scratch repository, serve it, load it at each concurrency."""
+    from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
+    from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY, TritonProcess, TritonSettings
+
+    slug = "".join(ch if ch.isalnum() else "-" for ch in label)  # the stub's command line is not quoted
+    repo = workdir / f"repo-{slug}"
+    model_dir(repo).mkdir(parents=True)
+    shutil.copy(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME)
+    export_to_triton(trained, repository=repo)
+    settings = TritonSettings(
+        model_repository=repo, backends_dir=workdir / "backends", http_port=0, grpc_port=0, metrics_port=0,
+        otlp_endpoint=None,
+    )
+    server = TritonProcess(settings, log_path=workdir / f"triton-{slug}.log")
+    rows = []
+    with server:
+        server.wait_ready(timeout=240)
+        for c in CONCURRENCY:
+            row = asyncio.run(
+                _load(server.grpc_url, concurrency=c, duration=duration, n_items=len(trained.item_ids), n_users=len(trained.user_vocab))
+            )
+            row["catalogue"] = label
+            rows.append(row)
+            logger.info("triton %s: %s", label, row)
+    return rows
+
+
+def bench_training(*, workdir: Path, rows: int, batch_size: int) -> list[dict[str, Any]]:
+    """samples/s of one epoch, single process and 2-process DDP, on a sample of demo interactions."""
+    from cascade.data.synthetic import generate
+    from cascade.procs import free_port
+    from two_tower.pipeline import train_in_memory
+    from two_tower.train import TrainParams
+
+    ds = generate(scale="demo", seed=42)
+    sample = ds.interactions.sample(n=min(rows, len(ds.interactions)), random_state=0).reset_index(drop=True)
+    path = workdir / "train.parquet"
+    sample.to_parquet(path)
+    params = TrainParams(epochs=1, batch_size=batch_size, progress=False, threads=1, device="cpu")
+    single = train_in_memory(sample, params=params, users=ds.users, items=ds.items)
+    out = [{"mode": "1 process (1 thread)", "samples_per_s": single.metadata["samples_per_second"], "rows": len(sample)}]
+    dump = workdir / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", f"--master_port={free_port()}",
+        "-m", "two_tower.ddp", "--interactions", str(path), "--epochs", "1", "--batch-size", str(batch_size),
+        "--dump-dir", str(dump),
+    ]
+    env = dict(os.environ, CASCADE_HOME=str(workdir / "home"), OMP_NUM_THREADS="1", CASCADE_LOG_LEVEL="WARNING")
+    subprocess.run(cmd, env=env, check=True, timeout=1800, capture_output=True)
+    total = sum(json.loads((dump / f"rank{r}.json").read_text())["samples_per_second"] for r in range(2))
+    out.append({"mode": "2-process DDP (gloo)", "samples_per_s": total, "rows": len(sample)})
+    return out
+
+
+def _trained_demo(layout: Layout) -> tuple[Any, str]:
+    from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
+
+    try:
+        return load_two_tower_artifact(latest_dir(layout.artifacts_dir)), "demo (trained)"
+    except (ArtifactError, OSError) as exc:
+        logger.info("no trained artifact (%s): random demo-shaped model", exc)
+        return random_trained(3_000), "demo-shape (random)"
+
+
+def format_tables(triton_rows: list[dict[str, Any]], train_rows: list[dict[str, Any]], report: str | None) -> str:
+    """The benchmark's markdown output."""
+    lines = ["## Triton (two_tower, CPU instance, gRPC aio client, k=20)", "",
+             "| catalogue | concurrency | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for r in triton_rows:
+        lines.append(
+            f"| {r['catalogue']} | {r['concurrency']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+        )
+    lines += ["", "## Two-Tower training throughput (CPU)", "", "| mode | samples/s | rows |", "|---|---:|---:|"]
+    for r in train_rows:
+        lines.append(f"| {r['mode']} | {r['samples_per_s']:.0f} | {r['rows']} |")
+    lines += ["", "## Evaluation (demo)", "", report or "no report yet: run `cascade evaluate --models popular,als,two_tower`"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the tables."""
+    parser = argparse.ArgumentParser(description="Two-Tower Triton and training benchmark")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per concurrency level")
+    parser.add_argument("--large-items", type=int, default=100_000)
+    parser.add_argument("--train-rows", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    layout = Layout.from_env()
+    workdir = Path(tempfile.mkdtemp(prefix="two-tower-bench-"))
+    try:
+        demo, label = _trained_demo(layout)
+        triton_rows = bench_triton(demo, label=label, duration=args.duration, workdir=workdir)
+        triton_rows += bench_triton(
+            random_trained(args.large_items), label=f"{args.large_items // 1000}K items (random)", duration=args.duration, workdir=workdir
+        )
+        train_rows = [] if args.skip_training else bench_training(workdir=workdir, rows=args.train_rows, batch_size=args.batch_size)
+        report_path = layout.reports_dir / "demo" / "report.md"
+        report = report_path.read_text() if report_path.is_file() else None
+        print(format_tables(triton_rows, train_rows, report))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
