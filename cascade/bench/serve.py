@@ -1,0 +1,312 @@
+"""``make bench-serve``: the serving benchmark on a real local stack, in one run.
+
+1. ``cascade up`` (``python -m cascade.stack``) on free ports at the chosen scale (default
+   ``demo``): Triton, the MF service and the gateway; data and models are built when missing.
+2. A second gateway with ``GATEWAY_BREAKER_FORCE_OPEN=true`` (row d: features + ALS).
+3. ``gateway.bench.bench_serve``: (a) direct Triton, (b) the gateway's primary path at several
+   concurrencies (wrk when installed), (c) the MF service alone, (d) the breaker held open,
+   plus the Feast online read.
+4. Everything is stopped; then ``fallback_mf.service_bench.bench_service``: the MF service
+   alone, open loop at 500 requests/s.
+
+Targets (issue 4): the gateway adds at most 3 ms at p50 over the sum of its upstream calls; it
+serves at least 500 requests/s at p99 <= 50 ms; the MF service has p99 <= 10 ms at 500 req/s.
+
+    python -m cascade.bench.serve --scale demo --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cascade.bench.table import machine_footer, markdown_table, met, reports_dir, write_report
+from cascade.paths import Layout
+from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
+
+logger = logging.getLogger(__name__)
+
+OVERHEAD_TARGET_MS, RPS_TARGET, P99_TARGET_MS, MF_P99_TARGET_MS = 3.0, 500.0, 50.0, 10.0
+
+
+def _wait_ready(urls: dict[str, str], procs: list[ManagedProcess], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = dict(urls)
+    while pending:
+        pending = {name: url for name, url in pending.items() if not http_ok(url)}
+        for proc in procs:
+            if not proc.running():
+                raise ProcessError(f"{proc.name} exited before ready:\n{proc.log_tail()}")
+        if pending and time.monotonic() > deadline:
+            raise ProcessError(f"not ready after {timeout_s:.0f} s: {sorted(pending)}")
+        time.sleep(1.0)
+
+
+def run_stack_bench(
+    *,
+    scale: str,
+    duration_s: float,
+    concurrencies: tuple[int, ...],
+    users: range,
+    ready_timeout_s: float,
+    log_dir: Path,
+    model_repository: Path | None = None,
+) -> dict[str, Any]:
+    """Start the stack and the breaker-open gateway, run ``bench_serve``, stop everything."""
+    from gateway.bench import bench_serve
+
+    host = "127.0.0.1"
+    ports = {n: free_port() for n in ("gw", "mf", "th", "tg", "tm", "open")}
+    # No API keys on the benchmark's own stack: auth is not what is measured here.
+    env = dict(os.environ, GATEWAY_AUTH_ENABLED="false")
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # no collector here: do not time failed exports
+    layout = Layout.from_env()
+    stack = ManagedProcess(
+        "cascade-up",
+        [
+            sys.executable,
+            "-m",
+            "cascade.stack",
+            "--scale",
+            scale,
+            "--gateway-port",
+            str(ports["gw"]),
+            "--mf-port",
+            str(ports["mf"]),
+            "--triton-http-port",
+            str(ports["th"]),
+            "--triton-grpc-port",
+            str(ports["tg"]),
+            "--triton-metrics-port",
+            str(ports["tm"]),
+            *(["--model-repository", str(model_repository)] if model_repository else []),
+        ],
+        log_path=log_dir / "serve-stack.log",
+        env=env,
+    )
+    open_env = dict(
+        env,
+        CASCADE_HOME=str(layout.home),
+        OPENBLAS_NUM_THREADS="1",
+        GATEWAY_HOST=host,
+        GATEWAY_PORT=str(ports["open"]),
+        GATEWAY_DATASET=scale,
+        GATEWAY_MF_URL=f"http://{host}:{ports['mf']}",
+        GATEWAY_ARTIFACTS_DIR=str(layout.artifacts_dir),
+        GATEWAY_TRITON_URL=f"{host}:{ports['tg']}",
+        GATEWAY_BREAKER_FORCE_OPEN="true",
+    )
+    open_gw = ManagedProcess(
+        "gateway-open",
+        [sys.executable, "-m", "gateway"],
+        log_path=log_dir / "serve-gateway-open.log",
+        env=open_env,
+    )
+    gw, mf = f"http://{host}:{ports['gw']}", f"http://{host}:{ports['mf']}"
+    try:
+        stack.start()
+        logger.info("bench-serve: starting the %s stack (log %s)", scale, stack.log_path)
+        _wait_ready(
+            {
+                "gateway": gw + "/readyz",
+                "mf": mf + "/readyz",
+                "triton": f"http://{host}:{ports['th']}/v2/models/two_tower/ready",
+            },
+            [stack],
+            timeout_s=ready_timeout_s,
+        )
+        open_gw.start()
+        _wait_ready(
+            {"gateway-open": f"http://{host}:{ports['open']}/readyz"}, [open_gw], timeout_s=120
+        )
+        logger.info("bench-serve: stack ready; measuring (%s s per row)", duration_s)
+        return asyncio.run(
+            bench_serve(
+                gateway_url=gw,
+                triton_url=f"{host}:{ports['tg']}",
+                mf_url=mf,
+                open_gateway_url=f"http://{host}:{ports['open']}",
+                dataset=scale,
+                users=users,
+                concurrencies=concurrencies,
+                duration_s=duration_s,
+                p99_target_ms=P99_TARGET_MS,
+            )
+        )
+    finally:
+        if open_gw.proc is not None:
+            open_gw.stop(grace=15)
+        if stack.proc is not None:
+            stack.stop(grace=60)  # `cascade up` stops its children on SIGTERM
+
+
+def targets(serve: dict[str, Any] | None, mf: dict[str, Any] | None) -> list[list[object]]:
+    """Rows ``[target, measured, goal, met]`` for the issue's serving targets."""
+    s: dict[str, Any] = (serve or {}).get("summary", {})
+    overhead = s.get("gateway_overhead_p50_ms")
+    server_overhead = s.get("server_side_overhead_mean_ms")
+    best = s.get("best_rps_at_p99_target")
+    mf_p99 = mf.get("p99_ms") if mf else None
+    return [
+        [
+            "gateway p50 over (Feast read p50 + Triton p50), concurrency 1",
+            overhead,
+            f"<= {OVERHEAD_TARGET_MS:g} ms",
+            met(overhead, OVERHEAD_TARGET_MS),
+        ],
+        [
+            "gateway own time, server-side mean (request - features - primary)",
+            server_overhead,
+            f"<= {OVERHEAD_TARGET_MS:g} ms",
+            met(server_overhead, OVERHEAD_TARGET_MS),
+        ],
+        [
+            f"gateway highest req/s with p99 <= {P99_TARGET_MS:g} ms "
+            f"(at concurrency {s.get('best_concurrency')})",
+            best,
+            f">= {RPS_TARGET:g} req/s",
+            met(best, RPS_TARGET, below=False),
+        ],
+        [
+            f"MF service p99 at {mf['target_rate']:.0f} req/s open loop"
+            if mf
+            else "MF service p99",
+            mf_p99,
+            f"<= {MF_P99_TARGET_MS:g} ms",
+            met(mf_p99, MF_P99_TARGET_MS),
+        ],
+    ]
+
+
+def render(serve: dict[str, Any] | None, mf: dict[str, Any] | None, *, notes: list[str]) -> str:
+    """The markdown report: bench_serve's table, the MF service row, the targets."""
+    from gateway.bench import format_table
+
+    parts = ["## Serving benchmark"]
+    if serve:
+        parts.append(format_table(serve))
+    if mf:
+        parts.append(
+            markdown_table(
+                [
+                    "MF service alone",
+                    "items",
+                    "target req/s",
+                    "achieved req/s",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "errors",
+                    "server CPU ms/req",
+                ],
+                [
+                    [
+                        "fallback_mf (open loop)",
+                        mf["n_items"],
+                        mf["target_rate"],
+                        mf["achieved_rate"],
+                        mf["p50_ms"],
+                        mf["p90_ms"],
+                        mf["p99_ms"],
+                        mf["max_ms"],
+                        mf["errors"],
+                        mf["server_cpu_ms_per_request"],
+                    ]
+                ],
+            )
+        )
+    parts.append(
+        "### Targets\n\n"
+        + markdown_table(["target", "measured", "goal", "met"], targets(serve, mf))
+    )
+    parts += notes
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run both benchmarks, print the report and write it."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="demo", choices=("tiny", "demo", "large"))
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured row")
+    parser.add_argument("--concurrencies", default="1,2,4,8,16")
+    parser.add_argument("--users", type=int, default=2000, help="user ids 0..N-1 are requested")
+    parser.add_argument("--mf-rate", type=float, default=500.0)
+    parser.add_argument("--mf-duration", type=float, default=20.0)
+    parser.add_argument("--ready-timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--model-repository", type=Path, help="Triton model repository (default: triton_models/)"
+    )
+    parser.add_argument("--skip-stack", action="store_true", help="only the MF service bench")
+    parser.add_argument("--name", default="serve", help="report file name")
+    args = parser.parse_args(argv)
+    try:
+        concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
+    except ValueError:
+        parser.error(f"--concurrencies must be a comma list of integers: {args.concurrencies!r}")
+    if args.users < 1 or args.duration <= 0 or not concurrencies or min(concurrencies) < 1:
+        parser.error("--users, --duration and every concurrency must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # httpx logs every request at INFO: that would cost the load generator CPU per request.
+    for noisy in ("httpx", "httpcore", "feast"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from fallback_mf.service_bench import bench_service
+
+    # The Feast read row runs in this process: the same online store as the stack's.
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    load = os.getloadavg()
+    serve: dict[str, Any] | None = None
+    errors: list[str] = []
+    if not args.skip_stack:
+        try:
+            serve = run_stack_bench(
+                scale=args.scale,
+                duration_s=args.duration,
+                concurrencies=concurrencies,
+                users=range(args.users),
+                ready_timeout_s=args.ready_timeout,
+                log_dir=reports_dir(),
+                model_repository=args.model_repository,
+            )
+        except Exception as exc:  # a harness: report what failed, still run the MF bench
+            errors.append(f"stack benchmark failed: {type(exc).__name__}: {exc}")
+            logger.exception("stack benchmark failed")
+    logger.info("bench-serve: MF service alone at %s req/s", args.mf_rate)
+    mf = asdict(bench_service(rate=args.mf_rate, duration_s=args.mf_duration))
+    notes = [
+        f"Scale {args.scale}; closed loop, {args.duration:g} s per row after a warm-up; "
+        f"users 0..{args.users - 1}; load generator ({'wrk' if shutil.which('wrk') else 'httpx'}) "
+        "on the same CPUs as Redis, Triton, the MF service and both gateways. The MF-alone "
+        f"row is an open loop at {args.mf_rate:g} req/s for {args.mf_duration:g} s on a random "
+        "demo-size artifact, after the stack is stopped.",
+        *[f"**{e}**" for e in errors],
+        machine_footer(load_before=load),
+    ]
+    markdown = render(serve, mf, notes=notes)
+    print(markdown)
+    md, js = write_report(
+        args.name,
+        markdown=markdown,
+        data={
+            "serve": serve,
+            "mf_service": mf,
+            "errors": errors,
+            "load_before": load,
+            "load_after": os.getloadavg(),
+            "args": vars(args),
+        },
+    )
+    print(f"\nwritten: {md}, {js}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
