@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Annotated
 
 import typer
 
@@ -75,8 +76,10 @@ def train_two_tower(
 
 
 def export_two_tower(
-    repository: Path = typer.Option(_DEFAULT_REPOSITORY, help="Triton model repository."),
-    artifact: Path | None = typer.Option(None, help="Artifact folder; default: the `latest` Two-Tower artifact."),
+    repository: Annotated[Path, typer.Option(help="Triton model repository.")] = _DEFAULT_REPOSITORY,
+    artifact: Annotated[
+        Path | None, typer.Option(help="Artifact folder; default: the `latest` Two-Tower artifact.")
+    ] = None,
     keep: int = typer.Option(2, min=1, help="Versions to keep (also the config's version_policy)."),
 ) -> None:
     """Export a trained Two-Tower artifact as a new Triton model version; keep the newest N."""
@@ -93,7 +96,7 @@ def export_two_tower(
 
 
 def serve_triton(
-    repository: Path = typer.Option(_DEFAULT_REPOSITORY, help="Triton model repository."),
+    repository: Annotated[Path, typer.Option(help="Triton model repository.")] = _DEFAULT_REPOSITORY,
     http_port: int = typer.Option(8000, min=0, help="KServe v2 HTTP port (0: a free one)."),
     grpc_port: int = typer.Option(8001, min=0, help="KServe v2 gRPC port (0: a free one)."),
     metrics_port: int = typer.Option(8002, min=0, help="Prometheus metrics port (0: a free one)."),

@@ -86,7 +86,8 @@ class TrainingSet:
 
 def _ints(values: pd.Series | np.ndarray, missing: int) -> np.ndarray:
     series = pd.Series(values)
-    return series.astype("Float64").fillna(missing).to_numpy(dtype=np.int64)
+    out: np.ndarray = series.astype("Float64").fillna(missing).to_numpy(dtype=np.int64)
+    return out
 
 
 def pad_lists(lists: pd.Series | np.ndarray | list[object], length: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,10 @@ def _shard(world: int, rank: int, seed: int) -> Callable[[int, int], np.ndarray]
     from torch.utils.data import DistributedSampler
 
     def shard(epoch: int, n: int) -> np.ndarray:
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        rows: Any = range(n)  # DistributedSampler only needs len()
+        sampler: DistributedSampler[int] = DistributedSampler(
+            rows, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
         sampler.set_epoch(epoch)
         return np.fromiter(iter(sampler), dtype=np.int64)
 

@@ -85,7 +85,7 @@ def script_user_tower(trained: TrainedTwoTower, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
         scripted = torch.jit.script(tower)
-        scripted.save(str(path))
+        scripted.save(str(path))  # type: ignore[no-untyped-call]
 
 
 def export_to_triton(

@@ -97,6 +97,10 @@ def _bucket(values: Tensor, n_rows: int) -> Tensor:
 class UserTower(nn.Module):
     """User features to an L2-normalised vector. Scripted as-is for Triton."""
 
+    user_vocab: Tensor
+    item_vocab: Tensor
+    country_vocab: Tensor
+
     def __init__(
         self,
         cfg: TwoTowerConfig,
@@ -153,11 +157,14 @@ class UserTower(nn.Module):
         """Mean item-id embedding of the known items in each row (zeros for none)."""
         index = lookup(self.item_vocab, items.contiguous())
         mask = (index > 0).to(torch.float32).unsqueeze(-1)
-        return (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled: Tensor = (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return pooled
 
 
 class ItemTower(nn.Module):
     """Item features to an L2-normalised vector."""
+
+    item_vocab: Tensor
 
     def __init__(self, cfg: TwoTowerConfig, item_vocab: Tensor, item_embedding: nn.Embedding) -> None:
         super().__init__()

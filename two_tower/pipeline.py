@@ -30,7 +30,14 @@ import pandas as pd
 from cascade.data.schema import ITEM_ID, TIMESTAMP, USER_ID
 from cascade.evaluation.split import SplitParams
 from cascade.paths import Layout
-from two_tower.data import ItemRows, TrainingSet, item_catalogue, item_rows, training_set, user_table
+from two_tower.data import (
+    ItemRows,
+    TrainingSet,
+    item_catalogue,
+    item_rows,
+    training_set,
+    user_table,
+)
 from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
 from two_tower.train import FitHooks, TrainParams
 
@@ -92,7 +99,7 @@ def feast_training_frame(*, layout: Layout, dataset: str, interactions: pd.DataF
     store = open_store(layout=layout, dataset=dataset)
     try:
         store.get_feature_service(names.TWO_TOWER_SERVICE)
-    except Exception:  # noqa: BLE001 - Feast raises its own not-found types; apply fixes them all
+    except Exception:
         logger.info("feature service %s not registered for %s: applying definitions", names.TWO_TOWER_SERVICE, dataset)
         apply(layout=layout, dataset=dataset)
         store = open_store(layout=layout, dataset=dataset)

@@ -136,13 +136,13 @@ class TwoTowerRecommender:
         known = np.flatnonzero(pos >= 0)
         if len(known):
             scores = self.scores(self.rows.take(pos[known]))
-            self._mask(scores, users[known], None if exclude is None else [exclude[i] for i in known])
+            self._mask(scores, users[known], None if exclude is None else [exclude[int(i)] for i in known])
             idx, best = top_k(scores, k)
             out_items[known] = np.where(idx >= 0, self.item_ids[np.maximum(idx, 0)], PAD_ITEM)
             out_scores[known] = best
         cold = np.flatnonzero(pos < 0)
         if len(cold):
-            ex = None if exclude is None else [exclude[i] for i in cold]
+            ex = None if exclude is None else [exclude[int(i)] for i in cold]
             out_items[cold], out_scores[cold] = self.popular.recommend(users[cold], k=k, exclude=ex)
         return out_items, out_scores
 
@@ -164,7 +164,13 @@ def load_two_tower(*, layout: Layout, dataset: ModelData) -> TwoTowerRecommender
     """
     from cascade.data.dataset import read_dataset
     from cascade.evaluation.models import ModelUnavailable
-    from two_tower.artifacts import ArtifactError, latest_dir, list_versions, load_two_tower_artifact, read_metadata
+    from two_tower.artifacts import (
+        ArtifactError,
+        latest_dir,
+        list_versions,
+        load_two_tower_artifact,
+        read_metadata,
+    )
 
     candidates = list_versions(layout.artifacts_dir)
     try:

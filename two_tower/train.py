@@ -174,7 +174,7 @@ def fit(
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(params.seed)
     log_q = torch.from_numpy(item_log_q(training, model.user_tower.item_vocab.cpu().numpy())).to(device)
-    item_vocab = model.user_tower.item_vocab
+    item_vocab: Tensor = model.user_tower.item_vocab
     user_arrays, item_arrays = training.users.as_dict(), training.items.as_dict()
     cat_arrays = catalogue.as_dict() if catalogue is not None else None
     net = wrap(model) if wrap is not None else model
@@ -200,7 +200,7 @@ def fit(
                 negatives = _to_tensors(cat_arrays, pick, device)
             loss = batch_loss(net, users, items, item_index, log_q, params, negatives)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += float(loss.detach())
             seen_rows += len(index)

@@ -108,7 +108,7 @@ def test_served_top_k_equals_offline_top_k(client, offline):
 
 def test_per_row_k_pads_and_seen_items_are_excluded(client, offline):
     module, c = client
-    rec, state = offline
+    _, state = offline
     users = state["user_id"].to_numpy()[:2]
     arrays = _wire_rows(state, users)
     arrays[contract.K] = np.array([[3], [K]], np.int32)

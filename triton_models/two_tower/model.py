@@ -168,7 +168,7 @@ class TritonPythonModel:
                 start += n
         responses = []
         it = iter(results)
-        for p, err in zip(parsed, errors):
+        for p, err in zip(parsed, errors, strict=True):
             if p is None:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_invalid_arg(err)))
                 continue
