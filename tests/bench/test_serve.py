@@ -1,0 +1,73 @@
+"""bench-serve: targets and report from known figures, argument errors.
+
+A real run starts Triton, the MF service and two gateways and trains the models when missing
+(minutes here), so it is exercised by ``make bench-serve``, not by the test suite; the pieces it
+drives (``gateway.bench``, ``fallback_mf.service_bench``, ``cascade.stack``) have their own tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cascade.bench import serve
+
+SERVE = {
+    "rows": [
+        {
+            "target": "triton direct (gRPC)",
+            "concurrency": 1,
+            "requests": 100,
+            "errors": 0,
+            "rps": 100.0,
+            "p50_ms": 4.0,
+            "p99_ms": 9.0,
+            "served_by": "triton 100%",
+        },
+    ],
+    "summary": {
+        "best_rps_at_p99_target": 620.0,
+        "best_concurrency": 8,
+        "p99_target_ms": 50.0,
+        "gateway_overhead_p50_ms": 3.5,
+        "server_side_overhead_mean_ms": 1.2,
+    },
+}
+MF = {
+    "target_rate": 500.0,
+    "achieved_rate": 499.0,
+    "n_items": 3000,
+    "p50_ms": 1.0,
+    "p90_ms": 2.0,
+    "p99_ms": 8.0,
+    "max_ms": 20.0,
+    "errors": 0,
+    "server_cpu_ms_per_request": 0.9,
+    "requests": 10_000,
+}
+
+
+def test_targets_are_judged() -> None:
+    rows = {r[0]: r for r in serve.targets(SERVE, MF)}
+    met = [r[3] for r in rows.values()]
+    assert met == ["NO", "yes", "yes", "yes"]
+    assert "at concurrency 8" in list(rows)[2]
+
+
+def test_targets_without_measurements() -> None:
+    assert [r[3] for r in serve.targets(None, None)] == ["-", "-", "-", "-"]
+
+
+def test_render_has_every_section() -> None:
+    text = serve.render(SERVE, MF, notes=["_footer_"])
+    assert "| triton direct (gRPC) | 1 |" in text
+    assert "| fallback_mf (open loop) | 3,000 | 500 |" in text
+    assert "### Targets" in text and text.endswith("_footer_")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--concurrencies", "1,x"], ["--concurrencies", "0"], ["--users", "0"]]
+)
+def test_bad_arguments_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve.main(argv)
+    assert exc.value.code == 2
