@@ -38,7 +38,9 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def proxied(mode=None, **kwargs) -> AsyncIterator[FaultProxy]:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    proxy = await FaultProxy(target_host="127.0.0.1", target_port=port, mode=mode, seed=1, **kwargs).start()
+    proxy = await FaultProxy(
+        target_host="127.0.0.1", target_port=port, mode=mode, seed=1, **kwargs
+    ).start()
     try:
         yield proxy
     finally:
@@ -47,7 +49,9 @@ async def proxied(mode=None, **kwargs) -> AsyncIterator[FaultProxy]:
         await server.wait_closed()
 
 
-async def roundtrip(proxy: FaultProxy, payload: bytes = b"ping", *, timeout: float = 2.0) -> tuple[bytes, float]:
+async def roundtrip(
+    proxy: FaultProxy, payload: bytes = b"ping", *, timeout: float = 2.0
+) -> tuple[bytes, float]:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     started = time.monotonic()
     try:
@@ -151,7 +155,12 @@ def test_dead_upstream_resets_the_client() -> None:
 
 
 def _frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([ftype, flags])
+        + struct.pack(">I", stream)
+        + payload
+    )
 
 
 def test_grpc_corrupter_flags_the_first_message_of_chosen_streams_only() -> None:

@@ -21,10 +21,12 @@ from cascade.drills.report import (
 PCT = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
 STATS_HEAD = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
-    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s," + ",".join(PCT)
+    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+    + ",".join(PCT)
 )
 HIST_HEAD = (
-    "Timestamp,User Count,Type,Name,Requests/s,Failures/s," + ",".join(PCT)
+    "Timestamp,User Count,Type,Name,Requests/s,Failures/s,"
+    + ",".join(PCT)
     + ",Total Request Count,Total Failure Count,Total Median Response Time,"
     "Total Average Response Time,Total Min Response Time,Total Max Response Time,Total Average Content Size"
 )
@@ -93,13 +95,21 @@ def test_loadtest_report_writes_plots_and_summary(csvs: Path, tmp_path: Path) ->
 
 
 def test_loadtest_report_says_which_csv_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="locust_stats.csv"):
+    with pytest.raises(FileNotFoundError, match=r"locust_stats\.csv"):
         loadtest_report(csv_prefix=tmp_path / "locust", out_dir=tmp_path)
 
 
 def _results() -> list[DrillResult]:
-    ok = DrillResult("D1", "Triton SIGKILL", [Check("non-2xx", "0", "<= 0", True), Check("p99", "80 ms", "<= 250 ms", True, True)])
-    bad = DrillResult("D7", "spike", [Check("shed", "0.0%", "<= 30%", True), Check("p99", "900 ms", "<= 500 ms", False, True)])
+    ok = DrillResult(
+        "D1",
+        "Triton SIGKILL",
+        [Check("non-2xx", "0", "<= 0", True), Check("p99", "80 ms", "<= 250 ms", True, True)],
+    )
+    bad = DrillResult(
+        "D7",
+        "spike",
+        [Check("shed", "0.0%", "<= 30%", True), Check("p99", "900 ms", "<= 500 ms", False, True)],
+    )
     bad.samples = [Sample(0.5, 0.01, 200, "two_tower", "", "GET")]
     bad.figures["sent_rps"] = 123.4
     bad.notes.append("the gateway does not shed")
@@ -121,4 +131,6 @@ def test_write_drill_report(tmp_path: Path) -> None:
     assert path.read_text().startswith("# Cascade fault drills")
     payload = json.loads((tmp_path / "results.json").read_text())
     assert [r["passed"] for r in payload] == [True, False] and "samples" not in payload[1]
-    assert (tmp_path / "D7_samples.csv").read_text().splitlines()[1] == "0.5000,10.00,200,two_tower,,GET"
+    assert (tmp_path / "D7_samples.csv").read_text().splitlines()[
+        1
+    ] == "0.5000,10.00,200,two_tower,,GET"
