@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cascade.bench import offline
 
-GEN = {
+GEN: dict[str, Any] = {
     "users": 1_000_000,
     "items": 100_000,
     "interactions": 20_000_000,
@@ -19,7 +20,7 @@ GEN = {
     "cpu_s": 150.0,
     "peak_rss_mb": 9000.0,
 }
-ALS = {
+ALS: dict[str, Any] = {
     "iterations": 15,
     "factors": 64,
     "seconds": 200.0,
@@ -29,7 +30,7 @@ ALS = {
     "users": 1_000_000,
     "items": 100_000,
 }
-MAT = {
+MAT: dict[str, Any] = {
     "rows": 2_000_000,
     "redis_keys": 1_000_000,
     "seconds": 300.0,
@@ -39,7 +40,7 @@ MAT = {
     "bytes_per_key": 293.6,
     "per_view": {"user_profile": {"engine": "direct"}},
 }
-EVAL = {
+EVAL: dict[str, Any] = {
     "seconds": 10.0,
     "peak_rss_mb": 500.0,
     "users_evaluated": 20_000,
@@ -49,7 +50,7 @@ EVAL = {
 
 
 def test_render_judges_the_large_targets() -> None:
-    results = {
+    results: dict[str, dict[str, dict[str, Any]]] = {
         "demo": {"evaluation": EVAL, "materialize": {"error": "exit 1: no Redis"}},
         "large": {"generate": GEN, "materialize": MAT, "als_train": ALS},
     }
@@ -81,9 +82,10 @@ def test_steps_on_tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert als["iterations"] == 15 and als["factors"] == 64 and als["seconds"] > 0
     ev = offline.step("tiny", "evaluation", timeout_s=120)
     assert set(ev["recall@20"]) == {"popular", "als"}
-    assert "tiny" in offline.render(
-        {"tiny": {"generate": gen, "als_train": als, "evaluation": ev}}, footer=""
-    )
+    tiny: dict[str, dict[str, dict[str, Any]]] = {
+        "tiny": {"generate": gen, "als_train": als, "evaluation": ev}
+    }
+    assert "tiny" in offline.render(tiny, footer="")
 
 
 @pytest.mark.integration

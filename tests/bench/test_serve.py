@@ -7,11 +7,13 @@ drives (``gateway.bench``, ``fallback_mf.service_bench``, ``cascade.stack``) hav
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cascade.bench import serve
 
-SERVE = {
+SERVE: dict[str, Any] = {
     "rows": [
         {
             "target": "triton direct (gRPC)",
@@ -32,7 +34,7 @@ SERVE = {
         "server_side_overhead_mean_ms": 1.2,
     },
 }
-MF = {
+MF: dict[str, Any] = {
     "target_rate": 500.0,
     "achieved_rate": 499.0,
     "n_items": 3000,
@@ -47,7 +49,7 @@ MF = {
 
 
 def test_targets_are_judged() -> None:
-    rows = {r[0]: r for r in serve.targets(SERVE, MF)}
+    rows = {str(r[0]): r for r in serve.targets(SERVE, MF)}
     met = [r[3] for r in rows.values()]
     assert met == ["NO", "yes", "yes", "yes"]
     assert "at concurrency 8" in list(rows)[2]
