@@ -32,6 +32,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +42,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ANONYMOUS, API_KEY_HEADER, Authenticator, JwtConfig, JwtVerifier, Principal
-from gateway.keys import KeyFileError, KeyRing
+from gateway.keys import KeyFileError, KeyRing, parse_key_id
 from gateway.limits import SecurityMetrics, send_error
 from gateway.ratelimit import RateLimiter
 
@@ -102,6 +103,7 @@ class SecurityLayer:
         self.metrics = metrics
         self.authenticator = Authenticator(keyring=config.keyring, jwt=config.jwt)
         self._watcher: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()
         self.count_keys()
 
     def count_keys(self) -> None:
@@ -111,6 +113,14 @@ class SecurityLayer:
         revoked = sum(1 for r in records if r.revoked)
         self.metrics.api_keys.labels(state="active").set(len(records) - revoked)
         self.metrics.api_keys.labels(state="revoked").set(revoked)
+
+    def warn_revoked(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Log (once per key id and process) that a revoked key is still in use: a client to chase."""
+        token, _ = Authenticator.credential(headers)
+        key_id = parse_key_id(token or "")
+        if key_id and key_id not in self._warned and len(self._warned) < 10_000:
+            self._warned.add(key_id)
+            logger.warning("revoked API key %s is still being used", key_id)
 
     async def start(self) -> None:
         """Lifespan startup: watch the key file (stat every ``reload_interval_s``, in a thread)."""
@@ -161,6 +171,8 @@ class AuthMiddleware:
         principal, reason = self.security.authenticator.authenticate(scope["headers"])
         if principal is None:
             self.metrics.auth_failures.labels(reason=reason).inc()
+            if reason == "revoked":
+                self.security.warn_revoked(scope["headers"])
             logger.debug("401 (%s) for %s %s", reason, scope["method"], scope["path"])
             await self._unauthorized(scope, send)
             return

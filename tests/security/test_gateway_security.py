@@ -149,6 +149,8 @@ def test_authentication_matrix_one_generic_401(
     assert len(seen_headers) == 1 and next(iter(seen_headers))[0] == 'Bearer realm="cascade"'
     for key in (k.good, k.revoked, unknown):
         assert key not in caplog.text
+    # A revoked key still in use is a client to chase: logged once, by key id.
+    assert caplog.text.count(f"revoked API key {k.revoked_record.key_id} is still being used") == 1
 
 
 def test_unknown_and_upstream_paths_are_not_served(client: AppClient, k: Keys) -> None:
