@@ -1,3 +1,5 @@
+# mypy: disable-error-code="arg-type"
+# (registered buffers read as "Tensor | Module"; TorchScript parses "# type:" comments, so no inline ignores)
 """The Two-Tower network: a user tower and an item tower, L2-normalised, scored by dot product.
 
 Both towers take the data set's own ids and raw feature values and do their own lookups
@@ -97,10 +99,6 @@ def _bucket(values: Tensor, n_rows: int) -> Tensor:
 class UserTower(nn.Module):
     """User features to an L2-normalised vector. Scripted as-is for Triton."""
 
-    user_vocab: Tensor
-    item_vocab: Tensor
-    country_vocab: Tensor
-
     def __init__(
         self,
         cfg: TwoTowerConfig,
@@ -163,8 +161,6 @@ class UserTower(nn.Module):
 
 class ItemTower(nn.Module):
     """Item features to an L2-normalised vector."""
-
-    item_vocab: Tensor
 
     def __init__(self, cfg: TwoTowerConfig, item_vocab: Tensor, item_embedding: nn.Embedding) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -173,8 +173,8 @@ def fit(
     shard, wrap, agree, is_main = hooks.shard, hooks.wrap, hooks.agree, hooks.is_main
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(params.seed)
-    log_q = torch.from_numpy(item_log_q(training, model.user_tower.item_vocab.cpu().numpy())).to(device)
-    item_vocab: Tensor = model.user_tower.item_vocab
+    item_vocab = cast(Tensor, model.user_tower.item_vocab)
+    log_q = torch.from_numpy(item_log_q(training, item_vocab.cpu().numpy())).to(device)
     user_arrays, item_arrays = training.users.as_dict(), training.items.as_dict()
     cat_arrays = catalogue.as_dict() if catalogue is not None else None
     net = wrap(model) if wrap is not None else model
