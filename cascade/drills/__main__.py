@@ -46,7 +46,7 @@ async def run(
 def main(
     only: str = typer.Option("", help="Comma-separated drills to run (default: D1..D8)."),
     scale: str = typer.Option("tiny", help="Synthetic data scale of the drill stack."),
-    rate: float = typer.Option(60.0, help="Load during the drills, requests/s (D7 has its own)."),
+    rate: float = typer.Option(50.0, help="Load during the drills, requests/s (D7 has its own)."),
     quick: bool = typer.Option(False, help="Short durations (the CI plan) for a smoke run."),
     out: str = typer.Option("", help="Report folder (default $CASCADE_HOME/reports/drills)."),
 ) -> None:

@@ -9,12 +9,15 @@ the shortened form the CI test runs (same criteria code).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from cascade.drills import analysis as a
 from cascade.drills.analysis import Check, DrillResult
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 class Plan:
     """Durations (seconds) and rates (requests/s) of the drills."""
 
-    rate: float = 60.0
+    rate: float = 50.0
     baseline_s: float = 8.0
     fault_s: float = 15.0  # D1, D4, D5
     freeze_s: float = 20.0  # D2: SIGSTOP length (the issue's 20 s)
@@ -74,6 +77,8 @@ class Run:
         self.poller = MetricsPoller(url=target.url, t0=self.t0, headers=auth_headers())
         self.marks: dict[str, float] = {}
         self.snapshots: dict[str, dict[str, Series]] = {}
+        self.cpu: dict[str, float | None] = {"start": _cpu_seconds(target.gateway_pid)}
+        self.marks["start"] = 0.0
         self._load: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Run:
@@ -92,7 +97,14 @@ class Run:
 
     def mark(self, name: str) -> float:
         self.marks[name] = self.now()
+        self.cpu[name] = _cpu_seconds(self.target.gateway_pid)
         return self.marks[name]
+
+    def cpu_share(self, start: str, end: str) -> float | None:
+        """The gateway's CPU use between two marks, as a share of one core."""
+        a0, a1 = self.cpu.get(start), self.cpu.get(end)
+        span = self.marks[end] - self.marks[start]
+        return None if a0 is None or a1 is None or span <= 0 else (a1 - a0) / span
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -102,7 +114,13 @@ class Run:
         await asyncio.to_thread(fn)
 
     async def snapshot(self, name: str) -> None:
-        self.snapshots[name] = await self.poller.fetch()
+        """A full metrics reading now (empty when the gateway does not answer within 5 s)."""
+        try:
+            async with httpx.AsyncClient(timeout=5.0, headers=auth_headers()) as client:
+                self.snapshots[name] = await self.poller.fetch(client)
+        except httpx.HTTPError as exc:
+            logger.warning("metrics snapshot %s failed: %r", name, exc)
+            self.snapshots[name] = {}
 
     @property
     def samples(self) -> list[Sample]:
@@ -119,12 +137,27 @@ class Run:
         return None if before is None or after is None else after.opens - before.opens
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 def _base(run: Run, end: float) -> list[Sample]:
     return a.window(run.samples, min(run.target.facts.breaker_wait_s, 1.0), end)
 
 
 def _common(result: DrillResult, run: Run, base: list[Sample], fault: list[Sample]) -> None:
     result.samples, result.marks = run.samples, dict(run.marks)
+    names = list(run.marks)
+    for first, second in itertools.pairwise(names):
+        share = run.cpu_share(first, second)
+        if share is not None:
+            result.figures[f"gateway_cpu_{first}_to_{second}"] = f"{share:.0%}"
     result.figures.update(
         requests=len(a.window(run.samples, 0.0)),
         not_sent=a.not_sent(run.samples),
@@ -526,11 +559,28 @@ async def run_drills(
             results.append(result)
             continue
         if heal:
-            await asyncio.to_thread(target.heal)
+            try:
+                await asyncio.to_thread(target.heal)
+            except Exception as exc:  # the stack could not be healed: this drill cannot run
+                logger.exception("heal before %s failed", name)
+                result = DrillResult(name, DRILLS[name].__doc__ or name)
+                result.checks = [
+                    Check("stack healthy before the drill", repr(exc)[:120], "healthy", False)
+                ]
+                results.append(result)
+                continue
         logger.info("drill %s starting", name)
-        result = await DRILLS[name](target, plan)
+        try:
+            result = await DRILLS[name](target, plan)
+        except Exception as exc:  # a drill that crashes is a failed drill; the others still run
+            logger.exception("drill %s crashed", name)
+            result = DrillResult(name, DRILLS[name].__doc__ or name)
+            result.checks = [Check("drill ran to the end", repr(exc)[:120], "no error", False)]
         logger.info("drill %s: %s", name, "PASS" if result.passed else "FAIL")
         results.append(result)
     if heal:
-        await asyncio.to_thread(target.heal)
+        try:
+            await asyncio.to_thread(target.heal)
+        except Exception:
+            logger.exception("the stack did not heal after the drills")
     return results

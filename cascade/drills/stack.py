@@ -32,7 +32,7 @@ from cascade.drills.proxy import Pass
 from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
 from cascade.paths import Layout
-from cascade.procs import ManagedProcess, ProcessError, free_port
+from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,10 @@ class DrillStack:
         for name in ("redis", "triton", "mf"):
             if not self.procs[name].running():
                 self.restore(name)
+        if not http_ok(f"{self.url}/healthz", timeout=3.0):  # dead or hung: start it again
+            logger.warning("gateway does not answer /healthz: restarting it")
+            self.procs["gateway"].stop(grace=5)
+            self.start_gateway()
         user = self.users[0]
         deadline = time.monotonic() + 90
         with httpx.Client(base_url=self.url, timeout=5) as http:
