@@ -10,8 +10,9 @@
 4. Processes, each in its own process group with its log in ``$CASCADE_HOME/run/<name>.log``:
    ``tritonserver``, ``python -m fallback_mf``, ``python -m gateway``. A child that dies is
    restarted after a backoff (1 s, doubling to 30 s; reset after 60 s up).
-5. Ready: every child's readiness URL answers 200; the URLs and an example ``curl`` are printed,
-   and ``run/stack.json`` records the pids and URLs.
+5. Ready: every child's readiness URL answers 200; the URLs, a fresh development API key
+   (client ``dev``, also in ``run/dev-api-key``; the previous one is revoked) and an example
+   ``curl`` are printed, and ``run/stack.json`` records the pids and URLs.
 6. Ctrl-C / SIGTERM: gateway, MF, then Triton get SIGTERM (SIGKILL after 15 s); ``up`` returns 0.
 """
 
@@ -39,6 +40,9 @@ from cascade.procs import ManagedProcess, ProcessError, http_ok
 logger = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Triton and the MF service are internal: they listen on loopback whatever ``--host`` says, and
+# only the gateway (authenticated) faces the network (docs/security.md).
+INTERNAL_HOST = "127.0.0.1"
 BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 1.0, 30.0, 60.0
 
 
@@ -220,6 +224,7 @@ def _children(
     ports: StackPorts,
     repository: Path,
     with_triton: bool,
+    keys_file: Path | None = None,
 ) -> list[Child]:
     env = dict(os.environ, CASCADE_HOME=str(layout.home), OPENBLAS_NUM_THREADS="1")
     logs = layout.run_dir
@@ -233,13 +238,16 @@ def _children(
                 http_port=ports.triton_http,
                 grpc_port=ports.triton_grpc,
                 metrics_port=ports.triton_metrics,
-                host=host,
+                host=INTERNAL_HOST,
             ),
             log_path=logs / "tritonserver.log",
         )
         children.append(Child(triton, f"http://{triton.http_url}/v2/models/two_tower/ready"))
     mf_env = dict(
-        env, MF_HOST=host, MF_PORT=str(ports.mf), MF_ARTIFACTS_DIR=str(layout.artifacts_dir / "als")
+        env,
+        MF_HOST=INTERNAL_HOST,
+        MF_PORT=str(ports.mf),
+        MF_ARTIFACTS_DIR=str(layout.artifacts_dir / "als"),
     )
     mf = ManagedProcess(
         "fallback_mf",
@@ -247,16 +255,18 @@ def _children(
         log_path=logs / "fallback_mf.log",
         env=mf_env,
     )
-    children.append(Child(mf, f"http://{host}:{ports.mf}/readyz"))
+    children.append(Child(mf, f"http://{INTERNAL_HOST}:{ports.mf}/readyz"))
     gw_env = dict(
         env,
         GATEWAY_HOST=host,
         GATEWAY_PORT=str(ports.gateway),
         GATEWAY_DATASET=dataset,
-        GATEWAY_MF_URL=f"http://{host}:{ports.mf}",
+        GATEWAY_MF_URL=f"http://{INTERNAL_HOST}:{ports.mf}",
         GATEWAY_ARTIFACTS_DIR=str(layout.artifacts_dir),
-        GATEWAY_TRITON_URL=f"{host}:{ports.triton_grpc}" if with_triton else "",
+        GATEWAY_TRITON_URL=f"{INTERNAL_HOST}:{ports.triton_grpc}" if with_triton else "",
     )
+    if keys_file is not None:  # authentication on, with the development key (docs/security.md)
+        gw_env["GATEWAY_API_KEYS_FILE"] = str(keys_file)
     gateway = ManagedProcess(
         "gateway", [sys.executable, "-m", "gateway"], log_path=logs / "gateway.log", env=gw_env
     )
@@ -265,7 +275,13 @@ def _children(
 
 
 def _banner(
-    *, host: str, ports: StackPorts, layout: Layout, redis_url: str | None, with_triton: bool
+    *,
+    host: str,
+    ports: StackPorts,
+    layout: Layout,
+    redis_url: str | None,
+    with_triton: bool,
+    api_key: str | None = None,
 ) -> str:
     gw = f"http://{host}:{ports.gateway}"
     traces = (
@@ -273,7 +289,7 @@ def _banner(
         or "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT)"
     )
     triton = (
-        f"http://{host}:{ports.triton_http} (gRPC {host}:{ports.triton_grpc})"
+        f"http://{INTERNAL_HOST}:{ports.triton_http} (gRPC {INTERNAL_HOST}:{ports.triton_grpc})"
         if with_triton
         else "not started"
     )
@@ -281,14 +297,19 @@ def _banner(
         [
             "Cascade is up.",
             f"  gateway      {gw}  (OpenAPI: {gw}/docs)",
-            f"  MF service   http://{host}:{ports.mf}",
+            f"  MF service   http://{INTERNAL_HOST}:{ports.mf}",
             f"  Triton       {triton}",
             f"  online store {redis_url or 'SQLite (' + str(layout.feast_dir) + ')'}",
             f"  logs         {layout.run_dir}/<name>.log",
-            f"  metrics      {gw}/metrics, http://{host}:{ports.mf}/metrics"
-            + (f", http://{host}:{ports.triton_metrics}/metrics" if with_triton else ""),
+            f"  metrics      {gw}/metrics, http://{INTERNAL_HOST}:{ports.mf}/metrics"
+            + (f", http://{INTERNAL_HOST}:{ports.triton_metrics}/metrics" if with_triton else ""),
             f"  traces       {traces}",
-            f"  try:  curl -s '{gw}/v1/recommendations/42?k=10'",
+            f"  api key      {api_key} (client 'dev', also in {layout.run_dir}/dev-api-key)"
+            if api_key
+            else "  api key      none: authentication is off",
+            f"  try:  curl -s -H 'Authorization: Bearer {api_key}' '{gw}/v1/recommendations/42?k=10'"
+            if api_key
+            else f"  try:  curl -s '{gw}/v1/recommendations/42?k=10'",
             "Ctrl-C stops everything.",
         ]
     )
@@ -329,6 +350,9 @@ def up(
         rematerialize=rematerialize,
     )
     with_triton = with_triton and two_tower_ready
+    from cascade.keys_cli import ensure_dev_key
+
+    keys_file, api_key = ensure_dev_key(layout=layout)
     stop = stop_event or threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -343,6 +367,7 @@ def up(
             ports=ports,
             repository=repository,
             with_triton=with_triton,
+            keys_file=keys_file,
         )
     )
     try:
@@ -366,6 +391,7 @@ def up(
                     layout=layout,
                     redis_url=store_url,
                     with_triton=with_triton,
+                    api_key=api_key,
                 )
             )
         while not stop.wait(0.5):
@@ -404,7 +430,9 @@ def up_command(
     data: str = typer.Option(
         "", help="Data spec instead of the synthetic scale (movielens:PATH, csv:PATH)."
     ),
-    host: str = typer.Option("127.0.0.1", help="Address every service binds to."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address the gateway binds to (Triton and the MF service: loopback only)."
+    ),
     gateway_port: int = typer.Option(8000, envvar="CASCADE_GATEWAY_PORT"),
     mf_port: int = typer.Option(8001, envvar="CASCADE_MF_PORT"),
     triton_http_port: int = typer.Option(8100, envvar="CASCADE_TRITON_HTTP_PORT"),

@@ -81,9 +81,15 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
         assert {"fallback_mf", "gateway"} <= set(state)
         gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
         assert gateway in out.read_text() and "curl" in out.read_text()
+        key = (tmp_path / "home" / "run" / "dev-api-key").read_text().strip()  # the dev key
+        assert f"Authorization: Bearer {key}" in out.read_text()
+        assert httpx.get(f"{gateway}/v1/recommendations/40", timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
         tiers = set()
         for user in range(40, 50):
-            r = httpx.get(f"{gateway}/v1/recommendations/{user}", params={"k": 5}, timeout=10)
+            r = httpx.get(
+                f"{gateway}/v1/recommendations/{user}", params={"k": 5}, headers=auth, timeout=10
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             assert len(body["items"]) == 5 and r.headers["X-Served-By"] == body["served_by"]
