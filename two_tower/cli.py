@@ -35,12 +35,13 @@ def train_two_tower(
         "demo", "--data", "-d", help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH."
     ),
     dim: int = typer.Option(64, min=1, help="Embedding dimension of both towers."),
-    epochs: int = typer.Option(6, min=1, help="Most epochs; early stopping may end sooner."),
+    epochs: int = typer.Option(2, min=1, help="Most epochs; early stopping may end sooner."),
     batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
     lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
     temperature: float = typer.Option(0.05, min=0.0, help="Softmax temperature."),
     uniform_negatives: int = typer.Option(0, min=0, help="Extra uniformly sampled negatives per batch."),
-    patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
+    seen_pool: int = typer.Option(0, min=0, help="Newest seen items mean-pooled into the user tower (0: off)."),
+    patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
     engine: str = typer.Option("asof", help="Point-in-time join: 'asof' (fast) or 'feast' (get_historical_features)."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     threads: int = typer.Option(1, min=0, help="CPU threads for torch; 0: every CPU this process may use."),
@@ -64,7 +65,7 @@ def train_two_tower(
     try:
         params = TrainParams(
             dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
-            uniform_negatives=uniform_negatives, patience=patience, seed=seed, device=device,
+            uniform_negatives=uniform_negatives, seen_pool=seen_pool, patience=patience, seed=seed, device=device,
             threads=threads, progress=progress,
         )
         params.check()

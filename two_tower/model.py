@@ -45,7 +45,7 @@ class TwoTowerConfig:
     dim: int = 64
     hidden: int = 128
     side_dim: int = 16
-    seen_pool: int = 50  # newest seen items mean-pooled into the user tower (0: off)
+    seen_pool: int = 0  # newest seen items mean-pooled into the user tower (0: off)
     user_id_embedding: int = 1  # 0: no per-user parameters (features and history only)
 
     def to_dict(self) -> dict[str, int]:
