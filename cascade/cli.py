@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from cascade import stack
+from cascade import keys_cli, stack
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
@@ -32,6 +32,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(serve_app, name="serve")
+app.add_typer(keys_cli.app, name="keys")
 
 app.command("data")(data_cli.data)
 features_app.command("apply")(features_cli.apply)
