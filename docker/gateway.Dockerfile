@@ -25,7 +25,10 @@ RUN pip install -c requirements.lock '.[gateway]' \
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 cascade \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
-       --shell /usr/sbin/nologin cascade
+       --shell /usr/sbin/nologin cascade \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/cascade /var/lib/cascade-keys
+# The mount points of the named volumes (data; API keys) exist, owned by the service user: an
+# empty named volume takes its ownership from the image (else root-owned, unwritable for 10001).
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY cascade/ cascade/

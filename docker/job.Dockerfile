@@ -37,7 +37,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 cascade \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
-       --shell /usr/sbin/nologin cascade
+       --shell /usr/sbin/nologin cascade \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/cascade /var/lib/cascade-keys
+# The mount points of the named volumes (data; API keys) exist, owned by the service user: an
+# empty named volume takes its ownership from the image (else root-owned, unwritable for 10001).
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY cascade/ cascade/
@@ -45,7 +48,8 @@ COPY gateway/ gateway/
 COPY two_tower/ two_tower/
 COPY fallback_mf/ fallback_mf/
 COPY feature_repo/ feature_repo/
-COPY triton_models/ triton_models/
+# Owned by the job user: the train job refreshes it when the triton-models volume is mounted there.
+COPY --chown=10001:10001 triton_models/ triton_models/
 # A second copy of the model repository's sources: the jobs mount the shared model repository
 # over /app/triton_models and refresh config.pbtxt / model.py there from this one.
 COPY triton_models/ /opt/cascade/triton_models/

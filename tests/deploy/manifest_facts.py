@@ -120,6 +120,37 @@ MF = ServiceCode("fallback_mf", "fallback_mf.settings", "MfSettings", "MF_")
 SERVICES_BY_PREFIX = {GATEWAY.env_prefix: GATEWAY, MF.env_prefix: MF}
 
 
+def gateway_env_settings(env: dict[str, str], *, keys_dir: Path) -> Any:
+    """``GatewaySettings`` from a deployment's ``GATEWAY_*`` values, the key file moved under
+    ``keys_dir`` (its container path does not exist here; a missing key file holds no keys).
+
+    Built from init values; ``_env_prefix`` keeps the test process's ``GATEWAY_*`` variables out.
+    """
+    cls = GATEWAY.settings_cls()
+    prefix = GATEWAY.env_prefix
+    values: dict[str, Any] = {
+        k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)
+    }
+    if values.get("api_keys_file"):
+        values["api_keys_file"] = keys_dir / Path(values["api_keys_file"]).name
+    # The limiter's Redis client is not needed to judge the configuration.
+    values.pop("rate_limit_redis_url", None)
+    return cls(_env_prefix="CASCADE_DEPLOY_TEST_UNUSED_", **values)
+
+
+def gateway_security(settings: Any) -> Any:
+    """The ``AuthConfig`` the gateway would enforce with ``settings``.
+
+    Raises what the gateway raises at startup (``InsecureConfiguration``, ``KeyFileError``).
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gateway.limits import SecurityMetrics
+    from gateway.security import build_security
+
+    return build_security(settings, SecurityMetrics(CollectorRegistry())).config
+
+
 def triton_ports() -> dict[str, int]:
     """``{"http": 8000, "grpc": 8001, "metrics": 8002}`` from the entrypoint's defaults."""
     text = TRITON_ENTRYPOINT.read_text()

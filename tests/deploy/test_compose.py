@@ -27,7 +27,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 GENERATED_PATHS: frozenset[str] = frozenset()
 
 # Secrets the stack refuses to start without (``${VAR:?message}``).
-REQUIRED_SECRETS = ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+REQUIRED_SECRETS = ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "GATEWAY_METRICS_TOKEN")
 
 # Third-party images: the ports they listen on (their documented defaults).
 IMAGE_PORTS = {
@@ -148,13 +148,14 @@ def test_required_secrets_are_marked(raw_text: str) -> None:
         assert re.search(rf"\$\{{{secret}:\?[^}}]+\}}", raw_text), (
             f"{secret} is not ${{{secret}:?...}}"
         )
-    # ...and a secret-looking variable never gets a literal value in the file.
+    # ...and a secret-looking variable never gets a literal value in the file: it is required
+    # (``${VAR:?msg}``) or, in a profile-gated service, empty by default (``${VAR:-}``; compose
+    # checks ``:?`` even when the profile is off). ``*_FILE`` variables are paths, not secrets.
     for name, service in yaml.safe_load(raw_text)["services"].items():
         for key, value in env_of(service).items():
-            if re.search(r"PASSWORD|SECRET|TOKEN|API_KEY", key):
-                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), (
-                    f"{name}: {key} has a literal value"
-                )
+            if re.search(r"PASSWORD|SECRET|TOKEN|API_KEY", key) and not key.endswith("_FILE"):
+                allowed = r"\$\{\w+:\?[^}]+\}" + (r"|\$\{\w+:-\}" if service.get("profiles") else "")
+                assert re.fullmatch(allowed, value), f"{name}: {key} has a literal value"
 
 
 def test_build_contexts_and_dockerfiles_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -549,3 +550,115 @@ def test_our_containers_are_hardened(services: dict[str, dict[str, Any]]) -> Non
         assert "/tmp" in service.get("tmpfs", []), f"{name}: /tmp tmpfs"
         assert service.get("cap_drop") == ["ALL"], f"{name}: drop all capabilities"
         assert "no-new-privileges:true" in service.get("security_opt", []), name
+
+
+# ---- API security (docs/security.md, docs/deployment.md section 2) ------------------------------
+
+
+def _gateway(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return next(s for s in services.values() if our_service(s) is facts.GATEWAY)
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Container path -> (source, read-only) for the service's volumes (short syntax)."""
+    out = {}
+    for volume in service.get("volumes", []):
+        parts = volume.split(":")
+        out[parts[1]] = (parts[0], len(parts) > 2 and "ro" in parts[2].split(","))
+    return out
+
+
+def test_gateway_starts_with_auth_on_and_its_key_file_from_the_keys_volume(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Auth on (a key file, never GATEWAY_AUTH_ENABLED=false) on 0.0.0.0; the file's folder is
+    a named volume, read-only in the gateway, written by the `keys` tool service."""
+    gateway = _gateway(services)
+    env = env_of(gateway)
+    assert env.get("GATEWAY_AUTH_ENABLED", "").lower() not in {"false", "0", "no", "off"}
+    keys_file = Path(env["GATEWAY_API_KEYS_FILE"])
+    mounts = _mounts(gateway)
+    source, read_only = mounts[str(keys_file.parent)]
+    assert source in (compose.get("volumes") or {}), "the key file's folder is a named volume"
+    assert read_only, "the gateway mounts its key file read-only"
+    try:
+        settings = facts.gateway_env_settings(env, keys_dir=tmp_path)
+        config = facts.gateway_security(settings)
+    except facts.NotLandedError as exc:
+        pytest.skip(str(exc))
+    assert settings.host == "0.0.0.0" and config.enabled and config.keyring is not None
+    assert config.metrics_token, "GATEWAY_METRICS_TOKEN is set"
+    assert env.get("GATEWAY_RATE_LIMIT_REDIS_URL", "").startswith("redis://")
+
+    keys = services["keys"]
+    assert keys["build"]["dockerfile"].endswith("job.Dockerfile") and keys["profiles"] == ["tools"]
+    assert keys["entrypoint"] == ["cascade", "keys"]
+    assert env_of(keys)["GATEWAY_API_KEYS_FILE"] == str(keys_file)
+    assert _mounts(keys)[str(keys_file.parent)] == (source, False)
+    problems = facts.check_cascade_command(
+        " ".join([*keys["entrypoint"], *keys["command"]])
+    ) + facts.check_cascade_command(f"cascade keys create --client web --keys-file {keys_file}")
+    assert not problems, problems
+    # Both images own the mount point, so the empty volume is writable by uid 10001.
+    for dockerfile in ("job.Dockerfile", "gateway.Dockerfile"):
+        text = (REPO / "docker" / dockerfile).read_text()
+        assert re.search(rf"install -d -o 10001 -g 10001 .*{re.escape(str(keys_file.parent))}", text)
+
+
+def test_prometheus_presents_the_gateway_metrics_token(
+    services: dict[str, dict[str, Any]], raw_text: str
+) -> None:
+    """The gateway job sends `Authorization: Bearer` from a file that is the compose secret
+    made from GATEWAY_METRICS_TOKEN, the variable the gateway reads."""
+    raw = yaml.safe_load(raw_text)
+    token_var = re.fullmatch(
+        r"\$\{(\w+):\?[^}]+\}", env_of(raw["services"]["gateway"])["GATEWAY_METRICS_TOKEN"]
+    )
+    assert token_var, "GATEWAY_METRICS_TOKEN is a required variable"
+    prometheus = next(s for s in services.values() if s.get("image", "").startswith("prom/"))
+    config_dir = Path(_mount_target(prometheus, "prometheus.yml")).parent
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gateway"]
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer" and "credentials" not in auth
+    in_container = config_dir / auth["credentials_file"]
+    targets = {}
+    for item in prometheus.get("secrets", []):
+        target = item.get("target", item["source"])
+        targets[target if target.startswith("/") else f"/run/secrets/{target}"] = item["source"]
+    secret = targets.get(str(in_container))
+    assert secret, f"{in_container} is not a secret of the prometheus service"
+    assert raw["secrets"][secret] == {"environment": token_var.group(1)}
+    # The repository's stand-in (promtool needs the file) holds no token.
+    assert (REPO / "deploy" / "prometheus" / auth["credentials_file"]).read_text().strip() == ""
+
+
+def test_env_example_has_every_required_variable_and_a_token_placeholder_that_fails() -> None:
+    """Every ${VAR:?} of the compose file is in docker/env.example, and the metrics token's
+    placeholder is rejected by the gateway (it cannot be left in by mistake)."""
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / "docker" / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    code = "\n".join(
+        line for line in COMPOSE_FILE.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    required = set(re.findall(r"\$\{(\w+):\?", code))
+    assert required <= set(example), f"missing from env.example: {required - set(example)}"
+    assert "CASCADE_LOADTEST_API_KEY" in example
+    try:
+        cls = facts.GATEWAY.settings_cls()
+    except facts.NotLandedError as exc:
+        pytest.skip(str(exc))
+    with pytest.raises(ValueError, match="metrics_token"):
+        cls(_env_prefix="CASCADE_DEPLOY_TEST_UNUSED_", metrics_token=example["GATEWAY_METRICS_TOKEN"])
+
+
+def test_locust_sends_an_api_key(services: dict[str, dict[str, Any]], raw_text: str) -> None:
+    locust = next(s for s in yaml.safe_load(raw_text)["services"].values()
+                  if s.get("image", "").startswith("locustio/"))
+    assert re.fullmatch(r"\$\{\w+[:?-][^}]*\}", env_of(locust)["CASCADE_API_KEY"])
+    locustfile = REPO / "loadtests" / "locustfile.py"
+    if locustfile.is_file():
+        assert "CASCADE_API_KEY" in locustfile.read_text()
