@@ -67,11 +67,16 @@ class Plan:
 class Run:
     """One drill's timeline: load, metrics poller, marks (seconds since ``t0``)."""
 
-    def __init__(self, target: DrillTarget, *, rate: float, seed: int = 0) -> None:
+    def __init__(
+        self, target: DrillTarget, *, rate: float, seed: int = 0, max_in_flight: int = 256
+    ) -> None:
         self.target = target
         self.t0 = time.monotonic()
         self.gen = LoadGenerator(
-            url=target.url, traffic=Traffic(users=target.users, seed=seed), t0=self.t0
+            max_in_flight=max_in_flight,
+            url=target.url,
+            traffic=Traffic(users=target.users, seed=seed),
+            t0=self.t0,
         )
         self.rate = rate
         self.poller = MetricsPoller(url=target.url, t0=self.t0, headers=auth_headers())
@@ -449,7 +454,9 @@ async def d6_redis_down(target: DrillTarget, plan: Plan) -> DrillResult:
 async def d7_spike(target: DrillTarget, plan: Plan) -> DrillResult:
     """D7: a spike to ``spike_factor`` x the base rate for ``spike_s``."""
     r = DrillResult("D7", f"spike to {plan.spike_factor:g}x for {plan.spike_s:g} s")
-    async with Run(target, rate=plan.spike_rate, seed=7) as run:
+    # More requests in flight than the gateway's own limit (GATEWAY_MAX_IN_FLIGHT, 256), so a
+    # gateway that sheds gets the chance to.
+    async with Run(target, rate=plan.spike_rate, seed=7, max_in_flight=1024) as run:
         await run.sleep(plan.baseline_s)
         t_up = run.mark("spike")
         run.gen.rate = plan.spike_rate * plan.spike_factor

@@ -86,7 +86,23 @@ def start_stack(*, layout: Layout, config: LoadTestConfig) -> ManagedProcess:
     return proc
 
 
-def run_locust(*, url: str, config: LoadTestConfig, out_dir: Path, users_file: Path | None) -> Path:
+def api_key(layout: Layout) -> str | None:
+    """``CASCADE_API_KEY``, else the development key ``cascade up`` wrote (``run/dev-api-key``)."""
+    key = os.environ.get("CASCADE_API_KEY")
+    if key:
+        return key
+    path = layout.run_dir / "dev-api-key"
+    return path.read_text().strip() or None if path.is_file() else None
+
+
+def run_locust(
+    *,
+    url: str,
+    config: LoadTestConfig,
+    out_dir: Path,
+    users_file: Path | None,
+    key: str | None = None,
+) -> Path:
     """Locust headless; returns the CSV prefix."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
@@ -99,6 +115,8 @@ def run_locust(*, url: str, config: LoadTestConfig, out_dir: Path, users_file: P
     )
     if users_file is not None:
         env["CASCADE_LOADTEST_USERS"] = str(users_file)
+    if key:
+        env["CASCADE_API_KEY"] = key
     argv = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
         "-u", str(config.users), "-r", str(config.users), "-t", f"{int(config.duration_s)}s",
@@ -139,7 +157,9 @@ def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
     try:
         users = write_users(layout, config.scale, out_dir / "users.txt")
         started = time.monotonic()
-        prefix = run_locust(url=url, config=config, out_dir=out_dir, users_file=users)
+        prefix = run_locust(
+            url=url, config=config, out_dir=out_dir, users_file=users, key=api_key(layout)
+        )
         logger.info("locust ran %.0fs", time.monotonic() - started)
     finally:
         if stack is not None:
