@@ -203,3 +203,17 @@ def test_locustfile_helpers_and_shapes(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_run_drills_reports_a_missing_proxy_and_refuses_unknown_names() -> None:
+    import asyncio
+
+    from cascade.drills.drills import Plan, run_drills
+    from cascade.drills.target import DrillTarget
+
+    target = DrillTarget(url="http://127.0.0.1:9", gateway_pid=0, users=[1], procs={},
+                         restore=lambda name: None, heal=lambda: None)  # fmt: skip
+    [result] = asyncio.run(run_drills(target, ["D3"], plan=Plan.ci(), heal=False))
+    assert not result.passed and result.checks[0].value == "missing"
+    with pytest.raises(ValueError, match="unknown drill"):
+        asyncio.run(run_drills(target, ["D9"], plan=Plan.ci(), heal=False))
