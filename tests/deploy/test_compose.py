@@ -154,7 +154,9 @@ def test_required_secrets_are_marked(raw_text: str) -> None:
     for name, service in yaml.safe_load(raw_text)["services"].items():
         for key, value in env_of(service).items():
             if re.search(r"PASSWORD|SECRET|TOKEN|API_KEY", key) and not key.endswith("_FILE"):
-                allowed = r"\$\{\w+:\?[^}]+\}" + (r"|\$\{\w+:-\}" if service.get("profiles") else "")
+                allowed = r"\$\{\w+:\?[^}]+\}" + (
+                    r"|\$\{\w+:-\}" if service.get("profiles") else ""
+                )
                 assert re.fullmatch(allowed, value), f"{name}: {key} has a literal value"
 
 
@@ -602,7 +604,9 @@ def test_gateway_starts_with_auth_on_and_its_key_file_from_the_keys_volume(
     # Both images own the mount point, so the empty volume is writable by uid 10001.
     for dockerfile in ("job.Dockerfile", "gateway.Dockerfile"):
         text = (REPO / "docker" / dockerfile).read_text()
-        assert re.search(rf"install -d -o 10001 -g 10001 .*{re.escape(str(keys_file.parent))}", text)
+        assert re.search(
+            rf"install -d -o 10001 -g 10001 .*{re.escape(str(keys_file.parent))}", text
+        )
 
 
 def test_prometheus_presents_the_gateway_metrics_token(
@@ -652,12 +656,18 @@ def test_env_example_has_every_required_variable_and_a_token_placeholder_that_fa
     except facts.NotLandedError as exc:
         pytest.skip(str(exc))
     with pytest.raises(ValueError, match="metrics_token"):
-        cls(_env_prefix="CASCADE_DEPLOY_TEST_UNUSED_", metrics_token=example["GATEWAY_METRICS_TOKEN"])
+        cls(
+            _env_prefix="CASCADE_DEPLOY_TEST_UNUSED_",
+            metrics_token=example["GATEWAY_METRICS_TOKEN"],
+        )
 
 
 def test_locust_sends_an_api_key(services: dict[str, dict[str, Any]], raw_text: str) -> None:
-    locust = next(s for s in yaml.safe_load(raw_text)["services"].values()
-                  if s.get("image", "").startswith("locustio/"))
+    locust = next(
+        s
+        for s in yaml.safe_load(raw_text)["services"].values()
+        if s.get("image", "").startswith("locustio/")
+    )
     assert re.fullmatch(r"\$\{\w+[:?-][^}]*\}", env_of(locust)["CASCADE_API_KEY"])
     locustfile = REPO / "loadtests" / "locustfile.py"
     if locustfile.is_file():

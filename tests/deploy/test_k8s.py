@@ -139,10 +139,17 @@ def test_renderer_agrees_with_kubectl_kustomize(folder: str) -> None:
         assert doc == reference[key], f"{key} renders differently from kubectl kustomize"
 
 
+# The Secrets pods may reference (created outside k8s/, docs/deployment.md 3.3).
+SECRETS = {"cascade-secrets", "cascade-api-keys"}
+
+
 def test_no_secret_values_only_references(overlay: tuple[str, Docs]) -> None:
     _, docs = overlay
     assert not by_kind(docs, "Secret"), "secret values do not belong in k8s/"
     for workload in pod_workloads(docs):
+        for volume in pod_template(workload)["spec"].get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in SECRETS, volume
         for container in pod_template(workload)["spec"]["containers"]:
             for item in container.get("env", []):
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -663,3 +670,82 @@ def test_cronjobs_for_materialization_and_retraining(overlay: tuple[str, Docs]) 
     retrain = " ".join(pod_template(cronjobs["cascade-retrain"])["spec"]["containers"][0]["args"])
     assert "cascade train mf" in retrain and "cascade export two-tower" in retrain
     assert not problems, "\n".join(problems)
+
+
+# ---- API security (docs/security.md) ----------------------------------------------------------------
+
+
+def test_gateway_starts_with_auth_on_from_the_api_keys_secret(
+    overlay: tuple[str, Docs], tmp_path: Path
+) -> None:
+    """The key file is the Secret cascade-api-keys, mounted read-only as a directory (a subPath
+    mount never sees the Secret's updates, so revocation would need a restart); the metrics
+    token is a required key of cascade-secrets; the settings start with auth on."""
+    _, docs = overlay
+    spec = pod_template(one(docs, "Deployment", "gateway"))["spec"]
+    (container,) = spec["containers"]
+    env = config_env(docs, container)
+    assert env.get("GATEWAY_AUTH_ENABLED", "").lower() not in {"false", "0", "no", "off"}
+    keys_file = Path(env["GATEWAY_API_KEYS_FILE"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if keys_file.is_relative_to(m["mountPath"])]
+    assert mount.get("readOnly") is True and "subPath" not in mount, mount
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "cascade-api-keys" and not secret.get("optional")
+    paths = {item["path"] for item in secret.get("items", [])}
+    assert str(keys_file.relative_to(mount["mountPath"])) in paths
+    # Readable by the pod's group (fsGroup), not by the world.
+    assert secret["defaultMode"] & 0o007 == 0 and secret["defaultMode"] & 0o040
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+
+    refs = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container.get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+    token = refs["GATEWAY_METRICS_TOKEN"]
+    assert token["name"] == "cascade-secrets" and not token.get("optional"), token
+    assert refs["GATEWAY_RATE_LIMIT_REDIS_URL"]["name"] == "cascade-secrets"
+    try:
+        settings = facts.gateway_env_settings(
+            {**env, "GATEWAY_METRICS_TOKEN": "t" * 32}, keys_dir=tmp_path
+        )
+        config = facts.gateway_security(settings)
+    except facts.NotLandedError as exc:
+        pytest.skip(str(exc))
+    assert settings.host == "0.0.0.0" and config.enabled and config.keyring is not None
+
+
+def test_gateway_is_scraped_with_its_metrics_token(
+    overlay: tuple[str, Docs], monitoring: Docs
+) -> None:
+    """No annotation-driven scrape of the gateway (it would get 403): the monitoring addon's
+    job sends `Authorization: Bearer` and keeps the labels the recording rules group by."""
+    _, docs = overlay
+    annotations = pod_template(one(docs, "Deployment", "gateway"))["metadata"].get(
+        "annotations", {}
+    )
+    assert annotations.get("prometheus.io/scrape") != "true"
+    scrape = yaml.safe_load(
+        one(monitoring, "ConfigMap", "cascade-scrape-config")["data"]["cascade-gateway.scrape.yml"]
+    )
+    (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "gateway"]
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"].startswith("/")
+    assert "credentials" not in job["authorization"]
+    (sd,) = job["kubernetes_sd_configs"]
+    assert sd["role"] == "pod" and sd["namespaces"]["names"] == [NAMESPACE]
+    labels = pod_template(one(docs, "Deployment", "gateway"))["metadata"]["labels"]
+    for selector in sd.get("selectors", []):
+        key, value = selector["label"].split("=")
+        assert labels.get(key) == value
+    relabel = {r.get("target_label"): r.get("source_labels") for r in job["relabel_configs"]}
+    assert relabel["namespace"] == ["__meta_kubernetes_namespace"]
+    assert relabel["pod"] == ["__meta_kubernetes_pod_name"]
+    keep = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    port_names = {
+        p["name"]
+        for c in pod_template(one(docs, "Deployment", "gateway"))["spec"]["containers"]
+        for p in c["ports"]
+    }
+    assert keep and keep[0]["regex"] in port_names
