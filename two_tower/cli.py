@@ -38,7 +38,7 @@ def train_two_tower(
     epochs: int = typer.Option(2, min=1, help="Most epochs; early stopping may end sooner."),
     batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
     lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
-    temperature: float = typer.Option(0.05, min=0.0, help="Softmax temperature."),
+    temperature: float = typer.Option(0.03, min=0.0, help="Softmax temperature."),
     uniform_negatives: int = typer.Option(0, min=0, help="Extra uniformly sampled negatives per batch."),
     seen_pool: int = typer.Option(0, min=0, help="Newest seen items mean-pooled into the user tower (0: off)."),
     patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),

@@ -47,7 +47,7 @@ class TrainParams:
     batch_size: int = 1024
     lr: float = 0.004
     weight_decay: float = 0.0
-    temperature: float = 0.05
+    temperature: float = 0.03
     uniform_negatives: int = 0
     logq_correction: bool = True
     patience: int = 1
