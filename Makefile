@@ -48,5 +48,13 @@ bench-triton: $(STAMP)
 bench-serve: $(STAMP)
 	$(PY) -m cascade.bench.serve
 
+# Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
+loadtest: $(STAMP)
+	$(PY) -m cascade.drills.loadtest
+
+# Fault drills D1-D8 under load, each PASS/FAIL with its figures; report in var/reports/drills.
+drill: $(STAMP)
+	$(PY) -m cascade.drills
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
