@@ -115,7 +115,23 @@ def redis_storage(
     client = redis.Redis.from_url(
         url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
     )
-    return pybreaker.CircuitRedisStorage(CLOSED, client, namespace=namespace)
+    return _TolerantRedisStorage(CLOSED, client, namespace=namespace)
+
+
+class _TolerantRedisStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's storage, minus its one unguarded Redis call (the keys' setup at construction).
+
+    Every other method already catches ``RedisError`` (a reset connection included: the sync
+    client turns socket errors into ``redis.ConnectionError``) and falls back to closed.
+    """
+
+    def _initialize_redis_state(self, state: str) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            super()._initialize_redis_state(state)
+        except RedisError as exc:
+            logger.warning("breaker storage: Redis unavailable at start (%r); state %s", exc, state)
 
 
 class SlidingWindowBreaker:

@@ -5,6 +5,16 @@ Reads go through ``cascade.features.online.read_user_features_async``: Feast's
 timeouts here, since redis-py waits seconds by default), the sync read in a worker thread on
 SQLite (local runs without Redis). Any failure becomes
 ``FeaturesUnavailable``; the chain then goes on with the tiers that need no features.
+
+Transport failures come in more shapes than ``redis.RedisError``: a connection accepted then
+reset (a proxy in front of a killed Redis, a load balancer, a restarting Redis) can surface from
+redis-py's ``connect()`` as uvloop's ``RuntimeError: unable to perform operation on
+<TCPTransport closed=True ...>``; those, ``OSError`` (``ConnectionError`` included) and timeouts
+are all "features unavailable", never a 500.
+
+The timeout bounds the whole read: on expiry the read task is cancelled and left to clean up in
+the background (redis-py closes its connection on cancellation, which ``asyncio.wait_for`` would
+wait for), so the caller gives up at ``timeout_s`` even when Redis is frozen.
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 logger = logging.getLogger(__name__)
+
+# What a failed read raises (besides redis.RedisError, added where redis is imported): socket
+# errors, timeouts, and the RuntimeError uvloop raises for an operation on a closed transport.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, RuntimeError, EOFError)
 
 
 class FeaturesUnavailable(UpstreamError):
@@ -91,14 +105,30 @@ class FeastFeatureReader:
 
         from cascade.features.online import read_user_features_async
 
+        task = asyncio.ensure_future(read_user_features_async(self.store, [user_id]))
         try:
-            users = await asyncio.wait_for(
-                read_user_features_async(self.store, [user_id]), timeout_s
-            )
-        except TimeoutError as exc:
-            raise FeaturesUnavailable(
-                f"feature read timed out after {timeout_s * 1000:.0f} ms"
-            ) from exc
-        except (redis.RedisError, OSError) as exc:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except BaseException:  # our caller was cancelled: stop the read too
+            _abandon(task)
+            raise
+        if not done:
+            _abandon(task)
+            raise FeaturesUnavailable(f"feature read timed out after {timeout_s * 1000:.0f} ms")
+        try:
+            users = task.result()
+        except (redis.RedisError, *TRANSPORT_ERRORS) as exc:
             raise FeaturesUnavailable(f"feature read failed: {exc!r}") from exc
+        except asyncio.CancelledError as exc:  # the read's task, not ours (no await here)
+            raise FeaturesUnavailable("feature read cancelled") from exc
         return parse_row(user_id, users.get(user_id, {}))
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a read we no longer wait for; its outcome is retrieved so nothing is logged."""
+    task.cancel()
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("abandoned feature read ended with %r", task.exception())

@@ -11,7 +11,9 @@ Fallback: when Redis errors or times out, the decision comes from a bucket in th
 Redis is not tried again for ``retry_redis_s`` (a dead Redis costs one timeout per second, not
 one per request). While in fallback each replica enforces the full rate on its own, so the
 effective limit is multiplied by the replica count: chosen over refusing traffic because the
-limiter's store is down. A limiter failure never fails the request.
+limiter's store is down. A limiter failure never fails the request: a connection Redis (or a
+proxy in front of it) accepts then resets surfaces as ``RedisError`` or, from uvloop, as
+``RuntimeError`` on the closed transport; both fall back.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class RateLimiter:
                 OSError,
                 TimeoutError,
                 ValueError,
+                RuntimeError,  # uvloop: an operation on a transport the peer reset
+                EOFError,
             ) as exc:  # store failure: fall back
                 self._redis_down_until = self.clock() + self.retry_redis_s
                 logger.warning(
