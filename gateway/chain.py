@@ -119,10 +119,16 @@ class FallbackChain:
         self.fallback = fallback
         self.clock = clock
 
-    async def recommend(self, *, user_id: int, k: int, exclude: Sequence[int]) -> Outcome:
-        """Serve k items for ``user_id`` within the deadline; never raises an upstream error."""
+    async def recommend(
+        self, *, user_id: int, k: int, exclude: Sequence[int], arrived: float | None = None
+    ) -> Outcome:
+        """Serve k items for ``user_id`` within the deadline; never raises an upstream error.
+
+        ``arrived``: when the request reached the gateway (on ``clock``); the deadline counts
+        from it, so time spent queued before the chain is not granted again. Default: now.
+        """
         cfg = self.config
-        deadline = self.clock() + cfg.deadline_s
+        deadline = (self.clock() if arrived is None else arrived) + cfg.deadline_s
         feats, feature_state = await self._read_features(user_id, deadline)
         skip = set(exclude)
         if feats is not None:

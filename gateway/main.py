@@ -11,6 +11,7 @@ in place of upstreams, for faults that real processes cannot produce on demand.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
 from gateway.errors import BadRequest, GatewayError
 from gateway.limits import LimitsMiddleware, SecurityMetrics
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import GatewayMiddleware, route_label
+from gateway.middleware import ARRIVED_KEY, GatewayMiddleware, route_label
 from gateway.security import AuthMiddleware, build_security
 from gateway.settings import GatewaySettings
 
@@ -56,7 +57,7 @@ def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid request: malformed user id, k out of range, bad body",
         429: "The client's rate limit is exhausted",
         500: "Internal error",
-        503: "Overloaded (too many requests in flight) or not ready",
+        503: "Overloaded (too many requests in flight, or queued past half the deadline) or not ready",
     }
     headers: dict[int, dict[str, Any]] = {
         401: {
@@ -88,6 +89,18 @@ async def _refresh_popular(
             metrics.popular_items.set(len(snap.items) if snap else 0)
 
 
+LOOP_LAG_INTERVAL_S = 0.05
+
+
+async def _watch_loop_lag(metrics: GatewayMetrics, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+    """Sleep ``interval_s`` and record how late the loop woke us: the event-loop lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval_s)
+        metrics.loop_lag.observe(max(0.0, loop.time() - started - interval_s))
+
+
 def create_app(
     settings: GatewaySettings | None = None, *, components: ComponentsFactory | None = None
 ) -> FastAPI:
@@ -105,6 +118,7 @@ def create_app(
         await security.start()
         snap = built.popular.snapshot
         metrics.popular_items.set(len(snap.items) if snap else 0)
+        lag_watch = asyncio.create_task(_watch_loop_lag(metrics))
         refresher = None
         if settings.popular_refresh_s > 0:
             refresher = asyncio.create_task(
@@ -119,10 +133,11 @@ def create_app(
         try:
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+            for task in (refresher, lag_watch):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await built.close()
             await security.close()
             provider.shutdown()
@@ -178,6 +193,8 @@ def create_app(
             parts.append(f"{where}: {item.get('msg', 'invalid')}")
         return error(request, 422, "invalid_request", "; ".join(parts) or "invalid request")
 
+    queue_shed_s = settings.queue_shed_fraction * settings.deadline_ms / 1000.0
+
     async def serve(
         request: Request,
         comps: Components,
@@ -194,13 +211,31 @@ def create_app(
                 f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}"
             )
         request_id: str = request.state.request_id
+        arrived: float | None = getattr(request.state, ARRIVED_KEY, None)
+        if arrived is not None and queue_shed_s:
+            queued = time.monotonic() - arrived
+            if queued > queue_shed_s:
+                # Waited too long before reaching the handler: it would miss its deadline.
+                security.metrics.shed.labels(reason="queue_time").inc()
+                metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
+                return _json(
+                    {
+                        "code": "overloaded",
+                        "detail": f"queued {queued * 1000:.0f} ms before serving; retry shortly",
+                        "request_id": request_id,
+                    },
+                    status=503,
+                    headers={"Retry-After": "1"},
+                )
         context = propagate.extract(request.headers)
         with tracer.start_as_current_span("gateway.recommend", context=context) as span:
             span.set_attribute("k", k)
             span.set_attribute("request.id", request_id)
             span.set_attribute("client.key_id", principal.key_id)  # the key id, never the key
             span.set_attribute("client.name", principal.client)
-            outcome = await comps.chain.recommend(user_id=user_id, k=k, exclude=exclude)
+            outcome = await comps.chain.recommend(
+                user_id=user_id, k=k, exclude=exclude, arrived=arrived
+            )
             reason = outcome.reason.value if outcome.reason else None
             span.set_attribute("tier", outcome.tier.value)
             span.set_attribute("fallback.reason", reason or "none")

@@ -5,7 +5,8 @@ Names (all prefixed ``gateway_``): ``requests_total{route,method,status,tier}``,
 ``fallbacks_total{reason,tier}``, ``breaker_state{breaker}`` (0 closed, 1 half-open, 2 open),
 ``breaker_transitions_total{breaker,from_state,to_state}``, ``feature_read_seconds``,
 ``feature_read_errors_total{kind}``, ``upstream_seconds{tier,outcome}``, ``in_flight``,
-``served_total{tier,model_version}``, ``popular_items``.
+``served_total{tier,model_version}``, ``popular_items``, ``event_loop_lag_seconds`` (how late a
+50 ms sleep wakes up: CPU saturation or a blocking call on the event loop).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.010, 0.015, 0.020, 0.030, 0.040, 0.050, 0.075,
     0.100, 0.125, 0.150, 0.200, 0.250, 0.500, 1.0, 2.5,
 )  # fmt: skip
+
+
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.010, 0.025, 0.050, 0.100, 0.250, 0.500, 1.0)
 
 
 class GatewayMetrics:
@@ -82,6 +86,12 @@ class GatewayMetrics:
             "gateway_served",
             "Responses by tier and model version",
             ["tier", "model_version"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "gateway_event_loop_lag_seconds",
+            "How late a 50 ms sleep on the event loop wakes up",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.popular_items = Gauge(

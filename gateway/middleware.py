@@ -2,6 +2,8 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) to keep the per-request overhead in microseconds.
 
+- ``scope["state"]["arrived"]``: ``time.monotonic()`` when the request reached the app (the
+  request's deadline and queue-time shedding count from it).
 - ``X-Request-ID``: echoed when the client sent a sane one (<= 64 chars of ``[A-Za-z0-9._-]``),
   else a new uuid4 hex; stored in ``scope["state"]["request_id"]``.
 - Bodies above ``max_body_bytes`` answer 413 before the app sees them (Content-Length checked
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
 
+ARRIVED_KEY = "arrived"  # scope["state"] key: time.monotonic() at the outermost middleware
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
@@ -51,6 +54,8 @@ class GatewayMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
+        # Arrival on the chain's clock: the deadline and queue-time shedding count from here.
+        scope.setdefault("state", {})[ARRIVED_KEY] = time.monotonic()
         sent_id = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = sent_id if _SAFE_ID.match(sent_id) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

@@ -180,7 +180,9 @@ def test_rate_limiter_falls_back_on_a_runtime_error() -> None:
 
 
 def test_breaker_shared_storage_on_a_resetting_redis(reset_port: int) -> None:
-    storage = redis_storage(url=f"redis://127.0.0.1:{reset_port}/0", namespace="t", timeout_seconds=0.05)
+    storage = redis_storage(
+        url=f"redis://127.0.0.1:{reset_port}/0", namespace="t", timeout_seconds=0.05
+    )
     breaker = SlidingWindowBreaker(storage=storage, shared_sync_seconds=0.0)
     permit = breaker.try_acquire()
     assert permit is not None
