@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# What a failed read raises (besides redis.RedisError, added where redis is imported): socket
-# errors, timeouts, and the RuntimeError uvloop raises for an operation on a closed transport.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, RuntimeError, EOFError)
-
 
 class FeaturesUnavailable(UpstreamError):
     """The online store did not answer in time or failed."""
@@ -116,7 +112,9 @@ class FeastFeatureReader:
             raise FeaturesUnavailable(f"feature read timed out after {timeout_s * 1000:.0f} ms")
         try:
             users = task.result()
-        except (redis.RedisError, *TRANSPORT_ERRORS) as exc:
+        # Socket errors, timeouts, and the RuntimeError uvloop raises for an operation on a
+        # transport the peer reset; never a bare Exception (a bug should stay visible).
+        except (redis.RedisError, OSError, TimeoutError, RuntimeError, EOFError) as exc:
             raise FeaturesUnavailable(f"feature read failed: {exc!r}") from exc
         except asyncio.CancelledError as exc:  # the read's task, not ours (no await here)
             raise FeaturesUnavailable("feature read cancelled") from exc
