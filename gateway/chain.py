@@ -11,7 +11,8 @@ tier when the time left cannot cover at least ``min_tier_ms`` of it:
 3. ALS (MF service, ``mf_timeout_ms``). A user it never saw: ``cold_start``, go to popular.
 4. popular, in memory: always answers.
 
-Every tier's answer is checked before it is served: exactly k unique items, none seen (features'
+Every tier's answer is checked before it is served: exactly k unique items (fewer only when the
+catalogue runs out: as many as the known items left unseen), none seen (features'
 ``seen_items``, the training history, the request's ``exclude``), all known ids, scores sorted.
 An answer that breaks a rule is treated as that tier's error and the next tier serves.
 """
@@ -276,7 +277,11 @@ class FallbackChain:
     def _check(self, result: TierResult, k: int, skip: set[int]) -> TierResult | None:
         """The result if it follows every rule (k unique, unseen, known, sorted), else None."""
         items = result.item_ids
-        if len(items) != k or len(set(items)) != k or skip.intersection(items):
+        n = k
+        if len(items) < k:  # fine only when the catalogue has no more unseen items
+            available = self.popular.available(skip)
+            n = k if available is None else min(k, available)
+        if len(items) != n or len(set(items)) != n or skip.intersection(items):
             logger.warning(
                 "%s broke the rules: %d items for k=%d", result.model_version, len(items), k
             )
@@ -285,7 +290,7 @@ class FallbackChain:
             logger.warning("%s returned unknown item ids", result.model_version)
             return None
         if any(a < b for a, b in zip(result.scores, result.scores[1:], strict=False)):
-            order = sorted(range(k), key=lambda i: -result.scores[i])
+            order = sorted(range(n), key=lambda i: -result.scores[i])
             return TierResult(
                 item_ids=[items[i] for i in order],
                 scores=[result.scores[i] for i in order],

@@ -117,6 +117,13 @@ class PopularList:
         )
         return True
 
+    def available(self, skip: set[int]) -> int | None:
+        """How many known items are not in ``skip`` (None when nothing is loaded)."""
+        if self.snapshot is None:
+            return None
+        known = self.snapshot.known_items
+        return len(known) - int(self.known(list(skip)).sum()) if skip else len(known)
+
     def known(self, item_ids: list[int]) -> np.ndarray:
         """Boolean mask: which ids the models know (all True when nothing is loaded)."""
         if self.snapshot is None:

@@ -10,7 +10,7 @@ import pytest
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway.appclient import AppClient
-from tests.gateway.fakes import CATALOGUE, Fakes, seen_of
+from tests.gateway.fakes import CATALOGUE, FakePrimary, Fakes, seen_of
 
 URL = "/v1/recommendations"
 
@@ -265,3 +265,27 @@ def test_breaker_force_open_setting(fakes: Fakes) -> None:
         body = c.get(f"{URL}/7?k=5").json()
         assert body["served_by"] == "als" and body["fallback_reason"] == "breaker_open"
         assert fakes.primary.calls == 0
+
+
+def test_fewer_than_k_when_the_catalogue_runs_out(client: AppClient) -> None:
+    # User 1 has seen 3 items; excluding all but 4 of the other items leaves 4 to recommend.
+    left = [i for i in CATALOGUE if i not in seen_of(1)][:4]
+    exclude = [i for i in CATALOGUE if i not in left and i not in seen_of(1)]
+    r = client.post(URL, json={"user_id": 1, "k": 10, "exclude": exclude})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["served_by"] == "two_tower"  # the primary's short answer is accepted
+    assert sorted(i["item_id"] for i in body["items"]) == sorted(left)
+
+
+def test_short_answer_with_items_left_is_still_a_broken_rule(
+    client: AppClient, fakes: Fakes
+) -> None:
+    async def short(*args, **kwargs):
+        result = await FakePrimary.recommend(fakes.primary, *args, **kwargs)
+        return type(result)(result.item_ids[:-1], result.scores[:-1], result.model_version)
+
+    fakes.primary.recommend = short  # type: ignore[method-assign]
+    body = client.get(URL + "/1?k=5").json()
+    assert body["served_by"] == "als"
+    assert len(body["items"]) == 5

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.contract import UNKNOWN_USER, RecommenderContract
+from tests.contract import K, UNKNOWN_USER, RecommenderContract
 from tests.integration.conftest import DATASET, GatewayStack
 
 pytestmark = pytest.mark.integration
+
+MAX_EXCLUDE = 500  # GatewaySettings.max_exclude (default) of the stack
 
 
 class GatewayTier:
@@ -58,13 +60,26 @@ class _GatewayContract(RecommenderContract):
         path = gateway_stack.layout.dataset_dir(DATASET) / "interactions.parquet"
         return pd.read_parquet(path)
 
-    def test_fewer_than_k_only_when_catalogue_runs_out(self):
-        pytest.skip(
-            "needs k above the gateway's max_k (100) on this data; covered for the popular tier in tests/gateway"
-        )
+    def test_fewer_than_k_only_when_catalogue_runs_out(
+        self, recommender, train_interactions, catalogue
+    ):
+        """Through the API k stays <= max_k, so an ``exclude`` list runs the catalogue out:
+        it leaves a known user 3 unseen items, and the tier must answer exactly those 3."""
+        user = int(self.users_of(train_interactions)[0])
+        seen = self.seen_of(train_interactions, user)
+        unseen = sorted(set(catalogue.tolist()) - seen)
+        left = 3
+        exclude = np.asarray(unseen[left:], dtype=np.int64)
+        assert left < K and len(exclude) <= MAX_EXCLUDE, "the tiny catalogue outgrew the test"
+        items, scores = recommender.recommend(np.array([user]), k=K, exclude=[exclude])
+        self.check_shapes(np.asarray(items), np.asarray(scores), 1, K)
+        forbidden = seen | set(exclude.tolist())
+        self.check_row(items[0], scores[0], k=K, forbidden=forbidden, catalogue=catalogue)
+        assert sorted(items[0][:left].tolist()) == unseen[:left]
+        assert np.all(items[0][left:] == -1)
 
-    def test_mixed_batch_matches_single_calls(self):
-        pytest.skip("the gateway API serves one user per request")
+    # test_mixed_batch_matches_single_calls runs as inherited: the adapter asks one request per
+    # user of the batch, so it checks each user's answer against a request of its own.
 
 
 class TestTwoTowerTierContract(_GatewayContract):
