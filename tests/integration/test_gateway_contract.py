@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.contract import K, UNKNOWN_USER, RecommenderContract
+from tests.contract import UNKNOWN_USER, K, RecommenderContract
 from tests.integration.conftest import DATASET, GatewayStack
 
 pytestmark = pytest.mark.integration
