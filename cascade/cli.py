@@ -23,7 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-features_app = typer.Typer(help="Feast feature store: register definitions, materialize.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Feast feature store: register definitions, materialize.", no_args_is_help=True
+)
 train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
 export_app = typer.Typer(help="Export a trained model for serving.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one serving process in the foreground.", no_args_is_help=True)
@@ -47,7 +49,9 @@ app.command("up")(stack.up_command)
 
 
 @app.callback()
-def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
     level = logging.DEBUG if verbose else os.environ.get("CASCADE_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ def free_port() -> int:
 def http_ok(url: str, *, timeout: float = 1.0) -> bool:
     """True when ``url`` answers 200 within ``timeout`` seconds."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, TimeoutError):
         return False
@@ -92,7 +93,9 @@ class ManagedProcess:
             if http_ok(url):
                 return
             time.sleep(interval)
-        raise ProcessError(f"{self.name} not ready at {url} after {timeout:.0f}s:\n{self.log_tail()}")
+        raise ProcessError(
+            f"{self.name} not ready at {url} after {timeout:.0f}s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -102,10 +105,8 @@ class ManagedProcess:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited between poll and kill
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash."""

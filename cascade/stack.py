@@ -208,9 +208,12 @@ def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool
         artifact = latest_dir(layout.artifacts_dir)
     except ArtifactError:
         logger.info("training the Two-Tower on %s (all interactions)", dataset)
-        artifact = run_train_two_tower(
+        trained = run_train_two_tower(
             layout=layout, spec=dataset, split=None, params=TrainParams(progress=False)
         )
+        if trained is None:  # only a non-main DDP rank gets None; a single process always saves
+            raise RuntimeError("Two-Tower training saved no artifact") from None
+        artifact = trained
     result = export_to_triton(load_two_tower_artifact(artifact), repository=repository)
     logger.info("exported Two-Tower %s to %s", artifact.name, result.version_dir)
     return True
