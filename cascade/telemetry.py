@@ -36,7 +36,11 @@ def configure_tracing(*, service_name: str) -> TracerProvider:
     """Install a global TracerProvider for this process and return it (call ``shutdown`` on exit)."""
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
     sampler = _sampler()
-    provider = TracerProvider(resource=resource, sampler=sampler) if sampler else TracerProvider(resource=resource)
+    provider = (
+        TracerProvider(resource=resource, sampler=sampler)
+        if sampler
+        else TracerProvider(resource=resource)
+    )
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
