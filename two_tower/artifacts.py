@@ -40,7 +40,15 @@ FORMAT_VERSION = 1
 LATEST_FILE = "latest"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.safetensors"
-_ARRAYS = ("user_vocab", "item_vocab", "country_vocab", "item_ids", "item_embeddings", "popular_items", "popular_counts")
+_ARRAYS = (
+    "user_vocab",
+    "item_vocab",
+    "country_vocab",
+    "item_ids",
+    "item_embeddings",
+    "popular_items",
+    "popular_counts",
+)
 
 
 class ArtifactError(RuntimeError):
@@ -90,10 +98,16 @@ def _library_versions() -> dict[str, str]:
     import safetensors
     import torch
 
-    return {"torch": torch.__version__, "numpy": np.__version__, "safetensors": safetensors.__version__}
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+    }
 
 
-def save_two_tower(trained: TrainedTwoTower, *, artifacts_dir: Path, update_latest: bool = True) -> Path:
+def save_two_tower(
+    trained: TrainedTwoTower, *, artifacts_dir: Path, update_latest: bool = True
+) -> Path:
     """Write ``trained`` as a new version folder and (by default) point ``latest`` at it."""
     from safetensors.torch import save_file
 
@@ -126,7 +140,9 @@ def save_two_tower(trained: TrainedTwoTower, *, artifacts_dir: Path, update_late
         save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE))
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / METADATA_FILE).write_text(
+            json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+        )
         os.chmod(tmp, 0o755)
         os.rename(tmp, root / version)
     except BaseException:
@@ -165,7 +181,9 @@ def latest_dir(artifacts_dir: Path) -> Path:
     """The version folder ``latest`` points at; :class:`ArtifactError` when there is none."""
     pointer = root_dir(artifacts_dir) / LATEST_FILE
     if not pointer.is_file():
-        raise ArtifactError(f"no Two-Tower artifact yet: {pointer} is missing (run `cascade train two-tower`)")
+        raise ArtifactError(
+            f"no Two-Tower artifact yet: {pointer} is missing (run `cascade train two-tower`)"
+        )
     version = pointer.read_text().strip()
     if not version or "/" in version or version.startswith("."):
         raise ArtifactError(f"{pointer} holds an invalid version {version!r}")
@@ -182,7 +200,9 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}"
+        )
     return meta
 
 
@@ -199,7 +219,9 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
             raise ArtifactError(f"{path} is missing: incomplete artifact")
         arrays[name] = np.load(path, allow_pickle=False)
         if list(arrays[name].shape) != meta["shapes"][name]:
-            raise ArtifactError(f"{path}: shape {arrays[name].shape} != metadata {meta['shapes'][name]}")
+            raise ArtifactError(
+                f"{path}: shape {arrays[name].shape} != metadata {meta['shapes'][name]}"
+            )
     if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
         raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
     cfg = TwoTowerConfig.from_dict(meta["config"])
@@ -216,7 +238,9 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
     loaded_ptrs = {fresh[k].data_ptr() for k in state if k in fresh}
     really_missing = [k for k in missing if fresh[k].data_ptr() not in loaded_ptrs]
     if really_missing or unexpected:
-        raise ArtifactError(f"{directory}: weights do not match the config ({really_missing or unexpected})")
+        raise ArtifactError(
+            f"{directory}: weights do not match the config ({really_missing or unexpected})"
+        )
     model.eval()
     return TrainedTwoTower(
         model=model,
@@ -237,5 +261,9 @@ def list_versions(artifacts_dir: Path) -> list[Path]:
     root = root_dir(artifacts_dir)
     if not root.is_dir():
         return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()]
+    dirs = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()
+    ]
     return sorted(dirs, key=lambda p: p.name, reverse=True)

@@ -49,18 +49,33 @@ def random_trained(n_items: int, *, n_users: int = 20_000, dim: int = 64, seed: 
     from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
 
     torch.manual_seed(seed)
-    countries = np.sort(np.array([contract.country_code(c) for c in ("DE", "FR", "US")], dtype=np.int64))
-    cfg = TwoTowerConfig(
-        n_users=n_users + 1, n_items=n_items + 1, n_age_buckets=8, n_countries=len(countries) + 1,
-        n_categories=21, n_price_buckets=6, dim=dim,
+    countries = np.sort(
+        np.array([contract.country_code(c) for c in ("DE", "FR", "US")], dtype=np.int64)
     )
-    model = TwoTower(cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries)
+    cfg = TwoTowerConfig(
+        n_users=n_users + 1,
+        n_items=n_items + 1,
+        n_age_buckets=8,
+        n_countries=len(countries) + 1,
+        n_categories=21,
+        n_price_buckets=6,
+        dim=dim,
+    )
+    model = TwoTower(
+        cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries
+    )
     emb = torch.nn.functional.normalize(torch.randn(n_items, dim), dim=1).numpy()
     return TrainedTwoTower(
-        model=model.eval(), user_vocab=np.arange(n_users), item_vocab=np.arange(n_items, dtype=np.int64),
-        country_vocab=countries, countries=["DE", "FR", "US"], categories=StringVocab([]),
-        item_embeddings=emb.astype(np.float32), popular_items=np.arange(n_items, dtype=np.int64),
-        popular_counts=np.ones(n_items, dtype=np.int64), metadata={"model_version": f"random-{n_items}"},
+        model=model.eval(),
+        user_vocab=np.arange(n_users),
+        item_vocab=np.arange(n_items, dtype=np.int64),
+        country_vocab=countries,
+        countries=["DE", "FR", "US"],
+        categories=StringVocab([]),
+        item_embeddings=emb.astype(np.float32),
+        popular_items=np.arange(n_items, dtype=np.int64),
+        popular_counts=np.ones(n_items, dtype=np.int64),
+        metadata={"model_version": f"random-{n_items}"},
     )
 
 
@@ -71,13 +86,19 @@ def _request_arrays(rng: np.random.Generator, n_items: int, n_users: int) -> dic
         contract.AGE_BUCKET: np.array([[2]], np.int64),
         contract.COUNTRY: np.array([[contract.country_code("DE")]], np.int64),
         contract.INTERACTION_COUNT: np.array([[len(seen)]], np.int64),
-        contract.RECENT_ITEMS: np.array([contract.pad_items(seen[:20].tolist(), contract.RECENT_ITEMS_LEN)], np.int64),
-        contract.SEEN_ITEMS: np.array([contract.pad_items(seen.tolist(), contract.MAX_SEEN_ITEMS)], np.int64),
+        contract.RECENT_ITEMS: np.array(
+            [contract.pad_items(seen[:20].tolist(), contract.RECENT_ITEMS_LEN)], np.int64
+        ),
+        contract.SEEN_ITEMS: np.array(
+            [contract.pad_items(seen.tolist(), contract.MAX_SEEN_ITEMS)], np.int64
+        ),
         contract.K: np.array([[20]], np.int32),
     }
 
 
-async def _load(url: str, *, concurrency: int, duration: float, n_items: int, n_users: int) -> dict[str, Any]:
+async def _load(
+    url: str, *, concurrency: int, duration: float, n_items: int, n_users: int
+) -> dict[str, Any]:
     import tritonclient.grpc.aio as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
@@ -125,18 +146,28 @@ async def _load(url: str, *, concurrency: int, duration: float, n_items: int, n_
     }
 
 
-def bench_triton(trained: Any, *, label: str, duration: float, workdir: Path) -> list[dict[str, Any]]:
+def bench_triton(
+    trained: Any, *, label: str, duration: float, workdir: Path
+) -> list[dict[str, Any]]:
     """Export ``trained`` into a scratch repository, serve it, load it at each concurrency."""
     from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
     from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY, TritonProcess, TritonSettings
 
-    slug = "".join(ch if ch.isalnum() else "-" for ch in label)  # the stub's command line is not quoted
+    slug = "".join(
+        ch if ch.isalnum() else "-" for ch in label
+    )  # the stub's command line is not quoted
     repo = workdir / f"repo-{slug}"
     model_dir(repo).mkdir(parents=True)
-    shutil.copy(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME)
+    shutil.copy(
+        model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
+    )
     export_to_triton(trained, repository=repo)
     settings = TritonSettings(
-        model_repository=repo, backends_dir=workdir / "backends", http_port=0, grpc_port=0, metrics_port=0,
+        model_repository=repo,
+        backends_dir=workdir / "backends",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
         otlp_endpoint=None,
     )
     server = TritonProcess(settings, log_path=workdir / f"triton-{slug}.log")
@@ -145,7 +176,13 @@ def bench_triton(trained: Any, *, label: str, duration: float, workdir: Path) ->
         server.wait_ready(timeout=240)
         for c in CONCURRENCY:
             row = asyncio.run(
-                _load(server.grpc_url, concurrency=c, duration=duration, n_items=len(trained.item_ids), n_users=len(trained.user_vocab))
+                _load(
+                    server.grpc_url,
+                    concurrency=c,
+                    duration=duration,
+                    n_items=len(trained.item_ids),
+                    n_users=len(trained.user_vocab),
+                )
             )
             row["catalogue"] = label
             rows.append(row)
@@ -161,21 +198,49 @@ def bench_training(*, workdir: Path, rows: int, batch_size: int) -> list[dict[st
     from two_tower.train import TrainParams
 
     ds = generate(scale="demo", seed=42)
-    sample = ds.interactions.sample(n=min(rows, len(ds.interactions)), random_state=0).reset_index(drop=True)
+    sample = ds.interactions.sample(n=min(rows, len(ds.interactions)), random_state=0).reset_index(
+        drop=True
+    )
     path = workdir / "train.parquet"
     sample.to_parquet(path)
     params = TrainParams(epochs=1, batch_size=batch_size, progress=False, threads=1, device="cpu")
     single = train_in_memory(sample, params=params, users=ds.users, items=ds.items)
-    out = [{"mode": "1 process (1 thread)", "samples_per_s": single.metadata["samples_per_second"], "rows": len(sample)}]
+    out = [
+        {
+            "mode": "1 process (1 thread)",
+            "samples_per_s": single.metadata["samples_per_second"],
+            "rows": len(sample),
+        }
+    ]
     dump = workdir / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", f"--master_port={free_port()}",
-        "-m", "two_tower.ddp", "--interactions", str(path), "--epochs", "1", "--batch-size", str(batch_size),
-        "--dump-dir", str(dump),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        f"--master_port={free_port()}",
+        "-m",
+        "two_tower.ddp",
+        "--interactions",
+        str(path),
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(batch_size),
+        "--dump-dir",
+        str(dump),
     ]
-    env = dict(os.environ, CASCADE_HOME=str(workdir / "home"), OMP_NUM_THREADS="1", CASCADE_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        CASCADE_HOME=str(workdir / "home"),
+        OMP_NUM_THREADS="1",
+        CASCADE_LOG_LEVEL="WARNING",
+    )
     subprocess.run(cmd, env=env, check=True, timeout=1800, capture_output=True)
-    total = sum(json.loads((dump / f"rank{r}.json").read_text())["samples_per_second"] for r in range(2))
+    total = sum(
+        json.loads((dump / f"rank{r}.json").read_text())["samples_per_second"] for r in range(2)
+    )
     out.append({"mode": "2-process DDP (gloo)", "samples_per_s": total, "rows": len(sample)})
     return out
 
@@ -190,18 +255,35 @@ def _trained_demo(layout: Layout) -> tuple[Any, str]:
         return random_trained(3_000), "demo-shape (random)"
 
 
-def format_tables(triton_rows: list[dict[str, Any]], train_rows: list[dict[str, Any]], report: str | None) -> str:
+def format_tables(
+    triton_rows: list[dict[str, Any]], train_rows: list[dict[str, Any]], report: str | None
+) -> str:
     """The benchmark's markdown output."""
-    lines = ["## Triton (two_tower, CPU instance, gRPC aio client, k=20)", "",
-             "| catalogue | concurrency | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Triton (two_tower, CPU instance, gRPC aio client, k=20)",
+        "",
+        "| catalogue | concurrency | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in triton_rows:
         lines.append(
             f"| {r['catalogue']} | {r['concurrency']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
         )
-    lines += ["", "## Two-Tower training throughput (CPU)", "", "| mode | samples/s | rows |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "## Two-Tower training throughput (CPU)",
+        "",
+        "| mode | samples/s | rows |",
+        "|---|---:|---:|",
+    ]
     for r in train_rows:
         lines.append(f"| {r['mode']} | {r['samples_per_s']:.0f} | {r['rows']} |")
-    lines += ["", "## Evaluation (demo)", "", report or "no report yet: run `cascade evaluate --models popular,als,two_tower`"]
+    lines += [
+        "",
+        "## Evaluation (demo)",
+        "",
+        report or "no report yet: run `cascade evaluate --models popular,als,two_tower`",
+    ]
     return "\n".join(lines)
 
 
@@ -214,16 +296,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     layout = Layout.from_env()
     workdir = Path(tempfile.mkdtemp(prefix="two-tower-bench-"))
     try:
         demo, label = _trained_demo(layout)
         triton_rows = bench_triton(demo, label=label, duration=args.duration, workdir=workdir)
         triton_rows += bench_triton(
-            random_trained(args.large_items), label=f"{args.large_items // 1000}K items (random)", duration=args.duration, workdir=workdir
+            random_trained(args.large_items),
+            label=f"{args.large_items // 1000}K items (random)",
+            duration=args.duration,
+            workdir=workdir,
         )
-        train_rows = [] if args.skip_training else bench_training(workdir=workdir, rows=args.train_rows, batch_size=args.batch_size)
+        train_rows = (
+            []
+            if args.skip_training
+            else bench_training(workdir=workdir, rows=args.train_rows, batch_size=args.batch_size)
+        )
         report_path = layout.reports_dir / "demo" / "report.md"
         report = report_path.read_text() if report_path.is_file() else None
         print(format_tables(triton_rows, train_rows, report))

@@ -32,25 +32,44 @@ def _fail(message: str) -> typer.Exit:
 
 def train_two_tower(
     data: str = typer.Option(
-        "demo", "--data", "-d", help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH."
+        "demo",
+        "--data",
+        "-d",
+        help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH.",
     ),
-    dim: int = typer.Option(64, min=1, help="Embedding dimension of both towers."),
+    dim: int = typer.Option(128, min=1, help="Embedding dimension of both towers."),
     epochs: int = typer.Option(2, min=1, help="Most epochs; early stopping may end sooner."),
     batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
     lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
     temperature: float = typer.Option(0.03, min=0.0, help="Softmax temperature."),
-    uniform_negatives: int = typer.Option(0, min=0, help="Extra uniformly sampled negatives per batch."),
-    seen_pool: int = typer.Option(0, min=0, help="Newest seen items mean-pooled into the user tower (0: off)."),
-    patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
-    engine: str = typer.Option("asof", help="Point-in-time join: 'asof' (fast) or 'feast' (get_historical_features)."),
-    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
-    threads: int = typer.Option(1, min=0, help="CPU threads for torch; 0: every CPU this process may use."),
-    full_data: bool = typer.Option(
-        False, "--full-data/--train-split", help="Train on all interactions (to serve) or the evaluation train split."
+    uniform_negatives: int = typer.Option(
+        0, min=0, help="Extra uniformly sampled negatives per batch."
     ),
-    test_fraction: float = typer.Option(DEFAULT_TEST_FRACTION, help="Split: share of each user's latest interactions held out."),
-    min_interactions: int = typer.Option(DEFAULT_MIN_INTERACTIONS, help="Split: users with fewer stay wholly in train."),
-    seed: int = typer.Option(42, help="Seed of initialisation, shuffling and the validation sample."),
+    seen_pool: int = typer.Option(
+        0, min=0, help="Newest seen items mean-pooled into the user tower (0: off)."
+    ),
+    patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
+    engine: str = typer.Option(
+        "asof", help="Point-in-time join: 'asof' (fast) or 'feast' (get_historical_features)."
+    ),
+    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
+    threads: int = typer.Option(
+        1, min=0, help="CPU threads for torch; 0: every CPU this process may use."
+    ),
+    full_data: bool = typer.Option(
+        False,
+        "--full-data/--train-split",
+        help="Train on all interactions (to serve) or the evaluation train split.",
+    ),
+    test_fraction: float = typer.Option(
+        DEFAULT_TEST_FRACTION, help="Split: share of each user's latest interactions held out."
+    ),
+    min_interactions: int = typer.Option(
+        DEFAULT_MIN_INTERACTIONS, help="Split: users with fewer stay wholly in train."
+    ),
+    seed: int = typer.Option(
+        42, help="Seed of initialisation, shuffling and the validation sample."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train the Two-Tower model on point-in-time Feast training rows; save a versioned artifact as `latest`."""
@@ -64,20 +83,37 @@ def train_two_tower(
         raise typer.BadParameter("choose asof or feast", param_hint="--engine")
     try:
         params = TrainParams(
-            dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
-            uniform_negatives=uniform_negatives, seen_pool=seen_pool, patience=patience, seed=seed, device=device,
-            threads=threads, progress=progress,
+            dim=dim,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            temperature=temperature,
+            uniform_negatives=uniform_negatives,
+            seen_pool=seen_pool,
+            patience=patience,
+            seed=seed,
+            device=device,
+            threads=threads,
+            progress=progress,
         )
         params.check()
-        split = None if full_data else SplitParams(test_fraction=test_fraction, min_interactions=min_interactions)
-        folder = run_train_two_tower(layout=Layout.from_env(), spec=data, split=split, params=params, engine=engine)
+        split = (
+            None
+            if full_data
+            else SplitParams(test_fraction=test_fraction, min_interactions=min_interactions)
+        )
+        folder = run_train_two_tower(
+            layout=Layout.from_env(), spec=data, split=split, params=params, engine=engine
+        )
     except (DataSourceError, DatasetNotFoundError, FeatureStoreError, ValueError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"two_tower artifact: {folder}")
 
 
 def export_two_tower(
-    repository: Annotated[Path, typer.Option(help="Triton model repository.")] = _DEFAULT_REPOSITORY,
+    repository: Annotated[
+        Path, typer.Option(help="Triton model repository.")
+    ] = _DEFAULT_REPOSITORY,
     artifact: Annotated[
         Path | None, typer.Option(help="Artifact folder; default: the `latest` Two-Tower artifact.")
     ] = None,
@@ -93,16 +129,22 @@ def export_two_tower(
     except (ArtifactError, ExportError) as exc:
         raise _fail(str(exc)) from None
     removed = f", removed {result.removed}" if result.removed else ""
-    typer.echo(f"two_tower version {result.version} ({result.n_items} items) -> {result.version_dir}{removed}")
+    typer.echo(
+        f"two_tower version {result.version} ({result.n_items} items) -> {result.version_dir}{removed}"
+    )
 
 
 def serve_triton(
-    repository: Annotated[Path, typer.Option(help="Triton model repository.")] = _DEFAULT_REPOSITORY,
+    repository: Annotated[
+        Path, typer.Option(help="Triton model repository.")
+    ] = _DEFAULT_REPOSITORY,
     http_port: int = typer.Option(8000, min=0, help="KServe v2 HTTP port (0: a free one)."),
     grpc_port: int = typer.Option(8001, min=0, help="KServe v2 gRPC port (0: a free one)."),
     metrics_port: int = typer.Option(8002, min=0, help="Prometheus metrics port (0: a free one)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    config_name: str | None = typer.Option(None, help="Custom model config: 'gpu' loads configs/gpu.pbtxt."),
+    config_name: str | None = typer.Option(
+        None, help="Custom model config: 'gpu' loads configs/gpu.pbtxt."
+    ),
 ) -> None:
     """Run tritonserver on the repository in the foreground until Ctrl-C / SIGTERM."""
     from cascade.procs import ProcessError
@@ -112,8 +154,12 @@ def serve_triton(
     if not list_versions(repository):
         raise _fail(f"no two_tower version in {repository}; run `cascade export two-tower` first")
     settings = TritonSettings(
-        model_repository=repository, http_port=http_port, grpc_port=grpc_port,
-        metrics_port=metrics_port, host=host, model_config_name=config_name,
+        model_repository=repository,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        host=host,
+        model_config_name=config_name,
     )
     try:
         server = TritonProcess(settings)
@@ -122,7 +168,9 @@ def serve_triton(
         server.wait_ready(timeout=180)
     except (TritonNotInstalledError, ProcessError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url} (log {server.log_path})")
+    typer.echo(
+        f"tritonserver ready: http {server.http_url}, grpc {server.grpc_url} (log {server.log_path})"
+    )
     while server.running() and not stop():
         time.sleep(0.5)
     code = server.stop()

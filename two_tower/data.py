@@ -47,7 +47,14 @@ class UserRows:
         return {f: getattr(self, f) for f in _USER_FIELDS}
 
 
-_USER_FIELDS = ("user_id", "age_bucket", "country", "interaction_count", "recent_items", "seen_items")
+_USER_FIELDS = (
+    "user_id",
+    "age_bucket",
+    "country",
+    "interaction_count",
+    "recent_items",
+    "seen_items",
+)
 
 
 @dataclass
@@ -144,10 +151,14 @@ def item_rows(frame: pd.DataFrame, categories: StringVocab) -> ItemRows:
 
 def training_set(frame: pd.DataFrame, categories: StringVocab, *, seen_len: int) -> TrainingSet:
     """A :class:`TrainingSet` from ``cascade.features.training.training_frame`` output."""
-    return TrainingSet(users=user_rows(frame, seen_len=seen_len), items=item_rows(frame, categories))
+    return TrainingSet(
+        users=user_rows(frame, seen_len=seen_len), items=item_rows(frame, categories)
+    )
 
 
-def item_catalogue(items: pd.DataFrame, interactions: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
+def item_catalogue(
+    items: pd.DataFrame, interactions: pd.DataFrame, item_ids: np.ndarray
+) -> pd.DataFrame:
     """Item features of ``item_ids`` as of the last interaction in ``interactions``.
 
     ``popularity`` counts ``interactions`` (the training side only), ``age_days`` runs from

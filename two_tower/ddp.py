@@ -80,37 +80,68 @@ def make_hooks(*, seed: int, checkpoint_dir: Path | None) -> tuple[FitHooks, tor
 
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         save_model(model, str(checkpoint_dir / "best.safetensors"))
-        (checkpoint_dir / "best.json").write_text(json.dumps({"epoch": epoch, "world_size": world}) + "\n")
+        (checkpoint_dir / "best.json").write_text(
+            json.dumps({"epoch": epoch, "world_size": world}) + "\n"
+        )
 
-    hooks = FitHooks(shard=_shard(world, rank, seed), wrap=wrap, agree=_agree, is_main=rank == 0, checkpoint=checkpoint)
+    hooks = FitHooks(
+        shard=_shard(world, rank, seed),
+        wrap=wrap,
+        agree=_agree,
+        is_main=rank == 0,
+        checkpoint=checkpoint,
+    )
     return hooks, device
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``torchrun -m two_tower.ddp``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="demo", help="data set spec (as `cascade train two-tower --data`)")
-    parser.add_argument("--interactions", type=Path, help="train in memory on this parquet frame instead")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", default="demo", help="data set spec (as `cascade train two-tower --data`)"
+    )
+    parser.add_argument(
+        "--interactions", type=Path, help="train in memory on this parquet frame instead"
+    )
     parser.add_argument("--epochs", type=int, default=TrainParams.epochs)
-    parser.add_argument("--batch-size", type=int, default=TrainParams.batch_size, help="global batch size")
+    parser.add_argument(
+        "--batch-size", type=int, default=TrainParams.batch_size, help="global batch size"
+    )
     parser.add_argument("--dim", type=int, default=TrainParams.dim)
     parser.add_argument("--seed", type=int, default=TrainParams.seed)
     parser.add_argument("--params", default="{}", help="JSON of further TrainParams fields")
-    parser.add_argument("--dump-dir", type=Path, help="each rank writes rank<N>.safetensors and metrics here")
-    parser.add_argument("--test", type=Path, help="with --interactions: held-out frame; rank 0 reports Recall@20")
+    parser.add_argument(
+        "--dump-dir", type=Path, help="each rank writes rank<N>.safetensors and metrics here"
+    )
+    parser.add_argument(
+        "--test", type=Path, help="with --interactions: held-out frame; rank 0 reports Recall@20"
+    )
     parser.add_argument("--full-data", action="store_true", help="train on every interaction")
     args = parser.parse_args(argv)
     if json.loads(args.params).get("uniform_negatives"):
         # the extra negatives need a second forward pass per step, which DDP's reducer refuses
         parser.error("uniform_negatives is not supported under DDP")
-    logging.basicConfig(level=os.environ.get("CASCADE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("CASCADE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     layout = Layout.from_env()
-    hooks, device = make_hooks(seed=args.seed, checkpoint_dir=layout.artifacts_dir / "two_tower" / ".ddp-checkpoint")
+    hooks, device = make_hooks(
+        seed=args.seed, checkpoint_dir=layout.artifacts_dir / "two_tower" / ".ddp-checkpoint"
+    )
     world = dist.get_world_size()
     params = TrainParams(
-        epochs=args.epochs, batch_size=max(2, args.batch_size // world), dim=args.dim, seed=args.seed,
-        device=str(device), threads=1, progress=hooks.is_main, **json.loads(args.params),
+        epochs=args.epochs,
+        batch_size=max(2, args.batch_size // world),
+        dim=args.dim,
+        seed=args.seed,
+        device=str(device),
+        threads=1,
+        progress=hooks.is_main,
+        **json.loads(args.params),
     )
     try:
         if args.interactions is not None:
@@ -119,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
             from two_tower.pipeline import run_train_two_tower
 
             split = None if args.full_data else SplitParams()
-            folder = run_train_two_tower(layout=layout, spec=args.data, split=split, params=params, hooks=hooks)
+            folder = run_train_two_tower(
+                layout=layout, spec=args.data, split=split, params=params, hooks=hooks
+            )
             if folder is not None:
                 print(f"two_tower artifact: {folder}")
     finally:
@@ -138,11 +171,16 @@ def _train_frame(args: argparse.Namespace, params: TrainParams, hooks: FitHooks)
         args.dump_dir.mkdir(parents=True, exist_ok=True)
         rank = dist.get_rank()
         save_model(trained.model, str(args.dump_dir / f"rank{rank}.safetensors"))
-        meta = {"samples_per_second": trained.metadata.get("samples_per_second"), "world_size": dist.get_world_size()}
+        meta = {
+            "samples_per_second": trained.metadata.get("samples_per_second"),
+            "world_size": dist.get_world_size(),
+        }
         if args.test is not None and rank == 0:
             from two_tower.pipeline import holdout_metrics
 
-            metrics = holdout_metrics(trained, train=frame, test=pd.read_parquet(args.test), users=None)
+            metrics = holdout_metrics(
+                trained, train=frame, test=pd.read_parquet(args.test), users=None
+            )
             meta["recall@20"] = metrics["two_tower"]["recall@20"]
         (args.dump_dir / f"rank{rank}.json").write_text(json.dumps(meta) + "\n")
 

@@ -119,13 +119,19 @@ def export_to_triton(
     try:
         shutil.copy2(template, tmp / TEMPLATE_NAME)
         script_user_tower(trained, tmp / TOWER_FILE)
-        np.save(tmp / "item_ids.npy", np.ascontiguousarray(trained.item_ids, dtype=np.int64), allow_pickle=False)
+        np.save(
+            tmp / "item_ids.npy",
+            np.ascontiguousarray(trained.item_ids, dtype=np.int64),
+            allow_pickle=False,
+        )
         np.save(
             tmp / "item_embeddings.npy",
             np.ascontiguousarray(trained.item_embeddings, dtype=np.float32),
             allow_pickle=False,
         )
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / "metadata.json").write_text(
+            json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+        )
         os.chmod(tmp, 0o755)
         os.rename(tmp, folder / str(version))
     except BaseException:
@@ -133,8 +139,15 @@ def export_to_triton(
         raise
     write_configs(folder, versions_to_keep=keep)
     removed = prune_versions(repository, keep=keep)
-    logger.info("exported Two-Tower version %d to %s (removed %s)", version, folder / str(version), removed)
-    return ExportResult(version=version, version_dir=folder / str(version), removed=removed, n_items=len(trained.item_ids))
+    logger.info(
+        "exported Two-Tower version %d to %s (removed %s)", version, folder / str(version), removed
+    )
+    return ExportResult(
+        version=version,
+        version_dir=folder / str(version),
+        removed=removed,
+        n_items=len(trained.item_ids),
+    )
 
 
 def prune_versions(repository: Path, *, keep: int) -> list[int]:

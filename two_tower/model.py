@@ -119,7 +119,9 @@ class UserTower(nn.Module):
         self.seen_pool = cfg.seen_pool
         self.use_user_id = bool(cfg.user_id_embedding)
         width = 3 * cfg.dim + 3 * cfg.side_dim
-        self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim)
+        )
         self.skip = nn.Linear(width, cfg.dim, bias=False)
         self.n_age_buckets = cfg.n_age_buckets
         self.count_buckets = COUNT_BUCKETS
@@ -150,19 +152,22 @@ class UserTower(nn.Module):
         )
         return F.normalize(self.mlp(x) + self.skip(x), dim=-1)
 
-
     def _pool(self, items: Tensor) -> Tensor:
         """Mean item-id embedding of the known items in each row (zeros for none)."""
         index = lookup(self.item_vocab, items.contiguous())
         mask = (index > 0).to(torch.float32).unsqueeze(-1)
-        pooled: Tensor = (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled: Tensor = (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(
+            min=1.0
+        )
         return pooled
 
 
 class ItemTower(nn.Module):
     """Item features to an L2-normalised vector."""
 
-    def __init__(self, cfg: TwoTowerConfig, item_vocab: Tensor, item_embedding: nn.Embedding) -> None:
+    def __init__(
+        self, cfg: TwoTowerConfig, item_vocab: Tensor, item_embedding: nn.Embedding
+    ) -> None:
         super().__init__()
         self.register_buffer("item_vocab", item_vocab.to(torch.int64))
         self.item_embedding = item_embedding
@@ -171,14 +176,21 @@ class ItemTower(nn.Module):
         self.popularity = nn.Embedding(COUNT_BUCKETS, cfg.side_dim)
         self.age = nn.Embedding(AGE_DAYS_BUCKETS, cfg.side_dim)
         width = cfg.dim + 4 * cfg.side_dim
-        self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim)
+        )
         self.skip = nn.Linear(width, cfg.dim, bias=False)
         self.n_price_buckets = cfg.n_price_buckets
         self.count_buckets = COUNT_BUCKETS
         self.age_buckets = AGE_DAYS_BUCKETS
 
     def forward(
-        self, item_id: Tensor, category: Tensor, price_bucket: Tensor, popularity: Tensor, age_days: Tensor
+        self,
+        item_id: Tensor,
+        category: Tensor,
+        price_bucket: Tensor,
+        popularity: Tensor,
+        age_days: Tensor,
     ) -> Tensor:
         """``(n,)`` ids and features (category as a StringVocab index) -> ``(n, dim)``."""
         x = torch.cat(
@@ -246,6 +258,10 @@ class TwoTower(nn.Module):
                 user["seen_items"],
             ),
             self.item_tower(
-                item["item_id"], item["category"], item["price_bucket"], item["popularity"], item["age_days"]
+                item["item_id"],
+                item["category"],
+                item["price_bucket"],
+                item["popularity"],
+                item["age_days"],
             ),
         )

@@ -66,7 +66,12 @@ class Prepared:
 
 
 def validation_split(
-    train: pd.DataFrame, *, fraction: float, max_users: int, seed: int, split: SplitParams | None = None
+    train: pd.DataFrame,
+    *,
+    fraction: float,
+    max_users: int,
+    seed: int,
+    split: SplitParams | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(fit, val_fit, val_target)``: sampled users' latest interactions held out of ``fit``.
 
@@ -90,7 +95,9 @@ def validation_split(
     return fit, val_fit, val_target
 
 
-def feast_training_frame(*, layout: Layout, dataset: str, interactions: pd.DataFrame, engine: str) -> pd.DataFrame:
+def feast_training_frame(
+    *, layout: Layout, dataset: str, interactions: pd.DataFrame, engine: str
+) -> pd.DataFrame:
     """Point-in-time rows of feature service ``two_tower_v1`` for each interaction."""
     from cascade.features import names
     from cascade.features.store import apply, open_store
@@ -100,7 +107,11 @@ def feast_training_frame(*, layout: Layout, dataset: str, interactions: pd.DataF
     try:
         store.get_feature_service(names.TWO_TOWER_SERVICE)
     except Exception:
-        logger.info("feature service %s not registered for %s: applying definitions", names.TWO_TOWER_SERVICE, dataset)
+        logger.info(
+            "feature service %s not registered for %s: applying definitions",
+            names.TWO_TOWER_SERVICE,
+            dataset,
+        )
         apply(layout=layout, dataset=dataset)
         store = open_store(layout=layout, dataset=dataset)
     entity = pd.DataFrame(
@@ -149,12 +160,19 @@ def prepare(
         seen_len=seen_len,
     )
     if len(val_target):
-        prepared.validate = _validator(prepared, users=users, val_fit=val_fit, val_target=val_target, fit=fit)
+        prepared.validate = _validator(
+            prepared, users=users, val_fit=val_fit, val_target=val_target, fit=fit
+        )
     return prepared
 
 
 def _validator(
-    prepared: Prepared, *, users: pd.DataFrame, val_fit: pd.DataFrame, val_target: pd.DataFrame, fit: pd.DataFrame
+    prepared: Prepared,
+    *,
+    users: pd.DataFrame,
+    val_fit: pd.DataFrame,
+    val_target: pd.DataFrame,
+    fit: pd.DataFrame,
 ) -> Callable[[TwoTower], float]:
     from cascade.data.features import user_state
     from cascade.evaluation.metrics import evaluate_recommender, ground_truth
@@ -195,7 +213,10 @@ def build_model(prepared: Prepared, params: TrainParams) -> TwoTower:
         user_id_embedding=int(params.user_id_embedding),
     )
     return TwoTower(
-        cfg, user_vocab=prepared.user_vocab, item_vocab=prepared.item_vocab, country_vocab=prepared.country_vocab
+        cfg,
+        user_vocab=prepared.user_vocab,
+        item_vocab=prepared.item_vocab,
+        country_vocab=prepared.country_vocab,
     )
 
 
@@ -222,11 +243,20 @@ def load_inputs(
     )
     frame = feast_training_frame(layout=layout, dataset=data.name, interactions=fit, engine=engine)
     prepared = prepare(
-        frame=frame, fit=fit, users=ds.users, items=ds.items, val_fit=val_fit, val_target=val_target, seen_len=seen_len
+        frame=frame,
+        fit=fit,
+        users=ds.users,
+        items=ds.items,
+        val_fit=val_fit,
+        val_target=val_target,
+        seen_len=seen_len,
     )
     logger.info(
         "two_tower data: %d training rows, %d users, %d items, %d validation users",
-        len(prepared.training), len(prepared.user_vocab), len(prepared.item_vocab), val_target[USER_ID].nunique(),
+        len(prepared.training),
+        len(prepared.user_vocab),
+        len(prepared.item_vocab),
+        val_target[USER_ID].nunique(),
     )
     return data, test, ds.users, ds.items, prepared
 
@@ -251,15 +281,25 @@ def run_train_two_tower(
     from two_tower.train import configure_determinism, fit, resolve_device
 
     data, test, users, items, prepared = load_inputs(
-        layout=layout, spec=spec, split=split, engine=engine,
-        val_fraction=val_fraction, val_max_users=val_max_users, seed=params.seed,
+        layout=layout,
+        spec=spec,
+        split=split,
+        engine=engine,
+        val_fraction=val_fraction,
+        val_max_users=val_max_users,
+        seed=params.seed,
         seen_len=max(params.seen_pool, 1),
     )
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
     result = fit(
-        model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate, hooks=hooks
+        model,
+        prepared.training,
+        params=params,
+        catalogue=prepared.catalogue,
+        validate=prepared.validate,
+        hooks=hooks,
     )
     if hooks is not None and not hooks.is_main:
         return None
@@ -277,7 +317,9 @@ def run_train_two_tower(
         }
     )
     if evaluate_test and split is not None and len(test):
-        trained.metadata["metrics"] = holdout_metrics(trained, train=data.train, test=test, users=users)
+        trained.metadata["metrics"] = holdout_metrics(
+            trained, train=data.train, test=test, users=users
+        )
     return save_two_tower(trained, artifacts_dir=layout.artifacts_dir)
 
 
@@ -312,14 +354,21 @@ def holdout_metrics(
     from two_tower.recommender import TwoTowerRecommender
 
     rec = TwoTowerRecommender.from_trained(trained, interactions=train, users=users)
-    report = evaluate([PopularityRecommender.from_interactions(train), rec], train, test, max_users=EVAL_MAX_USERS)
-    metrics: dict[str, Any] = {name: {k: m[k] for k in HEADLINE} for name, m in report.models.items()}
+    report = evaluate(
+        [PopularityRecommender.from_interactions(train), rec], train, test, max_users=EVAL_MAX_USERS
+    )
+    metrics: dict[str, Any] = {
+        name: {k: m[k] for k in HEADLINE} for name, m in report.models.items()
+    }
     metrics["users_evaluated"] = report.users_evaluated
     return metrics
 
 
 def frame_from_interactions(
-    interactions: pd.DataFrame, *, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None
+    interactions: pd.DataFrame,
+    *,
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Training rows computed directly from ``interactions``, exactly as of each event.
 
@@ -329,11 +378,15 @@ def frame_from_interactions(
     """
     from cascade.data.schema import MAX_SEEN_ITEMS, RECENT_ITEMS_LEN
 
-    df = interactions.sort_values([TIMESTAMP, USER_ID, ITEM_ID], kind="mergesort").reset_index(drop=True)
+    df = interactions.sort_values([TIMESTAMP, USER_ID, ITEM_ID], kind="mergesort").reset_index(
+        drop=True
+    )
     history: dict[int, list[int]] = {}
     popularity: dict[int, int] = {}
     counts, recent, seen, pop = [], [], [], []
-    for user, item in zip(df[USER_ID].to_numpy(np.int64), df[ITEM_ID].to_numpy(np.int64), strict=True):
+    for user, item in zip(
+        df[USER_ID].to_numpy(np.int64), df[ITEM_ID].to_numpy(np.int64), strict=True
+    ):
         past = history.setdefault(int(user), [])
         counts.append(len(past))
         newest = past[::-1]
@@ -343,7 +396,12 @@ def frame_from_interactions(
         past.append(int(item))
         popularity[int(item)] = popularity.get(int(item), 0) + 1
     out = df[[USER_ID, ITEM_ID, TIMESTAMP]].copy()
-    out["interaction_count"], out["recent_items"], out["seen_items"], out["popularity"] = counts, recent, seen, pop
+    out["interaction_count"], out["recent_items"], out["seen_items"], out["popularity"] = (
+        counts,
+        recent,
+        seen,
+        pop,
+    )
     if users is not None:
         out = out.merge(users[[USER_ID, "age_bucket", "country"]], on=USER_ID, how="left")
     else:
@@ -389,14 +447,24 @@ def train_in_memory(
     )
     frame = frame_from_interactions(fit_df, users=users, items=items)
     prepared = prepare(
-        frame=frame, fit=fit_df, users=users, items=items, val_fit=val_fit, val_target=val_target,
+        frame=frame,
+        fit=fit_df,
+        users=users,
+        items=items,
+        val_fit=val_fit,
+        val_target=val_target,
         seen_len=max(params.seen_pool, 1),
     )
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
     result = fit(
-        model, prepared.training, params=params, catalogue=prepared.catalogue, validate=prepared.validate, hooks=hooks
+        model,
+        prepared.training,
+        params=params,
+        catalogue=prepared.catalogue,
+        validate=prepared.validate,
+        hooks=hooks,
     )
     trained = finish(result.model.cpu(), prepared, train=interactions, items=items)
     trained.metadata.update(

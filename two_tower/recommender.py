@@ -41,7 +41,12 @@ def user_vectors(model: TwoTower, rows: UserRows, *, batch_size: int = 4096) -> 
             t = {k: torch.as_tensor(v, device=device) for k, v in part.as_dict().items()}
             out.append(
                 model.user_tower(
-                    t["user_id"], t["age_bucket"], t["country"], t["interaction_count"], t["recent_items"], t["seen_items"]
+                    t["user_id"],
+                    t["age_bucket"],
+                    t["country"],
+                    t["interaction_count"],
+                    t["recent_items"],
+                    t["seen_items"],
                 ).cpu()
             )
     return torch.cat(out) if out else torch.zeros((0, model.cfg.dim))
@@ -57,7 +62,9 @@ def item_vectors(model: TwoTower, rows: ItemRows, *, batch_size: int = 8192) -> 
             part = rows.take(np.arange(start, min(start + batch_size, len(rows))))
             t = {k: torch.as_tensor(v, device=device) for k, v in part.as_dict().items()}
             out.append(
-                model.item_tower(t["item_id"], t["category"], t["price_bucket"], t["popularity"], t["age_days"]).cpu()
+                model.item_tower(
+                    t["item_id"], t["category"], t["price_bucket"], t["popularity"], t["age_days"]
+                ).cpu()
             )
     vectors = torch.cat(out) if out else torch.zeros((0, model.cfg.dim))
     result: np.ndarray = vectors.numpy().astype(np.float32)
@@ -81,7 +88,9 @@ class TwoTowerRecommender:
     ) -> None:
         self.model = model  # scored on the model's own device; results come back to the CPU
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
-        self.item_emb_t = torch.from_numpy(np.ascontiguousarray(np.asarray(item_embeddings, np.float32).T))
+        self.item_emb_t = torch.from_numpy(
+            np.ascontiguousarray(np.asarray(item_embeddings, np.float32).T)
+        )
         table = users.sort_values(USER_ID).reset_index(drop=True)
         self.user_ids = table[USER_ID].to_numpy(np.int64)
         self.rows = user_rows(table, seen_len=max(model.cfg.seen_pool, 1))
@@ -90,7 +99,11 @@ class TwoTowerRecommender:
 
     @classmethod
     def from_trained(
-        cls, trained: TrainedTwoTower, *, interactions: pd.DataFrame, users: pd.DataFrame | None = None
+        cls,
+        trained: TrainedTwoTower,
+        *,
+        interactions: pd.DataFrame,
+        users: pd.DataFrame | None = None,
     ) -> TwoTowerRecommender:
         """Recommender with each user's state at the end of ``interactions`` (the training data).
 
@@ -110,7 +123,9 @@ class TwoTowerRecommender:
             seen=UserItems.from_pairs(
                 interactions[USER_ID].to_numpy(np.int64), interactions[ITEM_ID].to_numpy(np.int64)
             ),
-            popular=PopularityRecommender(items=trained.popular_items, counts=trained.popular_counts),
+            popular=PopularityRecommender(
+                items=trained.popular_items, counts=trained.popular_counts
+            ),
         )
 
     def _positions(self, users: np.ndarray) -> np.ndarray:
@@ -136,7 +151,9 @@ class TwoTowerRecommender:
         known = np.flatnonzero(pos >= 0)
         if len(known):
             scores = self.scores(self.rows.take(pos[known]))
-            self._mask(scores, users[known], None if exclude is None else [exclude[int(i)] for i in known])
+            self._mask(
+                scores, users[known], None if exclude is None else [exclude[int(i)] for i in known]
+            )
             idx, best = top_k(scores, k)
             out_items[known] = np.where(idx >= 0, self.item_ids[np.maximum(idx, 0)], PAD_ITEM)
             out_scores[known] = best
@@ -146,7 +163,9 @@ class TwoTowerRecommender:
             out_items[cold], out_scores[cold] = self.popular.recommend(users[cold], k=k, exclude=ex)
         return out_items, out_scores
 
-    def _mask(self, scores: np.ndarray, users: np.ndarray, exclude: list[np.ndarray] | None) -> None:
+    def _mask(
+        self, scores: np.ndarray, users: np.ndarray, exclude: list[np.ndarray] | None
+    ) -> None:
         rows, items = self.seen.rows(self.seen.positions(users))
         if exclude is not None:
             lengths = [len(e) for e in exclude]
@@ -188,9 +207,13 @@ def load_two_tower(*, layout: Layout, dataset: ModelData) -> TwoTowerRecommender
             logger.info("two_tower: using artifact %s", directory)
             trained = load_two_tower_artifact(directory)
             if dataset.directory is None:
-                raise ModelUnavailable("two_tower needs the data set's users table (no directory given)")
+                raise ModelUnavailable(
+                    "two_tower needs the data set's users table (no directory given)"
+                )
             users = read_dataset(dataset.directory).users
-            return TwoTowerRecommender.from_trained(trained, interactions=dataset.train, users=users)
+            return TwoTowerRecommender.from_trained(
+                trained, interactions=dataset.train, users=users
+            )
     flag = " --full-data" if dataset.split is None else ""
     raise ModelUnavailable(
         f"no Two-Tower artifact trained on {dataset.describe()} in {layout.artifacts_dir / 'two_tower'}; "

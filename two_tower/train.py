@@ -89,7 +89,9 @@ class FitResult:
     model: TwoTower
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
-    samples_per_second: float = 0.0  # training rows per second of this process (validation excluded)
+    samples_per_second: float = (
+        0.0  # training rows per second of this process (validation excluded)
+    )
     seconds: float = 0.0
 
 
@@ -109,7 +111,9 @@ def configure_determinism(seed: int, device: torch.device, threads: int) -> None
         torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
 
 
-def _to_tensors(rows: dict[str, np.ndarray], index: Tensor, device: torch.device) -> dict[str, Tensor]:
+def _to_tensors(
+    rows: dict[str, np.ndarray], index: Tensor, device: torch.device
+) -> dict[str, Tensor]:
     idx = index.numpy()
     return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in rows.items()}
 
@@ -178,13 +182,19 @@ def fit(
     user_arrays, item_arrays = training.users.as_dict(), training.items.as_dict()
     cat_arrays = catalogue.as_dict() if catalogue is not None else None
     net = wrap(model) if wrap is not None else model
-    optimizer = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True
+    )
     best_state = copy.deepcopy(model.state_dict())
     best, best_epoch, stale, history, seen_rows = -1.0, 0, 0, [], 0
     train_seconds = 0.0
     for epoch in range(1, params.epochs + 1):
         net.train()
-        order = torch.from_numpy(shard(epoch, len(training))) if shard else torch.randperm(len(training), generator=generator)
+        order = (
+            torch.from_numpy(shard(epoch, len(training)))
+            if shard
+            else torch.randperm(len(training), generator=generator)
+        )
         steps = max(1, len(order) // params.batch_size)  # drop the ragged tail: full batches only
         bar = _progress(steps, f"epoch {epoch}/{params.epochs}", params.progress and is_main)
         total = 0.0
@@ -196,7 +206,9 @@ def fit(
             item_index = _lookup(item_vocab, items["item_id"])
             negatives = None
             if params.uniform_negatives and cat_arrays is not None:
-                pick = torch.randint(len(catalogue or []), (params.uniform_negatives,), generator=generator)
+                pick = torch.randint(
+                    len(catalogue or []), (params.uniform_negatives,), generator=generator
+                )
                 negatives = _to_tensors(cat_arrays, pick, device)
             loss = batch_loss(net, users, items, item_index, log_q, params, negatives)
             optimizer.zero_grad(set_to_none=True)
@@ -233,7 +245,9 @@ def fit(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return FitResult(model, best_epoch, history, seen_rows / max(train_seconds, 1e-9), train_seconds)
+    return FitResult(
+        model, best_epoch, history, seen_rows / max(train_seconds, 1e-9), train_seconds
+    )
 
 
 def _lookup(vocab: Tensor, ids: Tensor) -> Tensor:

@@ -25,7 +25,12 @@ BACKEND = "python"
 
 
 # config.pbtxt spells the wire type BYTES as TYPE_STRING.
-_CONFIG_DTYPES = {"INT64": "TYPE_INT64", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32", "BYTES": "TYPE_STRING"}
+_CONFIG_DTYPES = {
+    "INT64": "TYPE_INT64",
+    "INT32": "TYPE_INT32",
+    "FP32": "TYPE_FP32",
+    "BYTES": "TYPE_STRING",
+}
 
 
 def config_dtype(spec: contract.TensorSpec) -> str:
@@ -84,7 +89,9 @@ def render_config(
     )
 
 
-def write_configs(model_dir: Path, *, versions_to_keep: int = DEFAULT_VERSIONS_TO_KEEP) -> list[Path]:
+def write_configs(
+    model_dir: Path, *, versions_to_keep: int = DEFAULT_VERSIONS_TO_KEEP
+) -> list[Path]:
     """Write ``config.pbtxt`` (CPU) and ``configs/gpu.pbtxt`` (GPU) into ``model_dir``."""
     model_dir.mkdir(parents=True, exist_ok=True)
     cpu = model_dir / "config.pbtxt"

@@ -78,7 +78,9 @@ def prepare_backends(target: Path) -> Path:
     root = pytriton_root()
     stub = root / "python_backend_stubs" / python_version_tag() / "triton_python_backend_stub"
     if not stub.is_file():
-        raise TritonNotInstalledError(f"no Python backend stub for Python {python_version_tag()} at {stub}")
+        raise TritonNotInstalledError(
+            f"no Python backend stub for Python {python_version_tag()} at {stub}"
+        )
     dest = target / "python"
     dest.mkdir(parents=True, exist_ok=True)
     sources = [p for p in (root / "backends" / "python").iterdir() if p.is_file()] + [stub]
@@ -117,9 +119,13 @@ class TritonSettings:
     metrics_port: int = 8002
     host: str = "127.0.0.1"
     model_config_name: str | None = None  # "gpu" selects configs/gpu.pbtxt
-    admin_key: str = field(default_factory=lambda: os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16))
+    admin_key: str = field(
+        default_factory=lambda: os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16)
+    )
     log_verbose: int = 0
-    otlp_endpoint: str | None = field(default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otlp_endpoint: str | None = field(
+        default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
     trace_rate: int = 1
 
     def resolved(self) -> TritonSettings:
@@ -186,7 +192,9 @@ def server_args(settings: TritonSettings) -> list[str]:
 class TritonProcess(ManagedProcess):
     """A tritonserver child process: ``start()``, ``wait_ready()``, ``stop()`` (TERM, then KILL)."""
 
-    def __init__(self, settings: TritonSettings | None = None, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self, settings: TritonSettings | None = None, *, log_path: Path | None = None
+    ) -> None:
         self.settings = (settings or TritonSettings()).resolved()
         assert self.settings.backends_dir is not None
         prepare_backends(self.settings.backends_dir)
@@ -213,8 +221,12 @@ class TritonProcess(ManagedProcess):
         """True when ``/v2/models/<model>/ready`` answers 200."""
         return http_ok(f"http://{self.http_url}{contract.ready_path(model)}")
 
-    def wait_ready(self, url: str | None = None, *, timeout: float = 120.0, interval: float = 0.25) -> None:
+    def wait_ready(
+        self, url: str | None = None, *, timeout: float = 120.0, interval: float = 0.25
+    ) -> None:
         """Wait until the Two-Tower model (or ``url``) is ready; ProcessError with the log otherwise."""
         super().wait_ready(
-            url or f"http://{self.http_url}{contract.ready_path()}", timeout=timeout, interval=interval
+            url or f"http://{self.http_url}{contract.ready_path()}",
+            timeout=timeout,
+            interval=interval,
         )

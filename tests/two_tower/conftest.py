@@ -7,7 +7,18 @@ import pytest
 from tests.contract import contract_interactions
 from two_tower.train import TrainParams
 
-TINY = TrainParams(dim=8, hidden=16, side_dim=4, seen_pool=10, epochs=3, batch_size=32, lr=0.01, progress=False, threads=1, device="cpu")
+TINY = TrainParams(
+    dim=8,
+    hidden=16,
+    side_dim=4,
+    seen_pool=10,
+    epochs=3,
+    batch_size=32,
+    lr=0.01,
+    progress=False,
+    threads=1,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ from cascade.cli import app
 
 def test_export_without_artifact_exits_2(tmp_path, monkeypatch):
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
-    result = CliRunner().invoke(app, ["export", "two-tower", "--repository", str(tmp_path / "repo")])
+    result = CliRunner().invoke(
+        app, ["export", "two-tower", "--repository", str(tmp_path / "repo")]
+    )
     assert result.exit_code == 2
     assert "cascade train two-tower" in result.output
 

@@ -40,7 +40,9 @@ def test_contract_lengths_match_the_feature_schema():
 
 
 def test_country_code_is_stable_positive_and_missing_is_zero():
-    assert contract.country_code("DE") == contract.country_code(b"DE") == contract.country_code(" DE ")
+    assert (
+        contract.country_code("DE") == contract.country_code(b"DE") == contract.country_code(" DE ")
+    )
     assert contract.country_code("DE") != contract.country_code("FR")
     assert 0 < contract.country_code("DE") < 2**63
     assert contract.country_code(None) == contract.country_code("") == 0

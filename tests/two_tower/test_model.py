@@ -64,7 +64,9 @@ def test_another_seed_gives_other_weights(tiny_interactions, tiny_trained):
     from two_tower.pipeline import train_in_memory
 
     other = train_in_memory(tiny_interactions, params=replace(TINY, seed=7))
-    assert not torch.equal(other.model.item_embedding.weight, tiny_trained.model.item_embedding.weight)
+    assert not torch.equal(
+        other.model.item_embedding.weight, tiny_trained.model.item_embedding.weight
+    )
 
 
 def test_vectors_are_unit_length(tiny_trained):
@@ -91,13 +93,21 @@ def test_export_writes_versions_and_keeps_the_newest(tiny_trained, tmp_path):
     from two_tower.export import TEMPLATE_NAME, model_dir
     from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
 
-    (template_dir / TEMPLATE_NAME).write_text((model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME).read_text())
+    (template_dir / TEMPLATE_NAME).write_text(
+        (model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME).read_text()
+    )
     for expected in (1, 2, 3):
         result = export_to_triton(tiny_trained, repository=repo, keep=2)
         assert result.version == expected
     assert list_versions(repo) == [2, 3]
     version = repo / "two_tower" / "3"
-    for name in ("model.py", "user_tower.pt", "item_embeddings.npy", "item_ids.npy", "metadata.json"):
+    for name in (
+        "model.py",
+        "user_tower.pt",
+        "item_embeddings.npy",
+        "item_ids.npy",
+        "metadata.json",
+    ):
         assert (version / name).is_file(), name
     assert "latest { num_versions: 2 }" in (repo / "two_tower" / "config.pbtxt").read_text()
     # the scripted tower gives the eager tower's vectors
@@ -106,8 +116,12 @@ def test_export_writes_versions_and_keeps_the_newest(tiny_trained, tmp_path):
         scripted = torch.jit.load(str(version / "user_tower.pt"))
     n = 4
     args = (
-        torch.arange(n, dtype=torch.int64), torch.full((n,), -1), torch.zeros(n, dtype=torch.int64),
-        torch.arange(n, dtype=torch.int64), torch.full((n, 20), 100), torch.full((n, 500), -1),
+        torch.arange(n, dtype=torch.int64),
+        torch.full((n,), -1),
+        torch.zeros(n, dtype=torch.int64),
+        torch.arange(n, dtype=torch.int64),
+        torch.full((n, 20), 100),
+        torch.full((n, 500), -1),
     )
     with torch.no_grad():
         assert torch.equal(scripted(*args), tiny_trained.model.user_tower(*args))

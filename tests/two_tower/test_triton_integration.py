@@ -25,7 +25,9 @@ K = 10
 def server(tiny_trained, tmp_path_factory):
     repo = tmp_path_factory.mktemp("triton_repo")
     model_dir(repo).mkdir()
-    shutil.copy(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME)
+    shutil.copy(
+        model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
+    )
     export_to_triton(tiny_trained, repository=repo)
     settings = TritonSettings(
         model_repository=repo,
@@ -54,10 +56,12 @@ def _wire_rows(state, users):
         contract.COUNTRY: np.zeros((n, 1), np.int64),
         contract.INTERACTION_COUNT: table["interaction_count"].to_numpy(np.int64).reshape(n, 1),
         contract.RECENT_ITEMS: np.array(
-            [contract.pad_items(list(r), contract.RECENT_ITEMS_LEN) for r in table["recent_items"]], np.int64
+            [contract.pad_items(list(r), contract.RECENT_ITEMS_LEN) for r in table["recent_items"]],
+            np.int64,
         ),
         contract.SEEN_ITEMS: np.array(
-            [contract.pad_items(list(r), contract.MAX_SEEN_ITEMS) for r in table["seen_items"]], np.int64
+            [contract.pad_items(list(r), contract.MAX_SEEN_ITEMS) for r in table["seen_items"]],
+            np.int64,
         ),
         contract.K: np.full((n, 1), K, np.int32),
     }

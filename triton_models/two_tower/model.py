@@ -69,11 +69,15 @@ class TritonPythonModel:
         with open(os.path.join(folder, "metadata.json")) as f:
             meta = json.load(f)
         self.max_k = int(meta["max_k"])
-        self.tower = torch.jit.load(os.path.join(folder, "user_tower.pt"), map_location=self.device).eval()
+        self.tower = torch.jit.load(
+            os.path.join(folder, "user_tower.pt"), map_location=self.device
+        ).eval()
         items = np.load(os.path.join(folder, "item_ids.npy"), allow_pickle=False)
         emb = np.load(os.path.join(folder, "item_embeddings.npy"), allow_pickle=False)
         self.item_ids = torch.from_numpy(items.astype(np.int64)).to(self.device)
-        self.item_emb_t = torch.from_numpy(np.ascontiguousarray(emb.T, dtype=np.float32)).to(self.device)
+        self.item_emb_t = torch.from_numpy(np.ascontiguousarray(emb.T, dtype=np.float32)).to(
+            self.device
+        )
         self.version = meta.get("artifact_version", "?")
         pb_utils.Logger.log_info(
             f"two_tower version {args['model_version']} (artifact {self.version}): "
@@ -170,7 +174,9 @@ class TritonPythonModel:
         it = iter(results)
         for p, err in zip(parsed, errors, strict=True):
             if p is None:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_invalid_arg(err)))
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=_invalid_arg(err))
+                )
                 continue
             ids, values = next(it)
             responses.append(
