@@ -19,7 +19,6 @@ replaced atomically, so a reader never sees half an artifact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,14 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from cascade import artifact_store as store
+from cascade.artifact_store import ArtifactError as ArtifactError
+from cascade.artifact_store import id_map_sha256 as id_map_sha256
+from cascade.artifact_store import new_version as new_version
 from cascade.recommenders import PopularityRecommender, UserItems
 from fallback_mf.model import AlsModel
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-LATEST_FILE = "latest"
-METADATA_FILE = "metadata.json"
+LATEST_FILE = store.LATEST_FILE
+METADATA_FILE = store.METADATA_FILE
 _ARRAYS = (
     "user_factors",
     "item_factors",
@@ -51,27 +54,9 @@ _ARRAYS = (
 )
 
 
-class ArtifactError(RuntimeError):
-    """An artifact is missing, incomplete, or does not match its metadata."""
-
-
 def als_root(artifacts_dir: Path) -> Path:
     """The folder holding every ALS version and the ``latest`` pointer."""
     return Path(artifacts_dir) / "als"
-
-
-def new_version(now: datetime | None = None) -> str:
-    """A sortable UTC timestamp version, e.g. ``20261129T170501Z``."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def id_map_sha256(user_ids: np.ndarray, item_ids: np.ndarray) -> str:
-    """Checksum of both id maps (int64 bytes), recorded in and checked against metadata."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(user_ids, dtype=np.int64).tobytes())
-    h.update(b"|")
-    h.update(np.ascontiguousarray(item_ids, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 def _arrays(model: AlsModel) -> dict[str, np.ndarray]:
@@ -138,50 +123,22 @@ def save_als(
 
 def set_latest(*, artifacts_dir: Path, version: str) -> None:
     """Atomically point ``latest`` at ``version``."""
-    root = als_root(artifacts_dir)
-    if not (root / version / METADATA_FILE).is_file():
-        raise ArtifactError(f"no ALS artifact {version} in {root}")
-    fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(version + "\n")
-    os.replace(tmp, root / LATEST_FILE)
+    store.set_latest(als_root(artifacts_dir), version, kind="ALS")
 
 
 def latest_dir(artifacts_dir: Path) -> Path:
     """The version folder ``latest`` points at; :class:`ArtifactError` when there is none."""
-    root = als_root(artifacts_dir)
-    pointer = root / LATEST_FILE
-    if not pointer.is_file():
-        raise ArtifactError(f"no ALS artifact yet: {pointer} is missing (run `cascade train mf`)")
-    version = pointer.read_text().strip()
-    if not version or "/" in version or version.startswith("."):
-        raise ArtifactError(f"{pointer} holds an invalid version {version!r}")
-    return root / version
+    return store.latest_dir(als_root(artifacts_dir), kind="ALS", command="cascade train mf")
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:
     """Complete version folders, newest first."""
-    root = als_root(artifacts_dir)
-    if not root.is_dir():
-        return []
-    dirs = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()
-    ]
-    return sorted(dirs, key=lambda p: p.name, reverse=True)
+    return store.list_versions(als_root(artifacts_dir))
 
 
 def read_metadata(directory: Path) -> dict[str, Any]:
     """Parsed ``metadata.json`` of a version folder."""
-    path = Path(directory) / METADATA_FILE
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing: not an ALS artifact") from exc
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    return meta
+    return store.read_metadata(directory, kind="ALS")
 
 
 def load_als(directory: Path) -> AlsModel:

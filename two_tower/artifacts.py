@@ -19,7 +19,6 @@ replaced atomically, so a reader never sees half an artifact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,13 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from cascade import artifact_store as store
+from cascade.artifact_store import ArtifactError as ArtifactError
+from cascade.artifact_store import id_map_sha256 as id_map_sha256
+from cascade.artifact_store import new_version as new_version
 from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-LATEST_FILE = "latest"
-METADATA_FILE = "metadata.json"
+LATEST_FILE = store.LATEST_FILE
+METADATA_FILE = store.METADATA_FILE
 WEIGHTS_FILE = "model.safetensors"
 _ARRAYS = (
     "user_vocab",
@@ -49,10 +52,6 @@ _ARRAYS = (
     "popular_items",
     "popular_counts",
 )
-
-
-class ArtifactError(RuntimeError):
-    """An artifact is missing, incomplete, or does not match its metadata."""
 
 
 @dataclass
@@ -78,20 +77,6 @@ class TrainedTwoTower:
 def root_dir(artifacts_dir: Path) -> Path:
     """The folder holding every Two-Tower version and the ``latest`` pointer."""
     return Path(artifacts_dir) / "two_tower"
-
-
-def new_version(now: datetime | None = None) -> str:
-    """A sortable UTC timestamp version, e.g. ``20261129T170501Z``."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def id_map_sha256(user_vocab: np.ndarray, item_vocab: np.ndarray) -> str:
-    """Checksum of both id maps, recorded in and checked against metadata."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(user_vocab, dtype=np.int64).tobytes())
-    h.update(b"|")
-    h.update(np.ascontiguousarray(item_vocab, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 def _library_versions() -> dict[str, str]:
@@ -168,37 +153,20 @@ def _dedupe_shared(state: dict[str, Any]) -> dict[str, Any]:
 
 def set_latest(*, artifacts_dir: Path, version: str) -> None:
     """Atomically point ``latest`` at ``version``."""
-    root = root_dir(artifacts_dir)
-    if not (root / version / METADATA_FILE).is_file():
-        raise ArtifactError(f"no Two-Tower artifact {version} in {root}")
-    fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(version + "\n")
-    os.replace(tmp, root / LATEST_FILE)
+    store.set_latest(root_dir(artifacts_dir), version, kind="Two-Tower")
 
 
 def latest_dir(artifacts_dir: Path) -> Path:
     """The version folder ``latest`` points at; :class:`ArtifactError` when there is none."""
-    pointer = root_dir(artifacts_dir) / LATEST_FILE
-    if not pointer.is_file():
-        raise ArtifactError(
-            f"no Two-Tower artifact yet: {pointer} is missing (run `cascade train two-tower`)"
-        )
-    version = pointer.read_text().strip()
-    if not version or "/" in version or version.startswith("."):
-        raise ArtifactError(f"{pointer} holds an invalid version {version!r}")
-    return root_dir(artifacts_dir) / version
+    return store.latest_dir(
+        root_dir(artifacts_dir), kind="Two-Tower", command="cascade train two-tower"
+    )
 
 
 def read_metadata(directory: Path) -> dict[str, Any]:
-    """Parsed ``metadata.json`` of a version folder."""
+    """Parsed ``metadata.json`` of a version folder, with a known format version."""
     path = Path(directory) / METADATA_FILE
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing: not a Two-Tower artifact") from exc
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    meta = store.read_metadata(directory, kind="Two-Tower")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}"
@@ -258,12 +226,4 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
 
 def list_versions(artifacts_dir: Path) -> list[Path]:
     """Complete version folders, newest first."""
-    root = root_dir(artifacts_dir)
-    if not root.is_dir():
-        return []
-    dirs = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()
-    ]
-    return sorted(dirs, key=lambda p: p.name, reverse=True)
+    return store.list_versions(root_dir(artifacts_dir))
