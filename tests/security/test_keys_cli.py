@@ -42,7 +42,7 @@ def test_cli_shell(tmp_path: Path) -> None:
     key_id = key.split("_")[1]
     listed = runner.invoke(keys_cli.app, ["list", "--keys-file", str(path)])
     assert listed.exit_code == 0 and key_id in listed.stdout and "mobile" in listed.stdout
-    assert key not in listed.stdout and key.split("_")[2] not in listed.stdout
+    assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
     revoked = runner.invoke(keys_cli.app, ["revoke", key_id, "--keys-file", str(path)])
     assert revoked.exit_code == 0 and "revoked" in revoked.stdout
     listed = runner.invoke(keys_cli.app, ["list", "--keys-file", str(path)])
