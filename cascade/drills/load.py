@@ -13,7 +13,6 @@ GET and POST (with exclusions). An API key from ``CASCADE_API_KEY`` goes in ``Au
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import os
@@ -23,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
+
+from cascade.drills.background import BackgroundLoop
 
 RECOMMENDATIONS = "/v1/recommendations"
 CLIENT_ERROR = 0  # timeout or connection error: no HTTP status
@@ -167,7 +168,7 @@ class LoadGenerator:
 
 
 @dataclass
-class HealthProbe:
+class HealthProbe(BackgroundLoop):
     """``GET /healthz`` every ``interval_s``: its latency bounds the gateway's event-loop lag.
 
     Used when the gateway exports no event-loop lag metric: a handler that does no I/O can only
@@ -190,13 +191,3 @@ class HealthProbe:
                 except httpx.HTTPError:
                     self.samples.append((started - self.t0, 2.0))
                 await asyncio.sleep(self.interval_s)
-
-    def start(self) -> HealthProbe:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cascade.drills.background import BackgroundLoop
+
 Series = list[tuple[dict[str, str], float]]
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -135,7 +137,7 @@ def poll_from(metrics: dict[str, Series], t: float) -> Poll:
 
 
 @dataclass
-class MetricsPoller:
+class MetricsPoller(BackgroundLoop):
     """Reads ``{url}/metrics`` every ``interval_s`` while running; keeps every :class:`Poll`."""
 
     url: str
@@ -162,16 +164,6 @@ class MetricsPoller:
                     self.polls.append(poll_from(metrics, time.monotonic() - self.t0))
                 await asyncio.sleep(self.interval_s)
 
-    def start(self) -> MetricsPoller:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
     def at(self, t: float) -> Poll | None:
         """The first poll read at or after ``t`` (None if none)."""
         return next((p for p in self.polls if p.t >= t), None)
@@ -183,7 +175,7 @@ class MetricsPoller:
 
 
 @dataclass
-class RssSampler:
+class RssSampler(BackgroundLoop):
     """Resident memory of process ``pid`` every ``interval_s``: ``[(t, bytes)]``."""
 
     pid: int
@@ -200,13 +192,3 @@ class RssSampler:
             with contextlib.suppress(psutil.Error):
                 self.samples.append((time.monotonic() - self.t0, int(proc.memory_info().rss)))
             await asyncio.sleep(self.interval_s)
-
-    def start(self) -> RssSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
