@@ -10,6 +10,9 @@ Resilience4j's count-based breaker, and tells pybreaker through ``open()``, ``ha
 - closed: the outcome of the last ``window_size`` calls is kept. Once at least
   ``minimum_calls`` are recorded, the breaker opens when the failure rate or the slow-call rate
   (calls that took longer than ``slow_call_seconds``) reaches ``failure_rate_threshold``.
+  It also opens after ``consecutive_failures`` failures in a row, whatever the window says:
+  pybreaker's own rule (``fail_max``), which catches a primary that is hard down (killed,
+  refusing connections) in a few calls instead of half a window.
 - open: every call is rejected for ``wait_seconds``; the first call after that moves it to
   half-open.
 - half-open: at most ``half_open_calls`` trial calls are let through (others are rejected). It
@@ -66,6 +69,7 @@ class BreakerConfig:
     slow_call_seconds: float = 0.100
     wait_seconds: float = 5.0
     half_open_calls: int = 2
+    consecutive_failures: int = 20  # 0 turns the rule off
 
     def __post_init__(self) -> None:
         if self.window_size < 1:
@@ -78,6 +82,8 @@ class BreakerConfig:
             raise ValueError("slow_call_seconds must be > 0 and wait_seconds >= 0")
         if self.half_open_calls < 1:
             raise ValueError("half_open_calls must be >= 1")
+        if self.consecutive_failures < 0:
+            raise ValueError("consecutive_failures must be >= 0 (0 turns it off)")
 
 
 @dataclass
@@ -164,6 +170,7 @@ class SlidingWindowBreaker:
         self._window: deque[tuple[bool, bool]] = deque(maxlen=self.config.window_size)
         self._failed = 0
         self._slow = 0
+        self._failed_in_a_row = 0
         self._generation = 0
         self._opened_at = clock() if self._state == OPEN else 0.0
         self._trials_issued = 0
@@ -246,6 +253,12 @@ class SlidingWindowBreaker:
         self._window.append((not ok, slow))
         self._failed += not ok
         self._slow += slow
+        self._failed_in_a_row = 0 if ok else self._failed_in_a_row + 1
+        in_a_row = self.config.consecutive_failures
+        if in_a_row and self._failed_in_a_row >= in_a_row:
+            logger.warning("breaker %s: %d failures in a row", self.name, self._failed_in_a_row)
+            self._transition(OPEN)
+            return
         n = len(self._window)
         if n >= self.config.minimum_calls:
             threshold = self.config.failure_rate_threshold
@@ -294,7 +307,7 @@ class SlidingWindowBreaker:
     def _transition(self, new_state: str) -> None:
         self._generation += 1
         self._window.clear()
-        self._failed = self._slow = 0
+        self._failed = self._slow = self._failed_in_a_row = 0
         self._trials_issued = self._trials_in_flight = self._trials_ok = 0
         if new_state == OPEN:
             self._opened_at = self._clock()
@@ -322,7 +335,7 @@ class SlidingWindowBreaker:
             # Opened elsewhere: the wait period starts when this replica notices it.
             self._generation += 1
             self._window.clear()
-            self._failed = self._slow = 0
+            self._failed = self._slow = self._failed_in_a_row = 0
             self._opened_at = now
             self._state = OPEN
             _ = self.cb.state  # pybreaker refreshes its cached state and notifies listeners

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pybreaker
 import pytest
@@ -38,6 +39,7 @@ CFG = BreakerConfig(
     slow_call_seconds=0.100,
     wait_seconds=5.0,
     half_open_calls=2,
+    consecutive_failures=0,  # the window rules alone; the in-a-row rule has its own tests
 )
 
 
@@ -279,24 +281,20 @@ def test_state_shared_through_real_redis() -> None:
     from gateway.breaker import redis_storage
 
     url = "redis://127.0.0.1:6379/0"
+    probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        probe.ping()
     except redis.RedisError:
         pytest.skip("no Redis at 127.0.0.1:6379")
+    finally:
+        probe.close()  # an unclosed client is a ResourceWarning, an error under our filters
     namespace = f"test:breaker:{uuid.uuid4().hex}"
     clock = Clock()
     cfg = BreakerConfig(window_size=10, minimum_calls=10)
-    a = SlidingWindowBreaker(
-        config=cfg,
-        clock=clock,
-        storage=redis_storage(url=url, namespace=namespace),
-        shared_sync_seconds=0.0,
-    )
-    b = SlidingWindowBreaker(
-        config=cfg,
-        clock=clock,
-        storage=redis_storage(url=url, namespace=namespace),
-        shared_sync_seconds=0.0,
+    storages = [redis_storage(url=url, namespace=namespace) for _ in range(2)]
+    a, b = (
+        SlidingWindowBreaker(config=cfg, clock=clock, storage=s, shared_sync_seconds=0.0)
+        for s in storages
     )
     try:
         for _ in range(10):
@@ -311,3 +309,38 @@ def test_state_shared_through_real_redis() -> None:
         if keys:
             client.delete(*keys)
         client.close()
+        for storage in storages:
+            storage._redis.close()
+
+
+def test_failures_in_a_row_open_it_before_the_window_has_its_minimum() -> None:
+    """A hard-down primary (killed: every call refused) opens it in N calls, not half a window."""
+    breaker, clock, transitions = make(replace(CFG, consecutive_failures=5))
+    for _ in range(4):
+        assert call(breaker, clock, ok=False)
+    assert breaker.state == CLOSED
+    assert call(breaker, clock, ok=False)
+    assert breaker.state == OPEN
+    assert transitions == [(CLOSED, OPEN)]
+
+
+def test_a_success_resets_the_run_of_failures() -> None:
+    """Scattered errors (D4: 30% random failures) never make a run long enough to open it."""
+    breaker, clock, _ = make(replace(CFG, consecutive_failures=5))
+    for _ in range(40):  # 4 failures, 1 success: 80% failures but never 5 in a row
+        for ok in (False, False, False, False, True):
+            assert call(breaker, clock, ok=ok)
+        if breaker.state != CLOSED:
+            break
+    # the window rule (50% over >= 50 calls) is what opens it here, not the run rule
+    assert breaker.state == OPEN
+    breaker2, clock2, _ = make(replace(CFG, consecutive_failures=5))
+    for _ in range(8):
+        for ok in (False, False, False, False, True):
+            assert call(breaker2, clock2, ok=ok)
+    assert breaker2.state == CLOSED  # 40 calls < minimum_calls and no run of 5
+
+
+def test_consecutive_failures_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="consecutive_failures"):
+        BreakerConfig(consecutive_failures=-1)
