@@ -14,16 +14,21 @@ maximum k (422) is validated by the routes.
   Health probes and ``/metrics`` are never shed. The default (64) is what one process drains
   within the deadline (~300 requests/s at ~3 ms of CPU each: 64 are ~200 ms of work). A
   request admitted but queued past ``queue_shed_fraction`` of its deadline before its handler
-  runs is shed there (``gateway.main``, ``gateway_shed_total{reason="queue_time"}``).
+  runs is shed there (``gateway.main``, ``gateway_shed_total{reason="queue_time"}``); one that
+  had already waited that long when it got here (the ingress's ``X-Request-Start``, see
+  ``gateway.queue_time``) is shed here, before auth and routing, with the same reason.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.queue_time import queued_for
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -108,6 +113,7 @@ class LimitsMiddleware:
         max_header_bytes: int,
         max_headers: int = 100,
         retry_after_s: int = 1,
+        queue_shed_s: float = 0.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -115,6 +121,7 @@ class LimitsMiddleware:
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.retry_after = str(retry_after_s)
+        self.queue_shed_s = queue_shed_s
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,6 +140,19 @@ class LimitsMiddleware:
                 detail=f"request headers exceed {self.max_header_bytes} bytes or {self.max_headers} fields",
             )
             return
+        if self.queue_shed_s and scope["path"] not in NEVER_SHED:
+            queued = queued_for(scope.get("state", {}), time.monotonic())
+            if queued is not None and queued > self.queue_shed_s:
+                self.metrics.shed.labels(reason="queue_time").inc()
+                await send_error(
+                    send,
+                    scope,
+                    status=503,
+                    code="overloaded",
+                    detail=f"queued {queued * 1000:.0f} ms before serving; retry shortly",
+                    headers={"Retry-After": self.retry_after},
+                )
+                return
         if (
             self.max_in_flight
             and self.in_flight >= self.max_in_flight

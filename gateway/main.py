@@ -33,7 +33,8 @@ from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
 from gateway.errors import BadRequest, GatewayError
 from gateway.limits import LimitsMiddleware, SecurityMetrics
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import ARRIVED_KEY, GatewayMiddleware, route_label
+from gateway.middleware import GatewayMiddleware, route_label
+from gateway.queue_time import ARRIVED_KEY
 from gateway.security import AuthMiddleware, build_security
 from gateway.settings import GatewaySettings
 
@@ -163,8 +164,14 @@ def create_app(
         metrics=security.metrics,
         max_in_flight=settings.max_in_flight,
         max_header_bytes=settings.max_header_bytes,
+        queue_shed_s=settings.queue_shed_fraction * settings.deadline_ms / 1000.0,
     )
-    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        request_start_header=settings.request_start_header,
+    )
 
     def error(request: Request, status: int, code: str, detail: str) -> Response:
         metrics.errors.labels(route=route_label(request.url.path), code=code).inc()

@@ -88,6 +88,12 @@ class GatewayMetrics:
             ["tier", "model_version"],
             registry=r,
         )
+        self.upstream_queue_seconds = Histogram(
+            "gateway_upstream_queue_seconds",
+            "Wait between the ingress stamp (X-Request-Start) and the gateway's first middleware",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "gateway_event_loop_lag_seconds",
             "How late a 50 ms sleep on the event loop wakes up",

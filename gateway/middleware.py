@@ -23,9 +23,9 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import GatewayMetrics
+from gateway.queue_time import ARRIVED_KEY, upstream_wait
 from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
 
-ARRIVED_KEY = "arrived"  # scope["state"] key: time.monotonic() at the outermost middleware
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
@@ -43,10 +43,18 @@ class _TooLarge(Exception):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        request_start_header: str = "",
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.request_start = request_start_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,8 +62,15 @@ class GatewayMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
-        # Arrival on the chain's clock: the deadline and queue-time shedding count from here.
-        scope.setdefault("state", {})[ARRIVED_KEY] = time.monotonic()
+        # Arrival on the chain's clock: the deadline and queue-time shedding count from here,
+        # or from the ingress's stamp, so the wait in the socket before uvicorn counts too.
+        arrived = time.monotonic()
+        if self.request_start:
+            waited = upstream_wait(headers.get(self.request_start), time.time())
+            if waited is not None:
+                self.metrics.upstream_queue_seconds.observe(waited)
+                arrived -= waited
+        scope.setdefault("state", {})[ARRIVED_KEY] = arrived
         sent_id = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = sent_id if _SAFE_ID.match(sent_id) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

@@ -7,7 +7,8 @@ request it could not send because of that bound is recorded with status ``NOT_SE
 never counted as the gateway's error.
 
 Traffic (:class:`Traffic`): Zipf-distributed known users, a share of unknown ids, a mix of k,
-GET and POST (with exclusions). An API key from ``CASCADE_API_KEY`` goes in ``Authorization``.
+GET and POST (with exclusions). An API key from ``CASCADE_API_KEY`` goes in ``Authorization``;
+each request carries ``X-Request-Start`` as an ingress would set it (``gateway.queue_time``).
 """
 
 from __future__ import annotations
@@ -115,8 +116,11 @@ class LoadGenerator:
 
     async def _one(self, client: httpx.AsyncClient, method: str, path: str, body: object) -> None:
         started = time.monotonic()
+        # Stamped as an ingress would (nginx t=${msec}): the gateway counts its deadline and
+        # queue-time shedding from here, so time spent waiting in its socket counts too.
+        stamp = {"X-Request-Start": f"t={time.time():.6f}"}
         try:
-            response = await client.request(method, path, json=body)
+            response = await client.request(method, path, json=body, headers=stamp)
             status = response.status_code
             tier = response.headers.get("X-Served-By", "")
             reason = response.headers.get("X-Fallback-Reason", "")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
+from gateway.tiers import TierResult
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import Fakes
 from tests.gateway.test_api import make_settings
@@ -78,3 +80,58 @@ def test_event_loop_lag_is_measured() -> None:
     )
     assert float(count.split()[-1]) >= 1
     assert 'gateway_event_loop_lag_seconds_bucket{le="0.001"}' in metrics
+
+
+def stamp(seconds_ago: float) -> dict[str, str]:
+    """An ingress's X-Request-Start (nginx ``t=${msec}``) ``seconds_ago`` on the wall clock."""
+    return {"X-Request-Start": f"t={time.time() - seconds_ago:.3f}"}
+
+
+def test_a_request_that_waited_upstream_past_the_threshold_is_shed_before_the_app() -> None:
+    """The wait in the socket / ingress counts: refused at once, before auth and the chain."""
+    fakes = Fakes()
+    app = create_app(make_settings(deadline_ms=250), components=fakes.factory)
+    with AppClient(app) as client:
+        late = client.get(f"{URL}/1?k=5", headers=stamp(0.3))
+        fresh = client.get(f"{URL}/1?k=5", headers=stamp(0.01))
+        health = client.get("/healthz", headers=stamp(0.3))
+        metrics = client.get("/metrics").text
+    assert late.status_code == 503
+    assert late.headers["retry-after"] == "1"
+    assert late.json()["code"] == "overloaded"
+    assert "queued 3" in late.json()["detail"]
+    assert fresh.status_code == 200
+    assert health.status_code == 200  # probes are never shed
+    assert fakes.features.calls == 1  # only the fresh request reached the chain
+    assert 'gateway_shed_total{reason="queue_time"} 1.0' in metrics
+    assert "gateway_upstream_queue_seconds_count 3.0" in metrics
+
+
+def test_the_deadline_counts_from_the_ingress_stamp() -> None:
+    """With 150 ms already spent upstream, the tiers share the ~100 ms left, not 250 ms."""
+    fakes = Fakes()
+    fakes.primary.mode = fakes.fallback.mode = "hang"
+    budgets: list[float] = []
+    answer = fakes.primary._answer
+
+    async def recording(k: int, exclude: Sequence[int], timeout_s: float) -> TierResult:
+        budgets.append(timeout_s)
+        return await answer(k, exclude, timeout_s)
+
+    fakes.primary._answer = recording  # type: ignore[method-assign]
+    settings = make_settings(deadline_ms=250, queue_shed_fraction=0)
+    with AppClient(create_app(settings, components=fakes.factory)) as client:
+        response = client.get(f"{URL}/1?k=5", headers=stamp(0.15))
+        unstamped = client.get(f"{URL}/1?k=5")
+    assert response.status_code == unstamped.status_code == 200
+    assert response.json()["served_by"] == "popular"
+    # The primary's timeout is cut to what is left of the deadline; unstamped it gets all 100 ms.
+    assert budgets[0] < 0.1 <= budgets[1]
+
+
+def test_the_stamp_can_be_ignored() -> None:
+    fakes = Fakes()
+    settings = make_settings(deadline_ms=250, request_start_header="")
+    with AppClient(create_app(settings, components=fakes.factory)) as client:
+        response = client.get(f"{URL}/1?k=5", headers=stamp(5.0))
+    assert response.status_code == 200
