@@ -41,6 +41,12 @@ def train_two_tower(
     epochs: int = typer.Option(2, min=1, help="Most epochs; early stopping may end sooner."),
     batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
     lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
+    lr_schedule: str = typer.Option(
+        "constant", help="constant, or cosine (decays to 1% of --lr over all --epochs)."
+    ),
+    history_dropout: float = typer.Option(
+        0.0, min=0.0, max=0.99, help="Share of history items hidden per training row."
+    ),
     temperature: float = typer.Option(0.03, min=0.0, help="Softmax temperature."),
     uniform_negatives: int = typer.Option(
         0, min=0, help="Extra uniformly sampled negatives per batch."
@@ -87,6 +93,8 @@ def train_two_tower(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
+            history_dropout=history_dropout,
             temperature=temperature,
             uniform_negatives=uniform_negatives,
             seen_pool=seen_pool,

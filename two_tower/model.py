@@ -125,6 +125,10 @@ class UserTower(nn.Module):
         self.skip = nn.Linear(width, cfg.dim, bias=False)
         self.n_age_buckets = cfg.n_age_buckets
         self.count_buckets = COUNT_BUCKETS
+        # Training only: the share of history items hidden from the pooling, per row and step.
+        # Rows of one user-week share the same snapshot, so an exact history is an id in
+        # disguise that the MLP memorises; hiding items makes it learn from the taste instead.
+        self.history_dropout = 0.0
 
     def forward(
         self,
@@ -155,7 +159,10 @@ class UserTower(nn.Module):
     def _pool(self, items: Tensor) -> Tensor:
         """Mean item-id embedding of the known items in each row (zeros for none)."""
         index = lookup(self.item_vocab, items.contiguous())
-        mask = (index > 0).to(torch.float32).unsqueeze(-1)
+        keep = index > 0
+        if self.training and self.history_dropout > 0.0:
+            keep = keep & (torch.rand(index.shape, device=index.device) >= self.history_dropout)
+        mask = keep.to(torch.float32).unsqueeze(-1)
         pooled: Tensor = (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(
             min=1.0
         )

@@ -32,6 +32,7 @@ from two_tower.data import ItemRows, TrainingSet
 from two_tower.model import TwoTower
 
 logger = logging.getLogger(__name__)
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class TrainParams:
     epochs: int = 2
     batch_size: int = 1024
     lr: float = 0.004
+    lr_schedule: str = "constant"  # or "cosine": from lr down to 1% of it over all planned steps
     weight_decay: float = 0.0
+    history_dropout: float = 0.0  # share of history items hidden per training row (see model)
     temperature: float = 0.03
     uniform_negatives: int = 0
     logq_correction: bool = True
@@ -67,6 +70,10 @@ class TrainParams:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
         if self.lr <= 0 or self.temperature <= 0 or self.weight_decay < 0:
             raise ValueError("lr and temperature must be > 0, weight_decay >= 0")
+        if not 0.0 <= self.history_dropout < 1.0:
+            raise ValueError("history_dropout must be in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}")
         if self.uniform_negatives < 0 or self.patience < 1:
             raise ValueError("uniform_negatives must be >= 0 and patience >= 1")
 
@@ -181,10 +188,12 @@ def fit(
     log_q = torch.from_numpy(item_log_q(training, item_vocab.cpu().numpy())).to(device)
     user_arrays, item_arrays = training.users.as_dict(), training.items.as_dict()
     cat_arrays = catalogue.as_dict() if catalogue is not None else None
+    model.user_tower.history_dropout = params.history_dropout
     net = wrap(model) if wrap is not None else model
     optimizer = torch.optim.Adam(
         net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True
     )
+    schedule = _lr_schedule(optimizer, params, steps_per_epoch=_steps(training, shard, params))
     best_state = copy.deepcopy(model.state_dict())
     best, best_epoch, stale, history, seen_rows = -1.0, 0, 0, [], 0
     train_seconds = 0.0
@@ -214,6 +223,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             total += float(loss.detach())
             seen_rows += len(index)
             if bar is not None:
@@ -244,10 +255,33 @@ def fit(
                 logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
                 break
     model.load_state_dict(best_state)
+    model.user_tower.history_dropout = 0.0  # training only; the exported tower never drops
     model.eval()
     return FitResult(
         model, best_epoch, history, seen_rows / max(train_seconds, 1e-9), train_seconds
     )
+
+
+def _steps(
+    training: TrainingSet, shard: Callable[[int, int], np.ndarray] | None, params: TrainParams
+) -> int:
+    """Full batches per epoch for this process (a DDP rank sees its shard)."""
+    rows = len(shard(1, len(training))) if shard else len(training)
+    return max(1, rows // params.batch_size)
+
+
+def _lr_schedule(
+    optimizer: torch.optim.Optimizer, params: TrainParams, *, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Cosine decay from ``lr`` to 1% of it over every planned step; None for a constant lr."""
+    if params.lr_schedule == "constant":
+        return None
+    total = max(1, steps_per_epoch * params.epochs)
+
+    def factor(step: int) -> float:
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _lookup(vocab: Tensor, ids: Tensor) -> Tensor:
