@@ -11,8 +11,9 @@ maximum k (422) is validated by the routes.
 - Load shedding: with ``max_in_flight`` requests already being served in this process, a new
   one answers 503 with ``Retry-After`` at once instead of waiting in an unbounded queue (a
   queued request would miss its deadline anyway). A plain counter: one event loop per process.
-  Health probes and ``/metrics`` are never shed. The default (64) is what one process drains
-  within the deadline (~300 requests/s at ~3 ms of CPU each: 64 are ~200 ms of work). A
+  Health probes and ``/metrics`` are never shed. The default (16) is several times the
+  concurrency that keeps one process's core busy; more would only queue on its event loop (see
+  ``gateway.settings`` for the D7 figures behind it). A
   request admitted but queued past ``queue_shed_fraction`` of its deadline before its handler
   runs is shed there (``gateway.main``, ``gateway_shed_total{reason="queue_time"}``); one that
   had already waited that long when it got here (the ingress's ``X-Request-Start``, see

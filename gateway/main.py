@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade.telemetry import configure_tracing
-from gateway import schemas
+from gateway import gc_watch, schemas
 from gateway.auth import Principal
 from gateway.components import Components, build_components
 from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
@@ -120,6 +120,9 @@ def create_app(
         snap = built.popular.snapshot
         metrics.popular_items.set(len(snap.items) if snap else 0)
         lag_watch = asyncio.create_task(_watch_loop_lag(metrics))
+        unwatch_gc = gc_watch.watch(metrics.gc_pause)
+        if settings.gc_freeze:
+            logger.info("gc: %d startup objects frozen", gc_watch.freeze_startup_objects())
         refresher = None
         if settings.popular_refresh_s > 0:
             refresher = asyncio.create_task(
@@ -139,6 +142,7 @@ def create_app(
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            unwatch_gc()
             await built.close()
             await security.close()
             provider.shutdown()

@@ -94,6 +94,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "gateway_gc_pause_seconds",
+            "Garbage-collector pauses by generation (the event loop stops meanwhile)",
+            ["generation"],
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "gateway_event_loop_lag_seconds",
             "How late a 50 ms sleep on the event loop wakes up",

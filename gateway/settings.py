@@ -42,17 +42,21 @@ variable                            default                    meaning
 ``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
 ``GATEWAY_RATE_LIMIT_REDIS_URL``    unset: per process         buckets shared by all replicas
 ``GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_MS`` ``20``                 limiter's Redis socket timeouts
-``GATEWAY_MAX_IN_FLIGHT``           ``64``                     503 beyond this; 0: no limit
+``GATEWAY_MAX_IN_FLIGHT``           ``16``                     503 beyond this; 0: no limit
 ``GATEWAY_QUEUE_SHED_FRACTION``     ``0.5``                    503 when queued longer than this
                                                                share of the deadline; 0: never
 ``GATEWAY_MAX_HEADER_BYTES``        ``8192``                   larger request headers answer 431
+``GATEWAY_GC_FREEZE``               ``true``                   freeze startup objects (short GC pauses)
 ``GATEWAY_REQUEST_START_HEADER``    ``X-Request-Start``        ingress arrival stamp; empty: ignore it
 ``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
 =================================== ========================== ==========================================
 
 Overload (``max_in_flight``, ``queue_shed_fraction``): one process serves ~300 requests/s on one
-core (~3 ms of CPU each), so 64 requests in flight are ~200 ms of queued work, inside the 250 ms
-deadline; at 256 a 10x spike shed ~5% and the accepted requests waited up to 9 s. Beyond the
+core (~3 ms of CPU each) and its requests wait ~3-5 ms on Redis and Triton, so 2-3 in flight
+already keep its core busy; more only queue on the event loop. Drill D7 (10x spike, 2 cores):
+with 64 in flight the loop congested, Feast reads missed their 20 ms timeout though Redis had
+answered, the fallbacks added work, and accepted requests took 1.1 s at p99 (22% shed); with 16,
+2.5% shed and p99 93 ms, because fewer requests sharing the loop means more finish. Beyond the
 in-flight limit a request answers 503 + ``Retry-After`` at once. A request admitted but which
 already spent more than ``queue_shed_fraction`` x ``deadline_ms`` before reaching its handler
 (event loop busy, rate limiter, body read) answers 503 too: it would miss its deadline anyway.
@@ -139,9 +143,10 @@ class GatewaySettings(BaseSettings):
     rate_limit_burst: int = Field(default=2000, ge=1, le=10_000_000)
     rate_limit_redis_url: str | None = None
     rate_limit_redis_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
-    max_in_flight: int = Field(default=64, ge=0, le=100_000)
+    max_in_flight: int = Field(default=16, ge=0, le=100_000)
     queue_shed_fraction: float = Field(default=0.5, ge=0, le=1)
     max_header_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
+    gc_freeze: bool = True
     request_start_header: str = Field(default="X-Request-Start", max_length=64)
 
     log_level: str = "INFO"

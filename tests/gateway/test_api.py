@@ -30,6 +30,7 @@ def make_settings(**overrides) -> GatewaySettings:
         primary_timeout_ms=100,
         mf_timeout_ms=60,
         popular_refresh_s=0,
+        gc_freeze=False,  # in-process apps: a freeze would pin the whole test run's objects
         breaker_window=10,
         breaker_min_calls=5,
         breaker_wait_s=60,
