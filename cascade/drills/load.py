@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import os
 import random
@@ -87,6 +88,17 @@ class Traffic:
         return "GET", f"{RECOMMENDATIONS}/{user}?k={k}", None
 
 
+def _error_code(status: int, payload: bytes) -> str:
+    """An error answer's ``code`` (``overloaded``, ``not_ready``...): which 503 it was."""
+    if status < 400:
+        return ""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return ""
+    return str(body.get("code", "")) if isinstance(body, dict) else ""
+
+
 class LoadGenerator:
     """Sends requests open-loop; every answer becomes a :class:`Sample` in ``samples``."""
 
@@ -124,10 +136,12 @@ class LoadGenerator:
         stamp = {"X-Request-Start": f"t={time.time():.6f}"}
         try:
             async with session.request(method, path, json=body, headers=stamp) as response:
-                await response.read()
+                payload = await response.read()
                 status = response.status
                 tier = response.headers.get("X-Served-By", "")
-                reason = response.headers.get("X-Fallback-Reason", "")
+                reason = response.headers.get("X-Fallback-Reason", "") or _error_code(
+                    status, payload
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:  # the reason names the client error
             status, tier, reason = CLIENT_ERROR, "", type(exc).__name__
         finally:
