@@ -35,7 +35,7 @@ from cascade import artifact_store as store
 from cascade.artifact_store import ArtifactError as ArtifactError
 from cascade.artifact_store import id_map_sha256 as id_map_sha256
 from cascade.artifact_store import new_version as new_version
-from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
+from two_tower.model import StringVocab, TowerEnsemble, TwoTower, TwoTowerConfig, build_two_tower
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _ARRAYS = (
 class TrainedTwoTower:
     """A trained model with everything needed to score: vocabularies and item embeddings."""
 
-    model: TwoTower
+    model: TwoTower | TowerEnsemble
     user_vocab: np.ndarray
     item_vocab: np.ndarray
     country_vocab: np.ndarray
@@ -193,7 +193,7 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
     if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
         raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
     cfg = TwoTowerConfig.from_dict(meta["config"])
-    model = TwoTower(
+    model = build_two_tower(
         cfg,
         user_vocab=arrays["user_vocab"],
         item_vocab=arrays["item_vocab"],

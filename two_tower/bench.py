@@ -41,12 +41,18 @@ logger = logging.getLogger(__name__)
 CONCURRENCY = (1, 8, 32)
 
 
-def random_trained(n_items: int, *, n_users: int = 20_000, dim: int = 64, seed: int = 0) -> Any:
-    """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only)."""
+def random_trained(
+    n_items: int, *, n_users: int = 20_000, dim: int | None = None, seed: int = 0
+) -> Any:
+    """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only),
+    shaped like the shipped defaults (``TrainParams``: dim, members) unless ``dim`` is given."""
     import torch
 
     from two_tower.artifacts import TrainedTwoTower
-    from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
+    from two_tower.model import StringVocab, TwoTowerConfig, build_two_tower
+    from two_tower.train import TrainParams
+
+    defaults = TrainParams()
 
     torch.manual_seed(seed)
     countries = np.sort(
@@ -59,12 +65,13 @@ def random_trained(n_items: int, *, n_users: int = 20_000, dim: int = 64, seed: 
         n_countries=len(countries) + 1,
         n_categories=21,
         n_price_buckets=6,
-        dim=dim,
+        dim=dim or defaults.dim,
+        members=1 if dim else defaults.members,
     )
-    model = TwoTower(
+    model = build_two_tower(
         cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries
     )
-    emb = torch.nn.functional.normalize(torch.randn(n_items, dim), dim=1).numpy()
+    emb = torch.nn.functional.normalize(torch.randn(n_items, cfg.out_dim), dim=1).numpy()
     return TrainedTwoTower(
         model=model.eval(),
         user_vocab=np.arange(n_users),

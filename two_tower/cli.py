@@ -44,8 +44,11 @@ def train_two_tower(
     lr_schedule: str = typer.Option(
         "constant", help="constant, or cosine (decays to 1% of --lr over all --epochs)."
     ),
+    members: int = typer.Option(
+        2, min=1, max=8, help="Towers trained with their own seeds and averaged (1: one tower)."
+    ),
     history_dropout: float = typer.Option(
-        0.0, min=0.0, max=0.99, help="Share of history items hidden per training row."
+        0.5, min=0.0, max=0.99, help="Share of history items hidden per training row."
     ),
     temperature: float = typer.Option(0.03, min=0.0, help="Softmax temperature."),
     uniform_negatives: int = typer.Option(
@@ -95,6 +98,7 @@ def train_two_tower(
             lr=lr,
             lr_schedule=lr_schedule,
             history_dropout=history_dropout,
+            members=members,
             temperature=temperature,
             uniform_negatives=uniform_negatives,
             seen_pool=seen_pool,

@@ -20,8 +20,8 @@ Item tower: item id embedding, category, price bucket, log2-bucketed popularity 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,10 +47,16 @@ class TwoTowerConfig:
     side_dim: int = 16
     seen_pool: int = 0  # newest seen items mean-pooled into the user tower (0: off)
     user_id_embedding: int = 1  # 0: no per-user parameters (features and history only)
+    members: int = 1  # independently trained towers averaged (see TowerEnsemble)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-safe form, stored in ``metadata.json``."""
         return asdict(self)
+
+    @property
+    def out_dim(self) -> int:
+        """Length of the vectors the towers emit (members side by side)."""
+        return self.dim * self.members
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TwoTowerConfig:
@@ -272,3 +278,102 @@ class TwoTower(nn.Module):
                 item["age_days"],
             ),
         )
+
+
+class EnsembleUserTower(nn.Module):
+    """Member user towers side by side, scaled by 1/sqrt(n): unit length again, and its dot
+    product with an :class:`EnsembleItemTower` vector is the members' mean cosine. Scripted for
+    Triton like a single tower (same inputs, a longer vector)."""
+
+    def __init__(self, towers: Sequence[UserTower]) -> None:
+        super().__init__()
+        self.towers = nn.ModuleList(towers)
+        self.scale = 1.0 / float(len(towers)) ** 0.5
+
+    def forward(
+        self,
+        user_id: Tensor,
+        age_bucket: Tensor,
+        country: Tensor,
+        interaction_count: Tensor,
+        recent_items: Tensor,
+        seen_items: Tensor,
+    ) -> Tensor:
+        outs: list[Tensor] = []
+        for tower in self.towers:
+            outs.append(
+                tower(user_id, age_bucket, country, interaction_count, recent_items, seen_items)
+            )
+        joined: Tensor = torch.cat(outs, dim=1) * self.scale
+        return joined
+
+
+class EnsembleItemTower(nn.Module):
+    """Member item towers side by side, scaled by 1/sqrt(n) (see :class:`EnsembleUserTower`)."""
+
+    def __init__(self, towers: Sequence[ItemTower]) -> None:
+        super().__init__()
+        self.towers = nn.ModuleList(towers)
+        self.scale = 1.0 / float(len(towers)) ** 0.5
+
+    def forward(
+        self,
+        item_id: Tensor,
+        category: Tensor,
+        price_bucket: Tensor,
+        popularity: Tensor,
+        age_days: Tensor,
+    ) -> Tensor:
+        outs: list[Tensor] = []
+        for tower in self.towers:
+            outs.append(tower(item_id, category, price_bucket, popularity, age_days))
+        joined: Tensor = torch.cat(outs, dim=1) * self.scale
+        return joined
+
+
+class TowerEnsemble(nn.Module):
+    """``cfg.members`` Two-Towers over the same vocabularies, trained one after the other with
+    their own seeds, scored as one model by the members' mean cosine. Averaging two towers
+    gained more Recall@20 on ``demo`` than any single-tower setting tried (README). The
+    ``user_tower`` and ``item_tower`` views are built on access, so the weights are stored once,
+    under ``members.<i>.``."""
+
+    def __init__(
+        self,
+        cfg: TwoTowerConfig,
+        *,
+        user_vocab: np.ndarray,
+        item_vocab: np.ndarray,
+        country_vocab: np.ndarray,
+    ) -> None:
+        super().__init__()
+        if cfg.members < 2:
+            raise ValueError("an ensemble needs at least 2 members")
+        self.cfg = cfg
+        member = replace(cfg, members=1)
+        self.members = nn.ModuleList(
+            TwoTower(
+                member, user_vocab=user_vocab, item_vocab=item_vocab, country_vocab=country_vocab
+            )
+            for _ in range(cfg.members)
+        )
+
+    @property
+    def user_tower(self) -> EnsembleUserTower:
+        return EnsembleUserTower([cast(TwoTower, m).user_tower for m in self.members])
+
+    @property
+    def item_tower(self) -> EnsembleItemTower:
+        return EnsembleItemTower([cast(TwoTower, m).item_tower for m in self.members])
+
+
+def build_two_tower(
+    cfg: TwoTowerConfig,
+    *,
+    user_vocab: np.ndarray,
+    item_vocab: np.ndarray,
+    country_vocab: np.ndarray,
+) -> TwoTower | TowerEnsemble:
+    """A single Two-Tower, or an ensemble when ``cfg.members > 1``."""
+    cls = TowerEnsemble if cfg.members > 1 else TwoTower
+    return cls(cfg, user_vocab=user_vocab, item_vocab=item_vocab, country_vocab=country_vocab)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -38,8 +38,8 @@ from two_tower.data import (
     training_set,
     user_table,
 )
-from two_tower.model import StringVocab, TwoTower, TwoTowerConfig
-from two_tower.train import FitHooks, TrainParams
+from two_tower.model import StringVocab, TowerEnsemble, TwoTower, TwoTowerConfig, build_two_tower
+from two_tower.train import FitHooks, FitResult, TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _validator(
     return validate
 
 
-def build_model(prepared: Prepared, params: TrainParams) -> TwoTower:
+def build_model(prepared: Prepared, params: TrainParams) -> TwoTower | TowerEnsemble:
     """A freshly initialised network sized for ``prepared`` (seed it first)."""
     cfg = TwoTowerConfig(
         n_users=len(prepared.user_vocab) + 1,
@@ -211,8 +211,9 @@ def build_model(prepared: Prepared, params: TrainParams) -> TwoTower:
         side_dim=params.side_dim,
         seen_pool=params.seen_pool,
         user_id_embedding=int(params.user_id_embedding),
+        members=params.members,
     )
-    return TwoTower(
+    return build_two_tower(
         cfg,
         user_vocab=prepared.user_vocab,
         item_vocab=prepared.item_vocab,
@@ -278,7 +279,7 @@ def run_train_two_tower(
     Under DDP (``hooks``) only the main process evaluates and saves; the others return None.
     """
     from two_tower.artifacts import save_two_tower
-    from two_tower.train import configure_determinism, fit, resolve_device
+    from two_tower.train import configure_determinism, resolve_device
 
     data, test, users, items, prepared = load_inputs(
         layout=layout,
@@ -293,26 +294,21 @@ def run_train_two_tower(
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
-    result = fit(
-        model,
-        prepared.training,
-        params=params,
-        catalogue=prepared.catalogue,
-        validate=prepared.validate,
-        hooks=hooks,
-    )
+    results = fit_members(model, prepared, params=params, hooks=hooks)
     if hooks is not None and not hooks.is_main:
         return None
-    trained = finish(result.model.cpu(), prepared, train=data.train, items=items)
+    trained = finish(model.cpu(), prepared, train=data.train, items=items)
     trained.metadata.update(
         {
             "data": data.data_metadata(),
             "params": params.to_dict(),
             "engine": engine,
-            "history": result.history,
-            "best_epoch": result.best_epoch,
-            "train_seconds": round(result.seconds, 2),
-            "samples_per_second": round(result.samples_per_second, 1),
+            "history": [r.history for r in results],  # one list of epochs per member
+            "best_epoch": [r.best_epoch for r in results],
+            "train_seconds": round(sum(r.seconds for r in results), 2),
+            "samples_per_second": round(
+                sum(r.samples_per_second for r in results) / len(results), 1
+            ),
             "device": str(device),
         }
     )
@@ -323,7 +319,38 @@ def run_train_two_tower(
     return save_two_tower(trained, artifacts_dir=layout.artifacts_dir)
 
 
-def finish(model: TwoTower, prepared: Prepared, *, train: pd.DataFrame, items: pd.DataFrame) -> Any:
+def fit_members(
+    model: TwoTower | TowerEnsemble,
+    prepared: Prepared,
+    *,
+    params: TrainParams,
+    hooks: FitHooks | None = None,
+) -> list[FitResult]:
+    """Train each member in turn, member ``i`` with seed ``params.seed + i`` (its own batch
+    order); early stopping keeps each member's best epoch."""
+    from two_tower.train import fit
+
+    members = list(model.members) if isinstance(model, TowerEnsemble) else [model]
+    results = []
+    for i, member in enumerate(members):
+        if len(members) > 1:
+            logger.info("two_tower: training member %d of %d", i + 1, len(members))
+        results.append(
+            fit(
+                cast(TwoTower, member),
+                prepared.training,
+                params=replace(params, seed=params.seed + i),
+                catalogue=prepared.catalogue,
+                validate=prepared.validate,
+                hooks=hooks,
+            )
+        )
+    return results
+
+
+def finish(
+    model: TwoTower | TowerEnsemble, prepared: Prepared, *, train: pd.DataFrame, items: pd.DataFrame
+) -> Any:
     """A ``TrainedTwoTower``: item embeddings with features as of the end of ``train``."""
     from cascade.recommenders import PopularityRecommender
     from two_tower.artifacts import TrainedTwoTower
@@ -437,7 +464,7 @@ def train_in_memory(
 
     Returns a ``TrainedTwoTower`` (not saved). Used by tests and the benchmark.
     """
-    from two_tower.train import configure_determinism, fit, resolve_device
+    from two_tower.train import configure_determinism, resolve_device
 
     default_users, default_items = _placeholder_tables(interactions)
     users = users if users is not None else default_users
@@ -458,22 +485,15 @@ def train_in_memory(
     device = resolve_device(params.device)
     configure_determinism(params.seed, device, params.threads)
     model = build_model(prepared, params).to(device)
-    result = fit(
-        model,
-        prepared.training,
-        params=params,
-        catalogue=prepared.catalogue,
-        validate=prepared.validate,
-        hooks=hooks,
-    )
-    trained = finish(result.model.cpu(), prepared, train=interactions, items=items)
+    results = fit_members(model, prepared, params=params, hooks=hooks)
+    trained = finish(model.cpu(), prepared, train=interactions, items=items)
     trained.metadata.update(
         {
             "params": params.to_dict(),
-            "history": result.history,
-            "best_epoch": result.best_epoch,
-            "samples_per_second": result.samples_per_second,
-            "train_seconds": result.seconds,
+            "history": [r.history for r in results],
+            "best_epoch": [r.best_epoch for r in results],
+            "samples_per_second": sum(r.samples_per_second for r in results) / len(results),
+            "train_seconds": sum(r.seconds for r in results),
         }
     )
     return trained

@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from cascade.evaluation.models import ModelData
     from cascade.paths import Layout
     from two_tower.artifacts import TrainedTwoTower
-    from two_tower.model import TwoTower
+    from two_tower.model import TowerEnsemble, TwoTower
 
 logger = logging.getLogger(__name__)
 
 
-def user_vectors(model: TwoTower, rows: UserRows, *, batch_size: int = 4096) -> torch.Tensor:
+def user_vectors(
+    model: TwoTower | TowerEnsemble, rows: UserRows, *, batch_size: int = 4096
+) -> torch.Tensor:
     """User tower output for ``rows`` (CPU float32), in batches, no grad."""
     device = next(model.parameters()).device
     out = []
@@ -49,10 +51,12 @@ def user_vectors(model: TwoTower, rows: UserRows, *, batch_size: int = 4096) -> 
                     t["seen_items"],
                 ).cpu()
             )
-    return torch.cat(out) if out else torch.zeros((0, model.cfg.dim))
+    return torch.cat(out) if out else torch.zeros((0, model.cfg.out_dim))
 
 
-def item_vectors(model: TwoTower, rows: ItemRows, *, batch_size: int = 8192) -> np.ndarray:
+def item_vectors(
+    model: TwoTower | TowerEnsemble, rows: ItemRows, *, batch_size: int = 8192
+) -> np.ndarray:
     """Item tower output for ``rows`` as float32 numpy, in batches, no grad."""
     device = next(model.parameters()).device
     out = []
@@ -66,7 +70,7 @@ def item_vectors(model: TwoTower, rows: ItemRows, *, batch_size: int = 8192) -> 
                     t["item_id"], t["category"], t["price_bucket"], t["popularity"], t["age_days"]
                 ).cpu()
             )
-    vectors = torch.cat(out) if out else torch.zeros((0, model.cfg.dim))
+    vectors = torch.cat(out) if out else torch.zeros((0, model.cfg.out_dim))
     result: np.ndarray = vectors.numpy().astype(np.float32)
     return result
 
@@ -79,7 +83,7 @@ class TwoTowerRecommender:
     def __init__(
         self,
         *,
-        model: TwoTower,
+        model: TwoTower | TowerEnsemble,
         item_ids: np.ndarray,
         item_embeddings: np.ndarray,
         users: pd.DataFrame,

@@ -62,7 +62,8 @@ def test_history_dropout_trains_hides_items_only_in_training_and_is_off_after(
     from two_tower.pipeline import train_in_memory
 
     trained = train_in_memory(
-        tiny_interactions, params=replace(TINY, history_dropout=0.5, lr_schedule="cosine")
+        tiny_interactions,
+        params=replace(TINY, history_dropout=0.5, lr_schedule="cosine", members=1),
     )
     tower = trained.model.user_tower
     assert tower.history_dropout == 0.0  # the exported / evaluated tower never drops
@@ -77,3 +78,26 @@ def test_history_dropout_trains_hides_items_only_in_training_and_is_off_after(
     finally:
         tower.history_dropout = 0.0
         tower.eval()
+
+
+def test_an_ensemble_scores_by_its_members_mean_cosine(tiny_trained) -> None:
+    """Two members trained with their own seeds; vectors side by side, scaled to unit length."""
+    from two_tower.model import TowerEnsemble
+
+    model = tiny_trained.model
+    assert isinstance(model, TowerEnsemble) and len(model.members) == TINY.members == 2
+    a, b = model.members
+    assert not torch.equal(a.item_embedding.weight, b.item_embedding.weight)
+    ids = a.item_tower.item_vocab[:5]
+    feats = [torch.zeros_like(ids)] * 4
+    joint = model.item_tower(ids, *feats)
+    parts = [m.item_tower(ids, *feats) for m in model.members]
+    assert joint.shape == (5, 2 * model.cfg.dim) == (5, model.cfg.out_dim)
+    assert torch.allclose(joint.norm(dim=1), torch.ones(5), atol=1e-5)
+    mean_cosine = sum((p * p).sum(dim=1) for p in parts) / 2
+    assert torch.allclose((joint * joint).sum(dim=1), mean_cosine, atol=1e-5)
+
+
+def test_members_are_bounded() -> None:
+    with pytest.raises(ValueError, match="members"):
+        replace(TINY, members=0).check()
