@@ -81,7 +81,7 @@ def test_history_dropout_trains_hides_items_only_in_training_and_is_off_after(
 
 
 def test_an_ensemble_scores_by_its_members_mean_cosine(tiny_trained) -> None:
-    """Two members trained with their own seeds; vectors side by side, scaled to unit length."""
+    """Members trained with their own seeds; vectors side by side, scaled to unit length."""
     from two_tower.model import TowerEnsemble
 
     model = tiny_trained.model
