@@ -45,7 +45,7 @@ def train_two_tower(
         "constant", help="constant, or cosine (decays to 1% of --lr over all --epochs)."
     ),
     members: int = typer.Option(
-        3, min=1, max=8, help="Towers trained with their own seeds and averaged (1: one tower)."
+        2, min=1, max=8, help="Towers trained with their own seeds and averaged (1: one tower)."
     ),
     history_dropout: float = typer.Option(
         0.5, min=0.0, max=0.99, help="Share of history items hidden per training row."

@@ -43,7 +43,7 @@ class TrainParams:
     hidden: int = 128
     side_dim: int = 16
     seen_pool: int = 0  # off by default: +2.5x step time on demo for +0.001 Recall@20
-    members: int = 3  # towers trained and averaged (TowerEnsemble); 1: a single tower
+    members: int = 2  # towers trained and averaged (TowerEnsemble); 1: a single tower
     user_id_embedding: bool = False  # demo Recall@20 0.2233 with it, 0.2356 without (it memorises)
     epochs: int = 2
     batch_size: int = 1024
