@@ -8,12 +8,11 @@ maximum k (422) is validated by the routes.
   (measured: a 2 MB header is served), so the app refuses more than ``max_header_bytes`` in
   total or ``max_headers`` fields with 431. The bytes were already read by then: the memory
   bound against a header flood belongs to the ingress (nginx ``large_client_header_buffers``).
-- Load shedding: with ``max_in_flight`` requests already being served in this process, a new
+- Load shedding: with ``admission.limit`` requests already being served in this process (an
+  adaptive limit up to ``max_in_flight``, see ``gateway.admission``), a new
   one answers 503 with ``Retry-After`` at once instead of waiting in an unbounded queue (a
   queued request would miss its deadline anyway). A plain counter: one event loop per process.
-  Health probes and ``/metrics`` are never shed. The default (16) is several times the
-  concurrency that keeps one process's core busy; more would only queue on its event loop (see
-  ``gateway.settings`` for the D7 figures behind it). A
+  Health probes and ``/metrics`` are never shed. A
   request admitted but queued past ``queue_shed_fraction`` of its deadline before its handler
   runs is shed there (``gateway.main``, ``gateway_shed_total{reason="queue_time"}``); one that
   had already waited that long when it got here (the ingress's ``X-Request-Start``, see
@@ -29,6 +28,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admission import AdaptiveLimit
 from gateway.queue_time import queued_for
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -103,14 +103,14 @@ async def send_error(
 
 
 class LimitsMiddleware:
-    """431 for oversized headers, 503 + ``Retry-After`` beyond ``max_in_flight`` (0: no limit)."""
+    """431 for oversized headers, 503 + ``Retry-After`` beyond the admission limit (0: none)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         metrics: SecurityMetrics,
-        max_in_flight: int,
+        admission: AdaptiveLimit,
         max_header_bytes: int,
         max_headers: int = 100,
         retry_after_s: int = 1,
@@ -118,7 +118,7 @@ class LimitsMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_in_flight = max_in_flight
+        self.admission = admission
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.retry_after = str(retry_after_s)
@@ -154,11 +154,8 @@ class LimitsMiddleware:
                     headers={"Retry-After": self.retry_after},
                 )
                 return
-        if (
-            self.max_in_flight
-            and self.in_flight >= self.max_in_flight
-            and scope["path"] not in NEVER_SHED
-        ):
+        limit = self.admission.limit
+        if limit and self.in_flight >= limit and scope["path"] not in NEVER_SHED:
             self.metrics.shed.labels(reason="in_flight").inc()
             await send_error(
                 send,

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade.telemetry import configure_tracing
 from gateway import gc_watch, schemas
+from gateway.admission import AdaptiveLimit
 from gateway.auth import Principal
 from gateway.components import Components, build_components
 from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
@@ -93,13 +94,18 @@ async def _refresh_popular(
 LOOP_LAG_INTERVAL_S = 0.05
 
 
-async def _watch_loop_lag(metrics: GatewayMetrics, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
-    """Sleep ``interval_s`` and record how late the loop woke us: the event-loop lag."""
+async def _watch_loop_lag(
+    metrics: GatewayMetrics, admission: AdaptiveLimit, interval_s: float = LOOP_LAG_INTERVAL_S
+) -> None:
+    """Sleep ``interval_s`` and record how late the loop woke us: the event-loop lag, which
+    also steers the adaptive in-flight limit."""
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
         await asyncio.sleep(interval_s)
-        metrics.loop_lag.observe(max(0.0, loop.time() - started - interval_s))
+        lag = max(0.0, loop.time() - started - interval_s)
+        metrics.loop_lag.observe(lag)
+        metrics.in_flight_limit.set(admission.observe_lag(lag))
 
 
 def create_app(
@@ -110,6 +116,12 @@ def create_app(
     metrics = GatewayMetrics()
     security = build_security(settings, SecurityMetrics(metrics.registry))  # refuses unsafe configs
     factory = components or build_components
+    admission = AdaptiveLimit(
+        ceiling=settings.max_in_flight,
+        floor=settings.min_in_flight,
+        lag_target_s=settings.loop_lag_target_ms / 1000.0,
+    )
+    metrics.in_flight_limit.set(admission.limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +131,7 @@ def create_app(
         await security.start()
         snap = built.popular.snapshot
         metrics.popular_items.set(len(snap.items) if snap else 0)
-        lag_watch = asyncio.create_task(_watch_loop_lag(metrics))
+        lag_watch = asyncio.create_task(_watch_loop_lag(metrics, admission))
         unwatch_gc = gc_watch.watch(metrics.gc_pause)
         if settings.gc_freeze:
             logger.info("gc: %d startup objects frozen", gc_watch.freeze_startup_objects())
@@ -166,7 +178,7 @@ def create_app(
     app.add_middleware(
         LimitsMiddleware,
         metrics=security.metrics,
-        max_in_flight=settings.max_in_flight,
+        admission=admission,
         max_header_bytes=settings.max_header_bytes,
         queue_shed_s=settings.queue_shed_fraction * settings.deadline_ms / 1000.0,
     )

@@ -82,6 +82,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge("gateway_in_flight", "Requests being served", registry=r)
+        self.in_flight_limit = Gauge(
+            "gateway_in_flight_limit",
+            "Adaptive in-flight limit (gateway.admission); 0: unlimited",
+            registry=r,
+        )
         self.served = Counter(
             "gateway_served",
             "Responses by tier and model version",

@@ -42,7 +42,9 @@ variable                            default                    meaning
 ``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
 ``GATEWAY_RATE_LIMIT_REDIS_URL``    unset: per process         buckets shared by all replicas
 ``GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_MS`` ``20``                 limiter's Redis socket timeouts
-``GATEWAY_MAX_IN_FLIGHT``           ``16``                     503 beyond this; 0: no limit
+``GATEWAY_MAX_IN_FLIGHT``           ``64``                     in-flight ceiling; 503 beyond; 0: no limit
+``GATEWAY_MIN_IN_FLIGHT``           ``8``                      floor of the adaptive in-flight limit
+``GATEWAY_LOOP_LAG_TARGET_MS``      ``10``                     loop lag above it lowers the limit
 ``GATEWAY_QUEUE_SHED_FRACTION``     ``0.5``                    503 when queued longer than this
                                                                share of the deadline; 0: never
 ``GATEWAY_MAX_HEADER_BYTES``        ``8192``                   larger request headers answer 431
@@ -51,12 +53,11 @@ variable                            default                    meaning
 ``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
 =================================== ========================== ==========================================
 
-Overload (``max_in_flight``, ``queue_shed_fraction``): one process serves ~300 requests/s on one
-core (~3 ms of CPU each) and its requests wait ~3-5 ms on Redis and Triton, so 2-3 in flight
-already keep its core busy; more only queue on the event loop. Drill D7 (10x spike, 2 cores):
-with 64 in flight the loop congested, Feast reads missed their 20 ms timeout though Redis had
-answered, the fallbacks added work, and accepted requests took 1.1 s at p99 (22% shed); with 16,
-2.5% shed and p99 93 ms, because fewer requests sharing the loop means more finish. Beyond the
+Overload (``max_in_flight``, ``queue_shed_fraction``): the in-flight limit adapts between
+``min_in_flight`` and ``max_in_flight`` to the event-loop lag (``gateway.admission``: 10% down
+per probe while the lag exceeds ``loop_lag_target_ms``, +1 per calm probe, a probe every 50 ms).
+Drill D7 (10x spike, 2 cores) needed <= 16 in flight, a steady closed-loop load test needed > 16.
+Beyond the
 in-flight limit a request answers 503 + ``Retry-After`` at once. A request admitted but which
 already spent more than ``queue_shed_fraction`` x ``deadline_ms`` before reaching its handler
 (event loop busy, rate limiter, body read) answers 503 too: it would miss its deadline anyway.
@@ -143,7 +144,9 @@ class GatewaySettings(BaseSettings):
     rate_limit_burst: int = Field(default=2000, ge=1, le=10_000_000)
     rate_limit_redis_url: str | None = None
     rate_limit_redis_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
-    max_in_flight: int = Field(default=16, ge=0, le=100_000)
+    max_in_flight: int = Field(default=64, ge=0, le=100_000)
+    min_in_flight: int = Field(default=8, ge=1, le=100_000)
+    loop_lag_target_ms: float = Field(default=10.0, gt=0, le=1_000)
     queue_shed_fraction: float = Field(default=0.5, ge=0, le=1)
     max_header_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
     gc_freeze: bool = True

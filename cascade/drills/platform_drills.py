@@ -118,7 +118,7 @@ async def d6_redis_down(target: DrillTarget, plan: Plan) -> DrillResult:
 async def d7_spike(target: DrillTarget, plan: Plan) -> DrillResult:
     """D7: a spike to ``spike_factor`` x the base rate for ``spike_s``."""
     r = DrillResult("D7", f"spike to {plan.spike_factor:g}x for {plan.spike_s:g} s")
-    # More requests in flight than the gateway's own limit (GATEWAY_MAX_IN_FLIGHT, 16), so a
+    # More requests in flight than the gateway's own limit (GATEWAY_MAX_IN_FLIGHT, 64), so a
     # gateway that sheds gets the chance to.
     async with Run(target, rate=plan.spike_rate, seed=7, max_in_flight=1024) as run:
         await run.sleep(plan.baseline_s)

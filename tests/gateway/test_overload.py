@@ -30,7 +30,8 @@ def slow_body(delay_s: float) -> AsyncIterator[bytes]:
 
 def test_defaults_bound_the_queue_within_the_deadline() -> None:
     settings = GatewaySettings(triton_url="", mf_url="")
-    assert settings.max_in_flight == 16
+    assert settings.max_in_flight == 64
+    assert settings.min_in_flight == 8
     assert settings.queue_shed_fraction == 0.5
 
 
