@@ -55,7 +55,13 @@ class Run:
     """One drill's timeline: load, metrics poller, marks (seconds since ``t0``)."""
 
     def __init__(
-        self, target: DrillTarget, *, rate: float, seed: int = 0, max_in_flight: int = 256
+        self,
+        target: DrillTarget,
+        *,
+        rate: float,
+        seed: int = 0,
+        max_in_flight: int = 256,
+        poll_s: float = 0.1,
     ) -> None:
         self.target = target
         self.t0 = time.monotonic()
@@ -66,7 +72,11 @@ class Run:
             t0=self.t0,
         )
         self.rate = rate
-        self.poller = MetricsPoller(url=target.url, t0=self.t0, headers=auth_headers())
+        # Every poll renders the gateway's whole registry on its event loop: 10 Hz resolves the
+        # breaker's timing (D1-D3); a drill that compares latencies polls less (D8).
+        self.poller = MetricsPoller(
+            url=target.url, t0=self.t0, headers=auth_headers(), interval_s=poll_s
+        )
         self.marks: dict[str, float] = {}
         self.snapshots: dict[str, dict[str, Series]] = {}
         self.cpu: dict[str, float | None] = {"start": cpu_seconds(target.gateway_pid)}
