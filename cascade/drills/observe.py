@@ -31,6 +31,8 @@ BREAKER_STATE = "gateway_breaker_state"
 TRANSITIONS = "gateway_breaker_transitions_total"
 UPSTREAM_COUNT = "gateway_upstream_seconds_count"
 FEATURE_BUCKET = "gateway_feature_read_seconds_bucket"
+GC_PAUSE_SUM = "gateway_gc_pause_seconds_sum"
+GC_PAUSE_COUNT = "gateway_gc_pause_seconds_count"
 LOOP_LAG_CANDIDATES = ("gateway_event_loop_lag_seconds", "gateway_event_loop_lag")
 STATE_NAMES = {0: "closed", 1: "half-open", 2: "open"}
 

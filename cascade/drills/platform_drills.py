@@ -10,12 +10,15 @@ from cascade.drills.analysis import Check, DrillResult
 from cascade.drills.load import HealthProbe
 from cascade.drills.observe import (
     FEATURE_BUCKET,
+    GC_PAUSE_COUNT,
+    GC_PAUSE_SUM,
     LOOP_LAG_CANDIDATES,
     RssSampler,
     Series,
     bucket_delta,
     buckets,
     histogram_quantile,
+    metric_sum,
     quantile_bucket,
 )
 from cascade.drills.proxy import BlackHole, Pass
@@ -171,11 +174,14 @@ async def d8_otlp_blackhole(target: DrillTarget, plan: Plan) -> DrillResult:
     async with Run(target, rate=plan.rate, seed=8, poll_s=1.0) as run:
         rss = RssSampler(pid=target.gateway_pid, t0=run.t0).start()
         try:
+            await run.snapshot("start")
             await run.sleep(plan.otlp_s)
             t_hole = run.mark("blackhole")
+            await run.snapshot("blackhole")
             proxy.set_mode(BlackHole())
             await run.sleep(plan.otlp_s)
             t_end = run.mark("end")
+            await run.snapshot("end")
         finally:
             proxy.set_mode(Pass())
             await rss.stop()
@@ -201,5 +207,25 @@ async def d8_otlp_blackhole(target: DrillTarget, plan: Plan) -> DrillResult:
         a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
     ]
     r.figures.update(rss_start_mib=mem_base[-1] / 2**20 if mem_base else None)
+    r.figures.update(_gc_figures(run.snapshots))
     common_figures(r, run, base, fault)
     return r
+
+
+def _gc_figures(snaps: dict[str, dict[str, Series]]) -> dict[str, float | int]:
+    """The gateway's GC pause time and full collections in each phase (``gc_watch`` metrics)."""
+    out: dict[str, float | int] = {}
+    for phase, (first, last) in {
+        "base": ("start", "blackhole"),
+        "hole": ("blackhole", "end"),
+    }.items():
+        a0, a1 = snaps.get(first), snaps.get(last)
+        if not a0 or not a1:
+            continue
+        pause = metric_sum(a1, GC_PAUSE_SUM) - metric_sum(a0, GC_PAUSE_SUM)
+        full = metric_sum(a1, GC_PAUSE_COUNT, generation="2") - metric_sum(
+            a0, GC_PAUSE_COUNT, generation="2"
+        )
+        out[f"gc_pause_ms_{phase}"] = round(pause * 1000, 1)
+        out[f"gen2_collections_{phase}"] = int(full)
+    return out
