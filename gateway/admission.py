@@ -1,11 +1,12 @@
 """An adaptive in-flight limit: additive increase, multiplicative decrease on event-loop lag.
 
 The gateway's scarce resource is its event loop (one per process). A fixed in-flight limit is
-wrong at one end or the other: drill D7 (a 10x spike on 2 cores) needed 16 or fewer requests in
-flight, because with 64 the loop congested, Feast reads missed their 20 ms timeout although Redis
-had answered, the fallbacks added work and accepted requests took 1.1 s at p99; but a steady
-100 requests/s from 20 closed-loop clients (``make loadtest``) keeps up to 20 in flight, and a
-limit of 16 refused 20% of it while the loop was idle.
+wrong at one end or the other: in drill D7 (a 10x spike on 2 cores, run with the drill's 10 Hz
+metrics poll adding load) a limit of 64 let the loop congest, Feast reads missed their 20 ms
+timeout although Redis had answered, the fallbacks added work and accepted requests took 1.1 s
+at p99, while 16 kept it at 66-93 ms; but a steady 100 requests/s from 20 closed-loop clients
+(``make loadtest``) keeps up to 20 in flight, and a limit of 16 refused 20% of it while the loop
+was idle.
 
 So the limit moves between ``floor`` and ``ceiling``, driven by the loop-lag probe that already
 runs every 50 ms (``gateway.main``): a lag above ``lag_target_s`` (the loop is saturated, new work

@@ -56,9 +56,8 @@ variable                            default                    meaning
 Overload (``max_in_flight``, ``queue_shed_fraction``): the in-flight limit adapts between
 ``min_in_flight`` and ``max_in_flight`` to the event-loop lag (``gateway.admission``: 10% down
 per probe while the lag exceeds ``loop_lag_target_ms``, +1 per calm probe, a probe every 50 ms).
-Drill D7 (10x spike, 2 cores) needed <= 16 in flight, a steady closed-loop load test needed > 16.
-Beyond the
-in-flight limit a request answers 503 + ``Retry-After`` at once. A request admitted but which
+Figures behind it are in ``gateway.admission`` and the README. Beyond the in-flight limit a
+request answers 503 + ``Retry-After`` at once. A request admitted but which
 already spent more than ``queue_shed_fraction`` x ``deadline_ms`` before reaching its handler
 (event loop busy, rate limiter, body read) answers 503 too: it would miss its deadline anyway.
 The deadline counts from the request's arrival at the outermost middleware, not from the handler,
