@@ -31,6 +31,9 @@ def make_settings(**overrides) -> GatewaySettings:
         mf_timeout_ms=60,
         popular_refresh_s=0,
         gc_freeze=False,  # in-process apps: a freeze would pin the whole test run's objects
+        # No queue-time shedding: a GC pause of this big test process between two middlewares
+        # (170 ms seen) would shed a request; tests/gateway/test_overload.py turns it on.
+        queue_shed_fraction=0,
         breaker_window=10,
         breaker_min_calls=5,
         breaker_wait_s=60,

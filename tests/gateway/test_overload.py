@@ -37,7 +37,9 @@ def test_defaults_bound_the_queue_within_the_deadline() -> None:
 
 def test_request_queued_past_half_the_deadline_is_shed() -> None:
     fakes = Fakes()
-    app = create_app(make_settings(deadline_ms=250), components=fakes.factory)
+    app = create_app(
+        make_settings(deadline_ms=250, queue_shed_fraction=0.5), components=fakes.factory
+    )
     with AppClient(app) as client:
         late = client.post(
             URL, content=slow_body(0.2), headers={"content-type": "application/json"}
@@ -91,7 +93,9 @@ def stamp(seconds_ago: float) -> dict[str, str]:
 def test_a_request_that_waited_upstream_past_the_threshold_is_shed_before_the_app() -> None:
     """The wait in the socket / ingress counts: refused at once, before auth and the chain."""
     fakes = Fakes()
-    app = create_app(make_settings(deadline_ms=250), components=fakes.factory)
+    app = create_app(
+        make_settings(deadline_ms=250, queue_shed_fraction=0.5), components=fakes.factory
+    )
     with AppClient(app) as client:
         late = client.get(f"{URL}/1?k=5", headers=stamp(0.3))
         fresh = client.get(f"{URL}/1?k=5", headers=stamp(0.01))
@@ -132,7 +136,7 @@ def test_the_deadline_counts_from_the_ingress_stamp() -> None:
 
 def test_the_stamp_can_be_ignored() -> None:
     fakes = Fakes()
-    settings = make_settings(deadline_ms=250, request_start_header="")
+    settings = make_settings(deadline_ms=250, request_start_header="", queue_shed_fraction=0.5)
     with AppClient(create_app(settings, components=fakes.factory)) as client:
         response = client.get(f"{URL}/1?k=5", headers=stamp(5.0))
     assert response.status_code == 200
