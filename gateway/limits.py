@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission import AdaptiveLimit
-from gateway.queue_time import queued_for
+from gateway.queue_time import queued_detail, queued_for
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -141,28 +141,16 @@ class LimitsMiddleware:
                 detail=f"request headers exceed {self.max_header_bytes} bytes or {self.max_headers} fields",
             )
             return
-        if self.queue_shed_s and scope["path"] not in NEVER_SHED:
-            queued = queued_for(scope.get("state", {}), time.monotonic())
-            if queued is not None and queued > self.queue_shed_s:
-                self.metrics.shed.labels(reason="queue_time").inc()
-                await send_error(
-                    send,
-                    scope,
-                    status=503,
-                    code="overloaded",
-                    detail=f"queued {queued * 1000:.0f} ms before serving; retry shortly",
-                    headers={"Retry-After": self.retry_after},
-                )
-                return
-        limit = self.admission.limit
-        if limit and self.in_flight >= limit and scope["path"] not in NEVER_SHED:
-            self.metrics.shed.labels(reason="in_flight").inc()
+        shed = self._shed_reason(scope)
+        if shed is not None:
+            reason, detail = shed
+            self.metrics.shed.labels(reason=reason).inc()
             await send_error(
                 send,
                 scope,
                 status=503,
                 code="overloaded",
-                detail="too many requests in flight; retry shortly",
+                detail=detail,
                 headers={"Retry-After": self.retry_after},
             )
             return
@@ -171,3 +159,17 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    def _shed_reason(self, scope: Scope) -> tuple[str, str] | None:
+        """``(metric reason, detail)`` when this request is refused now: it already waited past
+        the queue-time threshold, or the adaptive in-flight limit is reached. Probes never."""
+        if scope["path"] in NEVER_SHED:
+            return None
+        if self.queue_shed_s:
+            queued = queued_for(scope.get("state", {}), time.monotonic())
+            if queued is not None and queued > self.queue_shed_s:
+                return "queue_time", queued_detail(queued)
+        limit = self.admission.limit
+        if limit and self.in_flight >= limit:
+            return "in_flight", "too many requests in flight; retry shortly"
+        return None

@@ -35,7 +35,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.limits import LimitsMiddleware, SecurityMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import GatewayMiddleware, route_label
-from gateway.queue_time import ARRIVED_KEY
+from gateway.queue_time import ARRIVED_KEY, queued_detail
 from gateway.security import AuthMiddleware, build_security
 from gateway.settings import GatewaySettings
 
@@ -244,7 +244,7 @@ def create_app(
                 return _json(
                     {
                         "code": "overloaded",
-                        "detail": f"queued {queued * 1000:.0f} ms before serving; retry shortly",
+                        "detail": queued_detail(queued),
                         "request_id": request_id,
                     },
                     status=503,

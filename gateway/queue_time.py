@@ -55,3 +55,8 @@ def queued_for(state: dict[str, object], now: float) -> float | None:
     """Seconds since the request arrived (``state[ARRIVED_KEY]``), or None when not stamped."""
     arrived = state.get(ARRIVED_KEY)
     return now - arrived if isinstance(arrived, float) else None
+
+
+def queued_detail(queued_s: float) -> str:
+    """The 503 ``detail`` of a request shed for its queue time (one wording everywhere)."""
+    return f"queued {queued_s * 1000:.0f} ms before serving; retry shortly"
