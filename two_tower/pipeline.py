@@ -39,7 +39,7 @@ from two_tower.data import (
     user_table,
 )
 from two_tower.model import StringVocab, TowerEnsemble, TwoTower, TwoTowerConfig, build_two_tower
-from two_tower.train import FitHooks, FitResult, TrainParams
+from two_tower.train import FitHooks, FitResult, TrainParams, fit
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,6 @@ def fit_members(
 ) -> list[FitResult]:
     """Train each member in turn, member ``i`` with seed ``params.seed + i`` (its own batch
     order); early stopping keeps each member's best epoch."""
-    from two_tower.train import fit
 
     members = list(model.members) if isinstance(model, TowerEnsemble) else [model]
     results = []
