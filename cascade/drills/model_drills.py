@@ -100,10 +100,10 @@ async def d3_triton_slow(target: DrillTarget, plan: Plan) -> DrillResult:
     async with Run(target, rate=plan.rate, seed=3) as run:
         await run.sleep(plan.baseline_s)
         t_slow = run.mark("slow")
-        proxy.set_mode(Delay(150))
+        await run.act(lambda: proxy.set_mode(Delay(150)))
         await run.sleep(plan.slow_s)
         t_fast = run.mark("fast")
-        proxy.set_mode(Pass())
+        await run.act(lambda: proxy.set_mode(Pass()))
         await run.sleep(max(plan.after_s, 10.5))
         t_end = run.mark("end")
     base, fault = base_window(run, t_slow), a.window(run.samples, t_slow, t_fast)
@@ -136,10 +136,10 @@ async def d4_triton_errors(target: DrillTarget, plan: Plan) -> DrillResult:
     async with Run(target, rate=plan.rate, seed=4) as run:
         await run.sleep(plan.baseline_s)
         t_err = run.mark("errors")
-        proxy.set_mode(Errors(0.3, action))  # type: ignore[arg-type]
+        await run.act(lambda: proxy.set_mode(Errors(0.3, action)))  # type: ignore[arg-type]
         await run.sleep(plan.fault_s)
         t_ok = run.mark("ok")
-        proxy.set_mode(Pass())
+        await run.act(lambda: proxy.set_mode(Pass()))
         await run.sleep(1.0)
     base, fault = base_window(run, t_err), a.window(run.samples, t_err, t_ok)
     # Requests that reached the primary: served by it, or fell back on its error. Timeouts and

@@ -174,18 +174,22 @@ async def d8_otlp_blackhole(target: DrillTarget, plan: Plan) -> DrillResult:
     async with Run(target, rate=plan.rate, seed=8, poll_s=1.0) as run:
         rss = RssSampler(pid=target.gateway_pid, t0=run.t0).start()
         try:
+            # Each window opens just after a metrics snapshot and closes just before the next, so
+            # the snapshots' cost weighs on both alike; the warm-up is in neither.
+            await run.sleep(plan.warmup_s)
             await run.snapshot("start")
+            t_base = run.mark("baseline")
             await run.sleep(plan.otlp_s)
-            t_hole = run.mark("blackhole")
             await run.snapshot("blackhole")
-            proxy.set_mode(BlackHole())
+            t_hole = run.mark("blackhole")
+            await run.act(lambda: proxy.set_mode(BlackHole()))
             await run.sleep(plan.otlp_s)
             t_end = run.mark("end")
             await run.snapshot("end")
         finally:
-            proxy.set_mode(Pass())
+            await run.act(lambda: proxy.set_mode(Pass()))
             await rss.stop()
-    base, fault = base_window(run, t_hole), a.window(run.samples, t_hole, t_end)
+    base, fault = a.window(run.samples, t_base, t_hole), a.window(run.samples, t_hole, t_end)
     base_p99, fault_p99 = a.p99_ms(base), a.p99_ms(fault)
     mem_base = [b for t, b in rss.samples if t < t_hole]
     mem_fault = [b for t, b in rss.samples if t >= t_hole]

@@ -82,6 +82,9 @@ class Run:
         self.cpu: dict[str, float | None] = {"start": cpu_seconds(target.gateway_pid)}
         self.marks["start"] = 0.0
         self._load: asyncio.Task[None] | None = None
+        # Made once, before the load starts: a new httpx client builds an SSL context, ~40 ms of
+        # CPU on the load generator's loop, a stall the drill would measure as latency.
+        self._client = httpx.AsyncClient(timeout=5.0, headers=auth_headers())
 
     async def __aenter__(self) -> Run:
         self.poller.start()
@@ -93,6 +96,7 @@ class Run:
         if self._load is not None:
             await self._load
         await self.poller.stop()
+        await self._client.aclose()
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -118,8 +122,7 @@ class Run:
     async def snapshot(self, name: str) -> None:
         """A full metrics reading now (empty when the gateway does not answer within 5 s)."""
         try:
-            async with httpx.AsyncClient(timeout=5.0, headers=auth_headers()) as client:
-                self.snapshots[name] = await self.poller.fetch(client)
+            self.snapshots[name] = await self.poller.fetch(self._client)
         except httpx.HTTPError as exc:
             logger.warning("metrics snapshot %s failed: %r", name, exc)
             self.snapshots[name] = {}

@@ -13,6 +13,7 @@ import pytest
 from cascade.drills import analysis as a
 from cascade.drills.load import CLIENT_ERROR, NOT_SENT, Sample, Traffic, auth_headers
 from cascade.drills.observe import (
+    DRILL_FAMILIES,
     bucket_delta,
     buckets,
     histogram_quantile,
@@ -53,6 +54,12 @@ def test_parse_metrics_and_poll() -> None:
     before = [(0.01, 50.0), (0.02, 50.0), (0.03, 50.0), (math.inf, 50.0)]
     assert bucket_delta(b, before)[0] == (0.01, 40.0)
     assert histogram_quantile(0.5, []) is None
+
+
+def test_parse_metrics_keeps_only_the_asked_families() -> None:
+    m = parse_metrics(METRICS, ("gateway_breaker_",))
+    assert set(m) == {"gateway_breaker_state", "gateway_breaker_transitions_total"}
+    assert set(parse_metrics(METRICS, DRILL_FAMILIES)) == set(parse_metrics(METRICS))
 
 
 def _s(
