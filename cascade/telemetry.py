@@ -9,6 +9,9 @@
 - ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_EXPORT_TIMEOUT``: the
   batch processor's bounded queue. A full queue drops spans; an unreachable collector never
   blocks or fails a request, because export runs on the processor's own thread.
+- ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``: default **128** here (the SDK's is 512). Encoding a batch
+  to protobuf is Python code that holds the GIL: 512 spans took ~29 ms, a stall of the event
+  loop that doubled the gateway's p99 at 100 req/s (D8 baseline 29-31 ms; 128: 15.8 ms).
 """
 
 from __future__ import annotations
@@ -24,12 +27,25 @@ from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
 
 logger = logging.getLogger(__name__)
 
+EXPORT_BATCH_SIZE = 128
+
 
 def _sampler() -> Sampler | None:
     # The SDK reads OTEL_TRACES_SAMPLER itself when it is set; our default is parent-based 100%.
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return None
     return ParentBasedTraceIdRatio(float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")))
+
+
+def _export_batch_size() -> int | None:
+    """None lets the SDK read OTEL_BSP_MAX_EXPORT_BATCH_SIZE; unset, ours (within the queue)."""
+    if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        return None
+    try:
+        queue = int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048)
+    except ValueError:
+        queue = 2048  # the SDK warns and falls back to its default too
+    return min(EXPORT_BATCH_SIZE, max(queue, 1))
 
 
 def configure_tracing(*, service_name: str) -> TracerProvider:
@@ -48,7 +64,9 @@ def configure_tracing(*, service_name: str) -> TracerProvider:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # The exporter reads the endpoint, headers and timeout from OTEL_* itself.
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(), max_export_batch_size=_export_batch_size())
+        )
         logger.info("tracing: exporting OTLP/HTTP to %s", endpoint)
     else:
         logger.info("tracing: no OTLP endpoint configured, spans are not exported")
