@@ -8,12 +8,18 @@ import sys
 import time
 from typing import Any
 
+from opentelemetry import trace
+
 # Attributes every LogRecord has; anything else passed through ``extra=`` becomes a JSON field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, service, plus any ``extra`` fields."""
+    """One JSON object per line: ts, level, logger, msg, service, plus any ``extra`` fields.
+
+    Inside a span the line also carries ``trace_id`` and ``span_id`` (hex, as Jaeger shows them),
+    so a log line leads to its trace and back.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -28,6 +34,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "service": self._service,
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
