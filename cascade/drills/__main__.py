@@ -30,7 +30,7 @@ async def run(
 
     plan = Plan(rate=rate)
     if quick:
-        plan = replace(Plan.ci(), rate=rate, spike_s=10.0, otlp_s=8.0, slow_s=10.0)
+        plan = replace(Plan.ci(), rate=rate, spike_s=10.0, otlp_s=8.0, otlp_base_s=4.0, slow_s=10.0)
     stack = DrillStack(home=home, scale=scale)
     try:
         await stack.start()
@@ -46,7 +46,9 @@ async def run(
 def main(
     only: str = typer.Option("", help="Comma-separated drills to run (default: D1..D8)."),
     scale: str = typer.Option("tiny", help="Synthetic data scale of the drill stack."),
-    rate: float = typer.Option(50.0, help="Load during the drills, requests/s (D7 has its own)."),
+    rate: float = typer.Option(
+        50.0, help="Load during the drills, requests/s (D7 and D8 have their own)."
+    ),
     quick: bool = typer.Option(False, help="Short durations (the CI plan) for a smoke run."),
     out: str = typer.Option("", help="Report folder (default $CASCADE_HOME/reports/drills)."),
 ) -> None:

@@ -9,6 +9,8 @@ recovery) are asserted everywhere.
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -74,6 +76,16 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def p99_ms(samples: Sequence[Sample]) -> float | None:
     value = percentile([s.latency for s in samples], 99)
     return None if value is None else value * 1000
+
+
+def p99_stderr_ms(samples: Sequence[Sample], rounds: int = 200, seed: int = 0) -> float | None:
+    """Bootstrap standard error of :func:`p99_ms`: how far two runs' p99s differ by chance."""
+    values = [s.latency for s in samples]
+    if len(values) < 2:
+        return None
+    rng = random.Random(seed)
+    estimates = [percentile(rng.choices(values, k=len(values)), 99) or 0.0 for _ in range(rounds)]
+    return statistics.pstdev(estimates) * 1000
 
 
 def non_2xx(samples: Iterable[Sample]) -> int:

@@ -4,7 +4,7 @@ Each drill: load starts; ``baseline_s`` of healthy traffic; the fault; observati
 removed (when the drill says so); then figures and :class:`~cascade.drills.analysis.Check`s.
 :func:`run_drills` heals the stack before each drill. :class:`Plan` holds the durations;
 ``Plan.ci()`` is the shortened form the CI test runs (same criteria code). The drills live in
-``model_drills.py`` (D1-D5) and ``platform_drills.py`` (D6-D8).
+``model_drills.py`` (D1-D5), ``platform_drills.py`` (D6-D7) and ``otlp_drill.py`` (D8).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from cascade.drills.model_drills import (
     d4_triton_errors,
     d5_all_models_down,
 )
-from cascade.drills.platform_drills import d6_redis_down, d7_spike, d8_otlp_blackhole
+from cascade.drills.otlp_drill import d8_otlp_blackhole
+from cascade.drills.platform_drills import d6_redis_down, d7_spike
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan
 

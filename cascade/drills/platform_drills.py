@@ -1,4 +1,4 @@
-"""Drills D6-D8: the platform around the models fails (Redis, a traffic spike, the trace collector).
+"""Drills D6-D7: the platform around the models fails (Redis, a traffic spike); D8 is ``otlp_drill``.
 
 Each drill runs under open-loop load with a baseline from the same run; see ``drills.py``.
 """
@@ -10,18 +10,13 @@ from cascade.drills.analysis import Check, DrillResult
 from cascade.drills.load import HealthProbe
 from cascade.drills.observe import (
     FEATURE_BUCKET,
-    GC_PAUSE_COUNT,
-    GC_PAUSE_SUM,
     LOOP_LAG_CANDIDATES,
-    RssSampler,
     Series,
     bucket_delta,
     buckets,
     histogram_quantile,
-    metric_sum,
     quantile_bucket,
 )
-from cascade.drills.proxy import BlackHole, Pass
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan, Run, base_window, common_figures
 
@@ -163,73 +158,3 @@ async def d7_spike(target: DrillTarget, plan: Plan) -> DrillResult:
     r.figures.update(offered_rps=plan.spike_rate * plan.spike_factor, sent_rps=round(achieved, 1))
     common_figures(r, run, base, spike)
     return r
-
-
-async def d8_otlp_blackhole(target: DrillTarget, plan: Plan) -> DrillResult:
-    """D8: the OTLP collector black-holed (proxy): latency and memory stay flat."""
-    proxy = target.proxies["otlp"]
-    r = DrillResult("D8", "OTLP collector black-holed")
-    # One metrics poll a second: the 10 Hz scrape other drills need would be part of what D8
-    # measures (it renders the registry on the gateway's loop in both phases).
-    async with Run(target, rate=plan.rate, seed=8, poll_s=1.0) as run:
-        rss = RssSampler(pid=target.gateway_pid, t0=run.t0).start()
-        try:
-            # Each window opens just after a metrics snapshot and closes just before the next, so
-            # the snapshots' cost weighs on both alike; the warm-up is in neither.
-            await run.sleep(plan.warmup_s)
-            await run.snapshot("start")
-            t_base = run.mark("baseline")
-            await run.sleep(plan.otlp_s)
-            await run.snapshot("blackhole")
-            t_hole = run.mark("blackhole")
-            await run.act(lambda: proxy.set_mode(BlackHole()))
-            await run.sleep(plan.otlp_s)
-            t_end = run.mark("end")
-            await run.snapshot("end")
-        finally:
-            await run.act(lambda: proxy.set_mode(Pass()))
-            await rss.stop()
-    base, fault = a.window(run.samples, t_base, t_hole), a.window(run.samples, t_hole, t_end)
-    base_p99, fault_p99 = a.p99_ms(base), a.p99_ms(fault)
-    mem_base = [b for t, b in rss.samples if t < t_hole]
-    mem_fault = [b for t, b in rss.samples if t >= t_hole]
-    growth = (max(mem_fault) - mem_base[-1]) / 2**20 if mem_base and mem_fault else None
-    r.checks = [
-        a.leq(
-            "p99 black-holed vs baseline (+10%)",
-            fault_p99,
-            (base_p99 or 0.0) * 1.10,
-            unit="ms",
-            timing=True,
-        ),
-        Check(
-            "gateway RSS growth",
-            "n/a" if growth is None else f"{growth:+.1f} MiB",
-            "<= 16 MiB (flat)",
-            None if growth is None else growth <= 16.0,
-        ),
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
-    ]
-    r.figures.update(rss_start_mib=mem_base[-1] / 2**20 if mem_base else None)
-    r.figures.update(_gc_figures(run.snapshots))
-    common_figures(r, run, base, fault)
-    return r
-
-
-def _gc_figures(snaps: dict[str, dict[str, Series]]) -> dict[str, float | int]:
-    """The gateway's GC pause time and full collections in each phase (``gc_watch`` metrics)."""
-    out: dict[str, float | int] = {}
-    for phase, (first, last) in {
-        "base": ("start", "blackhole"),
-        "hole": ("blackhole", "end"),
-    }.items():
-        a0, a1 = snaps.get(first), snaps.get(last)
-        if not a0 or not a1:
-            continue
-        pause = metric_sum(a1, GC_PAUSE_SUM) - metric_sum(a0, GC_PAUSE_SUM)
-        full = metric_sum(a1, GC_PAUSE_COUNT, generation="2") - metric_sum(
-            a0, GC_PAUSE_COUNT, generation="2"
-        )
-        out[f"gc_pause_ms_{phase}"] = round(pause * 1000, 1)
-        out[f"gen2_collections_{phase}"] = int(full)
-    return out

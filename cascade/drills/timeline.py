@@ -40,7 +40,9 @@ class Plan:
     spike_rate: float = 30.0  # D7's base rate (the generator shares the 2 cores)
     spike_factor: float = 10.0
     spike_s: float = 30.0
-    otlp_s: float = 20.0  # D8, baseline and black hole each
+    otlp_s: float = 40.0  # D8's black hole
+    otlp_base_s: float = 20.0  # D8's baselines, one before the hole and one after
+    otlp_rate: float = 100.0  # D8 compares two p99s: it needs thousands of samples in each
     warmup_s: float = 1.0  # left out of the baseline (connection setup)
 
     @classmethod

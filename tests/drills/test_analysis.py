@@ -56,6 +56,14 @@ def test_parse_metrics_and_poll() -> None:
     assert histogram_quantile(0.5, []) is None
 
 
+def test_p99_stderr_shrinks_with_more_samples() -> None:
+    few = [_s(i / 10, ms=1 + (i * 37) % 100) for i in range(200)]
+    many = [_s(i / 10, ms=1 + (i * 37) % 100) for i in range(20_000)]
+    small, large = a.p99_stderr_ms(many), a.p99_stderr_ms(few)
+    assert small is not None and large is not None and small < large
+    assert a.p99_stderr_ms(few[:1]) is None
+
+
 def test_parse_metrics_keeps_only_the_asked_families() -> None:
     m = parse_metrics(METRICS, ("gateway_breaker_",))
     assert set(m) == {"gateway_breaker_state", "gateway_breaker_transitions_total"}
@@ -224,3 +232,17 @@ def test_run_drills_reports_a_missing_proxy_and_refuses_unknown_names() -> None:
     assert not result.passed and result.checks[0].value == "missing"
     with pytest.raises(ValueError, match="unknown drill"):
         asyncio.run(run_drills(target, ["D9"], plan=Plan.ci(), heal=False))
+
+
+def test_d8_rss_growth_and_recovery_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cascade.drills.otlp_drill import _rss_growth_mib, recovery_s
+
+    mib = 2**20
+    samples = [(0.0, 100 * mib), (1.0, 101 * mib), (2.0, 104 * mib), (3.0, 120 * mib)]
+    assert _rss_growth_mib(samples, 1.5, 2.5) == 3.0  # 104 - 101; the 120 after the hole is out
+    assert _rss_growth_mib(samples, 5.0, 6.0) is None
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "4")
+    assert recovery_s() == 7.0
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
+    assert recovery_s() == 13.0
