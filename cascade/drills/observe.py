@@ -40,6 +40,7 @@ STATE_NAMES = {0: "closed", 1: "half-open", 2: "open"}
 POLL_FAMILIES = ("gateway_breaker_", "gateway_upstream_seconds_count")
 DRILL_FAMILIES = (
     *POLL_FAMILIES,
+    "gateway_upstream_seconds_bucket",
     "gateway_feature_read_seconds",
     "gateway_gc_pause_seconds",
     "gateway_event_loop_lag",

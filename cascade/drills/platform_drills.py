@@ -15,6 +15,7 @@ from cascade.drills.observe import (
     bucket_delta,
     buckets,
     histogram_quantile,
+    metric_sum,
     quantile_bucket,
 )
 from cascade.drills.target import DrillTarget
@@ -122,11 +123,13 @@ async def d7_spike(target: DrillTarget, plan: Plan) -> DrillResult:
     # loop that the spike saturates.
     async with Run(target, rate=plan.spike_rate, seed=7, max_in_flight=1024, poll_s=1.0) as run:
         await run.sleep(plan.baseline_s)
+        await run.snapshot("spike")
         t_up = run.mark("spike")
         run.gen.rate = plan.spike_rate * plan.spike_factor
         await run.sleep(plan.spike_s)
         t_down = run.mark("down")
         run.gen.rate = plan.spike_rate
+        await run.snapshot("down")
         await run.sleep(max(plan.after_s, 10.5))
     base, spike = base_window(run, t_up), a.window(run.samples, t_up, t_down)
     allowed = {200, 429, 503}
@@ -156,5 +159,30 @@ async def d7_spike(target: DrillTarget, plan: Plan) -> DrillResult:
         a.leq("back to baseline p99 (+20%) after", back, 10.0, unit="s", timing=True),
     ]
     r.figures.update(offered_rps=plan.spike_rate * plan.spike_factor, sent_rps=round(achieved, 1))
+    r.figures.update(
+        _spike_internals(run.snapshots.get("spike", {}), run.snapshots.get("down", {}))
+    )
     common_figures(r, run, base, spike)
     return r
+
+
+def _spike_internals(before: dict[str, Series], after: dict[str, Series]) -> dict[str, float]:
+    """The gateway's own p99s during the spike: loop lag, feature reads, each tier's upstream."""
+    out: dict[str, float] = {}
+    series = {
+        "loop_lag": ("gateway_event_loop_lag_seconds_bucket", {}),
+        "feature_read": (FEATURE_BUCKET, {}),
+        "two_tower_call": ("gateway_upstream_seconds_bucket", {"tier": "two_tower"}),
+        "als_call": ("gateway_upstream_seconds_bucket", {"tier": "als"}),
+    }
+    for name, (metric, labels) in series.items():
+        delta = bucket_delta(buckets(after, metric, **labels), buckets(before, metric, **labels))
+        value = histogram_quantile(0.99, delta)
+        if value is not None:
+            out[f"gateway_{name}_p99_ms"] = round(value * 1000, 1)
+    for outcome in ("ok", "timeout", "error"):
+        calls = metric_sum(
+            after, "gateway_upstream_seconds_count", tier="als", outcome=outcome
+        ) - metric_sum(before, "gateway_upstream_seconds_count", tier="als", outcome=outcome)
+        out[f"gateway_als_calls_{outcome}"] = calls
+    return out

@@ -10,7 +10,7 @@ Redis and the OTLP collector.
                               -> [proxy] -> OTLP sink (a tiny collector that answers 200)
 
 Everything lives under ``home`` (default ``$CASCADE_HOME/drills``) on free ports; the shared
-Redis at 6379 is never touched. Data and models are built once by ``cascade.stack.build``
+Redis at 6379 is never touched. Data and models are built once by ``cascade.stack_build.build``
 (``synthetic:<scale>``) and reused by later runs.
 """
 
@@ -109,7 +109,7 @@ class DrillStack:
         self._start_processes()
 
     def _start_processes(self) -> None:
-        from cascade.stack import build
+        from cascade.stack_build import build
 
         self.start_redis()
         saved = {
