@@ -1,5 +1,7 @@
 """``cascade up``: build what is missing, then run Triton, the MF service and the gateway locally.
 
+Steps 1-3 live in ``cascade.stack_build``, the restart rule of step 4 in ``cascade.supervisor``.
+
 1. Data: ``synthetic:<scale>`` (or ``data``) under ``$CASCADE_HOME/datasets`` with its feature tables.
 2. Features: Feast ``apply`` + ``materialize`` into Redis when ``REDIS_URL`` (default
    ``redis://127.0.0.1:6379/0``) answers a PING, else into the SQLite online store. A full
@@ -21,14 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -36,14 +37,14 @@ import typer
 
 from cascade.paths import Layout
 from cascade.procs import ManagedProcess, ProcessError, http_ok
+from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store
+from cascade.supervisor import Child, Stack
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Triton and the MF service are internal: they listen on loopback whatever ``--host`` says, and
 # only the gateway (authenticated) faces the network (docs/security.md).
 INTERNAL_HOST = "127.0.0.1"
-BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 1.0, 30.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -55,57 +56,6 @@ class StackPorts:
     triton_http: int = 8100
     triton_grpc: int = 8101
     triton_metrics: int = 8102
-
-
-@dataclass
-class Child:
-    """One supervised process: how to check it is ready, and its restart state."""
-
-    proc: ManagedProcess
-    ready_url: str
-    restarts: int = 0
-    backoff_s: float = BACKOFF_START_S
-    started_at: float = 0.0
-    restart_at: float | None = None
-
-    def start(self, now: float | None = None) -> None:
-        self.proc.start()
-        self.started_at = time.monotonic() if now is None else now
-        self.restart_at = None
-
-
-@dataclass
-class Stack:
-    """The running children, in start order."""
-
-    children: list[Child] = field(default_factory=list)
-
-    def supervise_once(self, now: float) -> None:
-        """Restart children that died, each after its own backoff."""
-        for child in self.children:
-            if child.proc.running():
-                if now - child.started_at > BACKOFF_RESET_AFTER_S:
-                    child.backoff_s = BACKOFF_START_S
-                continue
-            if child.restart_at is None:
-                code = child.proc.proc.returncode if child.proc.proc else None
-                child.restart_at = now + child.backoff_s
-                logger.warning(
-                    "%s exited (code %s); restarting in %.0fs (log %s)",
-                    child.proc.name,
-                    code,
-                    child.backoff_s,
-                    child.proc.log_path,
-                )
-                child.backoff_s = min(BACKOFF_MAX_S, child.backoff_s * 2)
-            elif now >= child.restart_at:
-                child.restarts += 1
-                child.start(now)
-
-    def stop(self) -> None:
-        """Stop in reverse start order (callers first, then what they call)."""
-        for child in reversed(self.children):
-            child.proc.stop(grace=15)
 
 
 def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[int]:
@@ -122,101 +72,6 @@ def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[int]:
             except OSError:
                 busy.append(port)
     return busy
-
-
-def redis_reachable(url: str, *, timeout_s: float = 0.5) -> bool:
-    """True when Redis at ``url`` answers PING within ``timeout_s``."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def choose_online_store(redis_url: str | None) -> str | None:
-    """Set or clear ``REDIS_URL`` in this process (Feast and children read it); returns it."""
-    url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if redis_reachable(url):
-        os.environ["REDIS_URL"] = url
-        return url
-    logger.warning("Redis at %s does not answer: using the SQLite online store", url)
-    os.environ.pop("REDIS_URL", None)
-    return None
-
-
-def build(
-    *,
-    layout: Layout,
-    spec: str,
-    model_repository: Path,
-    with_two_tower: bool = True,
-    rematerialize: bool = False,
-) -> tuple[str, bool]:
-    """Build the data set, features and models that are missing; ``(dataset, two_tower_ready)``."""
-    from cascade.data.resolve import resolve_dataset
-    from cascade.features import store
-
-    dataset = resolve_dataset(spec, layout=layout).name
-    new_registry = not (store.store_dir(layout=layout, dataset=dataset) / "registry.db").exists()
-    store.apply(layout=layout, dataset=dataset)
-    report = store.materialize(layout=layout, dataset=dataset, full=new_registry or rematerialize)
-    logger.info(
-        "features of %s materialized into %s (%s): %d rows in %.1fs",
-        dataset,
-        report.online_store,
-        "full" if report.full else "incremental",
-        sum(v.rows for v in report.views),
-        report.seconds,
-    )
-    from fallback_mf.artifacts import LATEST_FILE, als_root
-
-    if not (als_root(layout.artifacts_dir) / LATEST_FILE).is_file():
-        from fallback_mf.cli import run_train_mf
-
-        logger.info("training ALS on %s (all interactions)", dataset)
-        run_train_mf(layout=layout, spec=dataset, split=None, progress=False)
-    if not with_two_tower:
-        return dataset, False
-    return dataset, _ensure_two_tower(layout=layout, dataset=dataset, repository=model_repository)
-
-
-def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool:
-    """True when ``repository`` holds a Two-Tower version (training and exporting one if needed)."""
-    from two_tower.export import TEMPLATE_NAME, list_versions, model_dir
-
-    if list_versions(repository):
-        return True
-    template = model_dir(repository) / TEMPLATE_NAME
-    if not template.is_file():  # a repository outside the source tree: copy the tracked template
-        from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
-
-        template.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, template)
-    try:
-        from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
-        from two_tower.export import export_to_triton
-        from two_tower.pipeline import run_train_two_tower
-        from two_tower.train import TrainParams
-    except ImportError as exc:
-        logger.warning("Two-Tower training is not available (%s): starting without Triton", exc)
-        return False
-    try:
-        artifact = latest_dir(layout.artifacts_dir)
-    except ArtifactError:
-        logger.info("training the Two-Tower on %s (all interactions)", dataset)
-        trained = run_train_two_tower(
-            layout=layout, spec=dataset, split=None, params=TrainParams(progress=False)
-        )
-        if trained is None:  # only a non-main DDP rank gets None; a single process always saves
-            raise RuntimeError("Two-Tower training saved no artifact") from None
-        artifact = trained
-    result = export_to_triton(load_two_tower_artifact(artifact), repository=repository)
-    logger.info("exported Two-Tower %s to %s", artifact.name, result.version_dir)
-    return True
 
 
 def _children(
