@@ -50,7 +50,7 @@ class MfFallback:
         """Whether ``/readyz`` answers 200 (for /readyz details; never gates readiness)."""
         try:
             response = await self.client.get("/readyz", timeout=timeout_s)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError):
             return False
         return response.status_code == 200
 

@@ -99,3 +99,14 @@ def test_a_hanging_service_times_out_at_the_budget() -> None:
 def test_nothing_listening_is_unavailable() -> None:
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(_call(f"http://127.0.0.1:{free_port()}"))
+
+
+def test_readiness_of_an_absent_service_is_false_not_an_error() -> None:
+    async def probe() -> bool:
+        client = MfFallback(base_url=f"http://127.0.0.1:{free_port()}", timeout_s=0.1)
+        try:
+            return await client.ready(timeout_s=0.2)
+        finally:
+            await client.close()
+
+    assert asyncio.run(probe()) is False
