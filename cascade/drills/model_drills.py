@@ -9,7 +9,7 @@ import math
 
 from cascade.drills import analysis as a
 from cascade.drills.analysis import Check, DrillResult
-from cascade.drills.proxy import Delay, Errors, Pass
+from cascade.drills.fault_modes import Delay, Errors, Pass
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan, Run, base_window, common_figures
 

@@ -13,8 +13,8 @@ import os
 
 from cascade.drills import analysis as a
 from cascade.drills.analysis import Check, DrillResult
+from cascade.drills.fault_modes import BlackHole, Pass
 from cascade.drills.observe import GC_PAUSE_COUNT, GC_PAUSE_SUM, RssSampler, Series, metric_sum
-from cascade.drills.proxy import BlackHole, Pass
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan, Run, common_figures
 

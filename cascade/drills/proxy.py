@@ -16,24 +16,22 @@ traffic flows (the new mode applies to bytes read after the switch, on open conn
   (status INTERNAL) and the connection lives on. HPACK state is untouched (only DATA frames).
 - ``BlackHole()``: accept connections, read and drop everything, never answer.
 
-Control it in-process (``proxy.mode = Delay(150)``) or over HTTP with :class:`ControlServer`:
-``GET /mode`` (mode + counters as JSON), ``GET /mode?set=delay&ms=150``,
-``?set=errors&rate=0.3&action=grpc``, ``?set=blackhole``, ``?set=pass``.
+The modes live in ``fault_modes.py``. Control a proxy in-process (``proxy.set_mode(Delay(150))``)
+or over HTTP with ``proxy_control.ControlServer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import socket
 import struct
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+
+from cascade.drills.fault_modes import BlackHole, Delay, Errors, Mode, Pass, describe
 
 logger = logging.getLogger(__name__)
 
@@ -41,66 +39,6 @@ CHUNK = 65536
 _FRAME_HEADER = 9
 _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _PADDED = 0x1, 0x8
-
-ErrorAction = Literal["reset", "close", "grpc"]
-
-
-@dataclass(frozen=True)
-class Pass:
-    """Forward everything."""
-
-
-@dataclass(frozen=True)
-class Delay:
-    """Delay each upstream -> client chunk by ``ms`` milliseconds."""
-
-    ms: float
-
-
-@dataclass(frozen=True)
-class Errors:
-    """Fail about ``rate`` of the requests (see the module docstring for ``action``)."""
-
-    rate: float
-    action: ErrorAction = "reset"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"error rate must be in [0, 1], got {self.rate}")
-
-
-@dataclass(frozen=True)
-class BlackHole:
-    """Accept, read, never answer."""
-
-
-Mode = Pass | Delay | Errors | BlackHole
-
-
-def describe(mode: Mode) -> str:
-    """A short human form: ``pass``, ``delay(150ms)``, ``errors(30%, grpc)``, ``blackhole``."""
-    if isinstance(mode, Delay):
-        return f"delay({mode.ms:g}ms)"
-    if isinstance(mode, Errors):
-        return f"errors({mode.rate:.0%}, {mode.action})"
-    return "blackhole" if isinstance(mode, BlackHole) else "pass"
-
-
-def parse_mode(query: dict[str, str]) -> Mode:
-    """A mode from control-API query parameters (``set=delay&ms=150`` ...); ValueError if bad."""
-    name = query.get("set", "")
-    if name == "pass":
-        return Pass()
-    if name == "delay":
-        return Delay(float(query.get("ms", "0")))
-    if name == "errors":
-        action = query.get("action", "reset")
-        if action not in ("reset", "close", "grpc"):
-            raise ValueError(f"unknown error action {action!r}")
-        return Errors(float(query.get("rate", "0")), action)  # type: ignore[arg-type]
-    if name == "blackhole":
-        return BlackHole()
-    raise ValueError(f"unknown mode {name!r} (pass, delay, errors, blackhole)")
 
 
 @dataclass
@@ -336,62 +274,3 @@ class FaultProxy:
                 writer.write_eof()
         except (OSError, RuntimeError):
             pass
-
-
-class ControlServer:
-    """A tiny HTTP API over one or more proxies: ``GET /<name>`` / ``GET /<name>?set=...``."""
-
-    def __init__(
-        self, proxies: dict[str, FaultProxy], *, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
-        self.proxies = proxies
-        self.listen = (host, port)
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> ControlServer:
-        self._server = await asyncio.start_server(self._handle, *self.listen)
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def answer(self, target: str) -> tuple[int, dict[str, object]]:
-        """Status and JSON body for a request target such as ``/triton?set=delay&ms=150``."""
-        parts = urlsplit(target)
-        name = parts.path.strip("/") or "mode"
-        proxy = self.proxies.get(name) or (
-            next(iter(self.proxies.values())) if name == "mode" else None
-        )
-        if proxy is None:
-            return 404, {"error": f"no proxy {name!r}", "proxies": sorted(self.proxies)}
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        if "set" in query:
-            try:
-                proxy.set_mode(parse_mode(query))
-            except ValueError as exc:
-                return 400, {"error": str(exc)}
-        return 200, proxy.snapshot()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            status, body = self.answer(parts[1] if len(parts) > 1 else "/")
-            payload = json.dumps(body).encode()
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()

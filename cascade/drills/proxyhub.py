@@ -21,8 +21,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cascade.drills.fault_modes import BlackHole, Delay, Errors, Mode, Pass
 from cascade.drills.otlp_sink import OtlpSink
-from cascade.drills.proxy import BlackHole, ControlServer, Delay, Errors, FaultProxy, Mode, Pass
+from cascade.drills.proxy import FaultProxy
+from cascade.drills.proxy_control import ControlServer
 from cascade.procs import ManagedProcess, ProcessError
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from cascade.drills.proxy import Pass
+from cascade.drills.fault_modes import Pass
 from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
 from cascade.paths import Layout

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cascade.drills.proxy import Mode
+from cascade.drills.fault_modes import Mode
 
 
 class Signalable(Protocol):

@@ -10,16 +10,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from cascade.drills.proxy import (
-    BlackHole,
-    ControlServer,
-    Delay,
-    Errors,
-    FaultProxy,
-    Pass,
-    _GrpcCorrupter,
-    parse_mode,
-)
+from cascade.drills.fault_modes import BlackHole, Delay, Errors, Pass, parse_mode
+from cascade.drills.proxy import FaultProxy, _GrpcCorrupter
+from cascade.drills.proxy_control import ControlServer
 from cascade.drills.proxyhub import ProxySpec, mode_query
 
 

@@ -226,7 +226,11 @@ def _wait_trace(
         mine = [s for s in spans if s.trace_id == trace_id]
         return names <= {s.name for s in mine} and services <= {s.service_name for s in mine}
 
-    receiver.wait_for(complete, timeout=SPAN_TIMEOUT_S)
+    try:
+        receiver.wait_for(complete, timeout=SPAN_TIMEOUT_S)
+    except TimeoutError as exc:  # name what this trace lacks, not every span received
+        have = sorted(f"{s.service_name}:{s.name}" for s in receiver.trace(trace_id))
+        raise TimeoutError(f"trace {trace_id} wants {sorted(names)}; has {have}") from exc
     spans = receiver.trace(trace_id)
     by_name: dict[str, ReceivedSpan] = {}
     for span in spans:
