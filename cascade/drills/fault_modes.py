@@ -1,6 +1,7 @@
 """The fault proxy's modes (see ``proxy.py`` for what each does on the wire) and their text forms.
 
-``describe`` gives the short human form, ``parse_mode`` reads the control API's query.
+``describe`` gives the short human form; ``mode_query`` writes the control API's query and
+``parse_mode`` reads it back.
 """
 
 from __future__ import annotations
@@ -67,3 +68,12 @@ def parse_mode(query: dict[str, str]) -> Mode:
     if name == "blackhole":
         return BlackHole()
     raise ValueError(f"unknown mode {name!r} (pass, delay, errors, blackhole)")
+
+
+def mode_query(mode: Mode) -> str:
+    """The control API query that sets ``mode``."""
+    if isinstance(mode, Delay):
+        return f"set=delay&ms={mode.ms:g}"
+    if isinstance(mode, Errors):
+        return f"set=errors&rate={mode.rate:g}&action={mode.action}"
+    return "set=blackhole" if isinstance(mode, BlackHole) else "set=pass"

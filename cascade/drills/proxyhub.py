@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from cascade.drills.fault_modes import BlackHole, Delay, Errors, Mode, Pass
+from cascade.drills.fault_modes import Mode, Pass, mode_query
 from cascade.drills.otlp_sink import OtlpSink
 from cascade.drills.proxy import FaultProxy
 from cascade.drills.proxy_control import ControlServer
@@ -52,15 +52,6 @@ class ProxySpec:
         if not name or len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "h2"):
             raise ValueError(f"bad proxy spec {text!r}: NAME=LISTEN_PORT:HOST:PORT[:h2]")
         return cls(name, int(parts[0]), parts[1], int(parts[2]), len(parts) == 4)
-
-
-def mode_query(mode: Mode) -> str:
-    """The control API query that sets ``mode``."""
-    if isinstance(mode, Delay):
-        return f"set=delay&ms={mode.ms:g}"
-    if isinstance(mode, Errors):
-        return f"set=errors&rate={mode.rate:g}&action={mode.action}"
-    return "set=blackhole" if isinstance(mode, BlackHole) else "set=pass"
 
 
 class RemoteProxy:

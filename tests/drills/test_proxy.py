@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from cascade.drills.fault_modes import BlackHole, Delay, Errors, Pass, parse_mode
+from cascade.drills.fault_modes import BlackHole, Delay, Errors, Pass, mode_query, parse_mode
 from cascade.drills.proxy import FaultProxy, _GrpcCorrupter
 from cascade.drills.proxy_control import ControlServer
-from cascade.drills.proxyhub import ProxySpec, mode_query
+from cascade.drills.proxyhub import ProxySpec
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
