@@ -3,7 +3,8 @@
 - :func:`parse_metrics` reads the Prometheus text format into ``{name: [(labels, value)]}``,
   only the families the drills read (:data:`DRILL_FAMILIES`): the parse runs on the load
   generator's event loop, and a full registry took ~45 ms there, a stall the drill measured.
-- :func:`metric_sum` adds the series of one name whose labels include the given ones.
+- :func:`metric_sum` adds the series of one name whose labels include the given ones;
+  :func:`sum_between` and :func:`buckets_between` give what changed between two readings.
 - :func:`histogram_quantile` estimates a quantile from cumulative buckets the way Prometheus's
   ``histogram_quantile`` does (linear inside the bucket).
 - :class:`MetricsPoller` samples the gateway's ``/metrics`` every ``interval_s``: breaker state
@@ -97,6 +98,20 @@ def bucket_delta(
     """Observations made between two readings of the same histogram."""
     old = dict(before)
     return [(le, count - old.get(le, 0.0)) for le, count in after]
+
+
+def buckets_between(
+    before: dict[str, Series], after: dict[str, Series], name: str, **labels: str
+) -> list[tuple[float, float]]:
+    """Cumulative buckets of the observations histogram ``name`` got between two readings."""
+    return bucket_delta(buckets(after, name, **labels), buckets(before, name, **labels))
+
+
+def sum_between(
+    before: dict[str, Series], after: dict[str, Series], name: str, **labels: str
+) -> float:
+    """How much the series ``name`` (with ``labels``) grew between two readings."""
+    return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
 
 
 def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float | None:

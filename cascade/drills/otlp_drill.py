@@ -14,7 +14,7 @@ import os
 from cascade.drills import analysis as a
 from cascade.drills.analysis import Check, DrillResult
 from cascade.drills.fault_modes import BlackHole, Pass
-from cascade.drills.observe import GC_PAUSE_COUNT, GC_PAUSE_SUM, RssSampler, Series, metric_sum
+from cascade.drills.observe import GC_PAUSE_COUNT, GC_PAUSE_SUM, RssSampler, Series, sum_between
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan, Run, common_figures
 
@@ -115,10 +115,8 @@ def _gc_figures(snaps: dict[str, dict[str, Series]]) -> dict[str, float | int]:
         a0, a1 = snaps.get(first), snaps.get(last)
         if not a0 or not a1:
             continue
-        pause = metric_sum(a1, GC_PAUSE_SUM) - metric_sum(a0, GC_PAUSE_SUM)
-        full = metric_sum(a1, GC_PAUSE_COUNT, generation="2") - metric_sum(
-            a0, GC_PAUSE_COUNT, generation="2"
-        )
+        pause = sum_between(a0, a1, GC_PAUSE_SUM)
+        full = sum_between(a0, a1, GC_PAUSE_COUNT, generation="2")
         out[f"gc_pause_ms_{phase}"] = round(pause * 1000, 1)
         out[f"gen2_collections_{phase}"] = int(full)
     return out

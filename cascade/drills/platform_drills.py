@@ -11,12 +11,12 @@ from cascade.drills.load import HealthProbe
 from cascade.drills.observe import (
     FEATURE_BUCKET,
     LOOP_LAG_CANDIDATES,
+    UPSTREAM_COUNT,
     Series,
-    bucket_delta,
-    buckets,
+    buckets_between,
     histogram_quantile,
-    metric_sum,
     quantile_bucket,
+    sum_between,
 )
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan, Run, base_window, common_figures
@@ -32,10 +32,7 @@ def _loop_lag(
     """p99 event-loop lag (ms): the gateway's own metric when it exports one, else the probe."""
     for name in LOOP_LAG_CANDIDATES:
         if name + "_bucket" in after:
-            delta = bucket_delta(
-                buckets(after, name + "_bucket"), buckets(before, name + "_bucket")
-            )
-            value = histogram_quantile(0.99, delta)
+            value = histogram_quantile(0.99, buckets_between(before, after, name + "_bucket"))
             return (None if value is None else value * 1000), f"gateway metric {name}"
     lat = [lag for t, lag in probe.samples if start <= t < end]
     value = a.percentile(lat, 99)
@@ -70,10 +67,7 @@ async def d6_redis_down(target: DrillTarget, plan: Plan) -> DrillResult:
     everything = a.window(run.samples, 0.0)
     base = base_window(run, t_kill)
     fault = a.window(run.samples, t_kill, t_restart) + a.window(run.samples, t_stop, t_back2)
-    reads = bucket_delta(
-        buckets(run.snapshots["back"], FEATURE_BUCKET),
-        buckets(run.snapshots["fault"], FEATURE_BUCKET),
-    )
+    reads = buckets_between(run.snapshots["fault"], run.snapshots["back"], FEATURE_BUCKET)
     read_p99 = histogram_quantile(0.99, reads)
     read_bound = quantile_bucket(0.99, reads)
     timeout_ms = target.facts.feature_timeout_ms
@@ -176,13 +170,11 @@ def _spike_internals(before: dict[str, Series], after: dict[str, Series]) -> dic
         "als_call": ("gateway_upstream_seconds_bucket", {"tier": "als"}),
     }
     for name, (metric, labels) in series.items():
-        delta = bucket_delta(buckets(after, metric, **labels), buckets(before, metric, **labels))
-        value = histogram_quantile(0.99, delta)
+        value = histogram_quantile(0.99, buckets_between(before, after, metric, **labels))
         if value is not None:
             out[f"gateway_{name}_p99_ms"] = round(value * 1000, 1)
     for outcome in ("ok", "timeout", "error"):
-        calls = metric_sum(
-            after, "gateway_upstream_seconds_count", tier="als", outcome=outcome
-        ) - metric_sum(before, "gateway_upstream_seconds_count", tier="als", outcome=outcome)
-        out[f"gateway_als_calls_{outcome}"] = calls
+        out[f"gateway_als_calls_{outcome}"] = sum_between(
+            before, after, UPSTREAM_COUNT, tier="als", outcome=outcome
+        )
     return out

@@ -75,7 +75,7 @@ class Run:
         )
         self.rate = rate
         # Every poll renders the gateway's whole registry on its event loop: 10 Hz resolves the
-        # breaker's timing (D1-D3); a drill that compares latencies polls less (D8).
+        # breaker's timing (D1-D3); a drill that compares latencies polls less (D7, D8).
         self.poller = MetricsPoller(
             url=target.url, t0=self.t0, headers=auth_headers(), interval_s=poll_s
         )
@@ -122,7 +122,8 @@ class Run:
         await asyncio.to_thread(fn)
 
     async def snapshot(self, name: str) -> None:
-        """A full metrics reading now (empty when the gateway does not answer within 5 s)."""
+        """A reading of the metric families the drills use, now (empty when the gateway does not
+        answer within 5 s)."""
         try:
             self.snapshots[name] = await self.poller.fetch(self._client)
         except httpx.HTTPError as exc:

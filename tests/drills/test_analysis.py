@@ -16,11 +16,13 @@ from cascade.drills.observe import (
     DRILL_FAMILIES,
     bucket_delta,
     buckets,
+    buckets_between,
     histogram_quantile,
     metric_sum,
     parse_metrics,
     poll_from,
     quantile_bucket,
+    sum_between,
 )
 from cascade.drills.target import GatewayFacts
 
@@ -62,6 +64,20 @@ def test_p99_stderr_shrinks_with_more_samples() -> None:
     small, large = a.p99_stderr_ms(many), a.p99_stderr_ms(few)
     assert small is not None and large is not None and small < large
     assert a.p99_stderr_ms(few[:1]) is None
+
+
+def test_changes_between_two_readings() -> None:
+    before = parse_metrics(METRICS)
+    after = parse_metrics(
+        METRICS.replace('tier="two_tower"} 90.0', 'tier="two_tower"} 95.0').replace(
+            'gateway_feature_read_seconds_bucket{le="+Inf"} 100.0',
+            'gateway_feature_read_seconds_bucket{le="+Inf"} 104.0',
+        )
+    )
+    assert sum_between(before, after, "gateway_upstream_seconds_count", tier="two_tower") == 5.0
+    assert sum_between(before, after, "gateway_upstream_seconds_count", tier="als") == 0.0
+    delta = buckets_between(before, after, "gateway_feature_read_seconds_bucket")
+    assert delta == [(0.01, 0.0), (0.02, 0.0), (0.03, 0.0), (math.inf, 4.0)]
 
 
 def test_parse_metrics_keeps_only_the_asked_families() -> None:
