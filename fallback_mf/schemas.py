@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
+
+# Item ids are the data set's own non-negative int64 ids.
+MAX_ITEM_ID = 2**63 - 1
 
 RECOMMENDATIONS_PATH = "/v1/recommendations/{user_id}"
 RELOAD_PATH = "/admin/reload"
@@ -17,8 +20,8 @@ MODEL_VERSION_HEADER = "X-Model-Version"
 class ScoredItem(BaseModel):
     """One recommended item: the data set's own item id and the model's score (higher is better)."""
 
-    item_id: int
-    score: float
+    item_id: StrictInt = Field(ge=0, le=MAX_ITEM_ID)
+    score: float = Field(strict=True, allow_inf_nan=False, description="finite")
 
 
 class RecommendationResponse(BaseModel):

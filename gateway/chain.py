@@ -11,10 +11,12 @@ tier when the time left cannot cover at least ``min_tier_ms`` of it:
 3. ALS (MF service, ``mf_timeout_ms``). A user it never saw: ``cold_start``, go to popular.
 4. popular, in memory: always answers.
 
-Every tier's answer is checked before it is served: exactly k unique items (fewer only when the
-catalogue runs out: as many as the known items left unseen), none seen (features'
-``seen_items``, the training history, the request's ``exclude``), all known ids, scores sorted.
-An answer that breaks a rule is treated as that tier's error and the next tier serves.
+Every remote tier's answer is checked before it is served (``gateway.validation``, the rules
+written once): exactly k unique items (fewer only when the catalogue runs out: as many as the
+known items left unseen), none seen (features' ``seen_items``, the training history, the
+request's ``exclude``), all known ids, finite scores, best first. An answer that breaks a rule
+is that tier's error (outcome ``invalid``, and a failure for the primary's breaker), and so is
+any unexpected exception raised inside a tier call: the next tier serves, never a 500.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
 from gateway.popular import PopularList
 from gateway.schemas import FallbackReason, Tier
+from gateway.throttled_log import ThrottledLog
 from gateway.tiers import TierResult, UserFeatures
+from gateway.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway")
@@ -119,6 +123,7 @@ class FallbackChain:
         self.primary = primary
         self.fallback = fallback
         self.clock = clock
+        self._log = ThrottledLog(logger)
 
     async def recommend(
         self, *, user_id: int, k: int, exclude: Sequence[int], arrived: float | None = None
@@ -146,9 +151,10 @@ class FallbackChain:
             reason = None
 
         if feats is not None and self.primary is not None:
-            result, reason = await self._call_primary(feats, k, exclude_all, skip, deadline)
+            result, primary_reason = await self._call_primary(feats, k, exclude_all, skip, deadline)
             if result is not None:
                 return Outcome(result, Tier.TWO_TOWER, None, feature_state)
+            reason = primary_reason
         elif reason is None:
             reason = FallbackReason.ERROR  # features read fine but no primary is configured
 
@@ -181,10 +187,14 @@ class FallbackChain:
             try:
                 feats = await self.features.read(user_id, timeout_s=budget)
             except UpstreamError as exc:
-                kind = "timeout" if "timed out" in exc.detail else "error"
+                kind = "timeout" if isinstance(exc, UpstreamTimeout) else "error"
                 self.metrics.feature_errors.labels(kind=kind).inc()
                 span.set_attribute("feature.outcome", f"unavailable:{kind}")
-                logger.warning("features unavailable for user %d: %s", user_id, exc.detail)
+                self._log.warning(("features", kind), "features unavailable: %s", exc.detail)
+                return None, "unavailable"
+            except Exception as exc:  # a bug or a library error: the features are unavailable
+                self.metrics.feature_errors.labels(kind="error").inc()
+                self._crashed("features", exc, span)
                 return None, "unavailable"
             finally:
                 self.metrics.feature_seconds.observe(self.clock() - started)
@@ -194,7 +204,13 @@ class FallbackChain:
 
     async def _call_primary(
         self, feats: UserFeatures, k: int, exclude: list[int], skip: set[int], deadline: float
-    ) -> tuple[TierResult | None, FallbackReason]:
+    ) -> tuple[TierResult | None, FallbackReason | None]:
+        """The primary's valid answer (reason None), or None and why it was not served.
+
+        Every call that got a permit gives the breaker a verdict: an error, an exception or an
+        invalid answer is a failure (and also slow when it took longer than the threshold); a
+        call cut short by the request's own deadline, or cancelled, gives none.
+        """
         assert self.primary is not None
         permit = self.breaker.try_acquire()
         if permit is None:
@@ -204,36 +220,43 @@ class FallbackChain:
             self.breaker.release(permit)
             return None, FallbackReason.TIMEOUT
         cut_short = budget < self.config.primary_timeout_s
+        tier = Tier.TWO_TOWER
         with tracer.start_as_current_span("tier.two_tower") as span:
             span.set_attribute("breaker.state", self.breaker.state)
             span.set_attribute("k", k)
             started = self.clock()
             try:
-                result = await self.primary.recommend(
+                answer = await self.primary.recommend(
                     feats, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
                 )
+                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
             except UpstreamTimeout as exc:
                 elapsed = self.clock() - started
                 if cut_short:  # our deadline, not the upstream's fault: no verdict
                     self.breaker.release(permit)
                 else:
                     self.breaker.record(permit, duration=elapsed, ok=False)
-                self._upstream(Tier.TWO_TOWER, "timeout", elapsed, span, exc)
+                self._failed(tier, "timeout", elapsed, span, exc)
                 return None, FallbackReason.TIMEOUT
-            except UpstreamError as exc:
+            except UpstreamError as exc:  # InvalidAnswer included: garbage counts as failure
                 elapsed = self.clock() - started
                 self.breaker.record(permit, duration=elapsed, ok=False)
-                self._upstream(Tier.TWO_TOWER, "error", elapsed, span, exc)
+                self._failed(tier, _outcome(exc), elapsed, span, exc)
+                return None, FallbackReason.ERROR
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                elapsed = self.clock() - started
+                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._observe(tier, "error", elapsed, span)
+                self._crashed(tier.value, exc, span)
                 return None, FallbackReason.ERROR
             except BaseException:
                 self.breaker.release(permit)  # cancelled: the caller gave up, no verdict
                 raise
             elapsed = self.clock() - started
             self.breaker.record(permit, duration=elapsed, ok=True)
-            checked = self._check(result, k, skip)
-            self._upstream(Tier.TWO_TOWER, "ok" if checked else "invalid", elapsed, span, None)
+            self._observe(tier, "ok", elapsed, span)
             span.set_attribute("model.version", result.model_version)
-        return checked, FallbackReason.ERROR
+        return result, None
 
     async def _call_fallback(
         self, user_id: int, k: int, exclude: list[int], skip: set[int], deadline: float
@@ -242,58 +265,64 @@ class FallbackChain:
         budget = min(self.config.mf_timeout_s, self._left(deadline))
         if budget < self.config.min_tier_s:
             return None, None
+        tier = Tier.ALS
         with tracer.start_as_current_span("tier.als") as span:
             span.set_attribute("k", k)
             started = self.clock()
             try:
-                result = await self.fallback.recommend(
+                answer = await self.fallback.recommend(
                     user_id, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
                 )
+                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
             except UnknownUser:
-                self._upstream(Tier.ALS, "unknown_user", self.clock() - started, span, None)
+                self._observe(tier, "unknown_user", self.clock() - started, span)
                 return None, FallbackReason.COLD_START
-            except UpstreamTimeout as exc:
-                self._upstream(Tier.ALS, "timeout", self.clock() - started, span, exc)
-                return None, None
             except UpstreamError as exc:
-                self._upstream(Tier.ALS, "error", self.clock() - started, span, exc)
+                self._failed(tier, _outcome(exc), self.clock() - started, span, exc)
                 return None, None
-            checked = self._check(result, k, skip)
-            self._upstream(
-                Tier.ALS, "ok" if checked else "invalid", self.clock() - started, span, None
-            )
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                self._observe(tier, "error", self.clock() - started, span)
+                self._crashed(tier.value, exc, span)
+                return None, None
+            self._observe(tier, "ok", self.clock() - started, span)
             span.set_attribute("model.version", result.model_version)
-        return checked, None
+        return result, None
 
-    def _upstream(
-        self, tier: Tier, outcome: str, elapsed: float, span: trace.Span, exc: UpstreamError | None
-    ) -> None:
+    def _observe(self, tier: Tier, outcome: str, elapsed: float, span: trace.Span) -> None:
         self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome).observe(elapsed)
         span.set_attribute("tier.outcome", outcome)
-        if exc is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
-            logger.info("%s %s after %.1f ms: %s", tier.value, outcome, elapsed * 1000, exc.detail)
 
-    def _check(self, result: TierResult, k: int, skip: set[int]) -> TierResult | None:
-        """The result if it follows every rule (k unique, unseen, known, sorted), else None."""
-        items = result.item_ids
-        n = k
-        if len(items) < k:  # fine only when the catalogue has no more unseen items
-            available = self.popular.available(skip)
-            n = k if available is None else min(k, available)
-        if len(items) != n or len(set(items)) != n or skip.intersection(items):
-            logger.warning(
-                "%s broke the rules: %d items for k=%d", result.model_version, len(items), k
+    def _failed(
+        self, tier: Tier, outcome: str, elapsed: float, span: trace.Span, exc: UpstreamError
+    ) -> None:
+        self._observe(tier, outcome, elapsed, span)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
+        if isinstance(exc, InvalidAnswer):
+            self.metrics.invalid_answers.labels(tier=tier.value, rule=exc.rule.value).inc()
+            self._log.warning(
+                (tier, outcome, exc.rule), "%s answer refused, rule %s", tier.value, exc.detail
             )
-            return None
-        if not bool(self.popular.known(items).all()):
-            logger.warning("%s returned unknown item ids", result.model_version)
-            return None
-        if any(a < b for a, b in zip(result.scores, result.scores[1:], strict=False)):
-            order = sorted(range(n), key=lambda i: -result.scores[i])
-            return TierResult(
-                item_ids=[items[i] for i in order],
-                scores=[result.scores[i] for i in order],
-                model_version=result.model_version,
+        else:
+            self._log.warning(
+                (tier, outcome),
+                "%s %s after %.1f ms: %s",
+                tier.value,
+                outcome,
+                elapsed * 1000,
+                exc.detail,
             )
-        return result
+
+    def _crashed(self, tier: str, exc: Exception, span: trace.Span) -> None:
+        name = type(exc).__name__
+        self.metrics.tier_exceptions.labels(tier=tier, exception=name).inc()
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{name} inside the {tier} call"))
+        self._log.error(
+            (tier, name), "%s call raised %s; treated as an error", tier, name, exc_info=True
+        )
+
+
+def _outcome(exc: UpstreamError) -> str:
+    if isinstance(exc, InvalidAnswer):
+        return "invalid"
+    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"

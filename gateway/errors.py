@@ -23,6 +23,11 @@ subclasses, so the fallback chain catches one narrow family and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import orjson
+from starlette.types import Send
+
 
 class GatewayError(Exception):
     """Base of the gateway's domain errors."""
@@ -68,3 +73,27 @@ class UpstreamUnavailable(UpstreamError):
 class UnknownUser(UpstreamError):
     status_code = 404
     code = "unknown_user"
+
+
+def error_body(code: str, detail: str, request_id: str | None) -> bytes:
+    """The ``ErrorResponse`` JSON, written in this one place."""
+    return orjson.dumps({"code": code, "detail": detail, "request_id": request_id})
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    request_id: str | None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer an ASGI request with the ``ErrorResponse`` body (for the pure ASGI middlewares)."""
+    payload = error_body(code, detail, request_id)
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -3,7 +3,9 @@ pool, timeout per call).
 
 Wire format: ``fallback_mf.schemas``. httpx errors become ``UpstreamTimeout`` /
 ``UpstreamUnavailable`` / ``UpstreamError``; a user the model never saw (``known_user`` false)
-becomes ``UnknownUser``, so the chain answers ``cold_start`` from its own popular list.
+becomes ``UnknownUser``, so the chain answers ``cold_start`` from its own popular list. A body
+that is not that schema's JSON for the user asked about (non-finite scores, ids outside int64
+included) becomes ``InvalidAnswer`` (``gateway.validation``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 from fallback_mf import schemas as mf
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers import TierResult
+from gateway.validation import InvalidAnswer, Rule, from_lists
 
 MF_MAX_EXCLUDE = 1000  # the MF service's default MF_MAX_EXCLUDE
 # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under a request.
@@ -83,17 +86,29 @@ class MfFallback:
             raise UpstreamUnavailable(f"MF answered {response.status_code}")
         if response.status_code != 200:
             raise UpstreamError(f"MF answered {response.status_code}: {response.text[:200]}")
+        if response.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise InvalidAnswer(Rule.FORMAT, "MF answer is not application/json")
         try:
             body = mf.RecommendationResponse.model_validate_json(response.content)
         except ValidationError as exc:
-            raise UpstreamError(f"MF answer does not match its schema: {exc}") from exc
+            raise InvalidAnswer(
+                Rule.FORMAT, f"MF answer does not match its schema: {_first_error(exc)}"
+            ) from exc
+        if body.user_id != user_id:
+            raise InvalidAnswer(Rule.FORMAT, f"MF answered for user {body.user_id}, not {user_id}")
         if not body.known_user:
             raise UnknownUser(f"user {user_id} is unknown to the ALS model")
-        return TierResult(
-            item_ids=[i.item_id for i in body.items],
-            scores=[i.score for i in body.items],
+        return from_lists(
+            [i.item_id for i in body.items],
+            [i.score for i in body.items],
             model_version=f"als/{body.model_version}",
         )
+
+
+def _first_error(exc: ValidationError) -> str:
+    """Where and what, without echoing the (untrusted, maybe huge) input."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
 
 
 def _refused_or_dropped(exc: Exception) -> bool:

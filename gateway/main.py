@@ -281,6 +281,9 @@ def create_app(
             "model_version": outcome.result.model_version,
             "request_id": request_id,
         }
+        # The response model is the last guard (finite scores, ids >= 0): a bug further up
+        # becomes the documented 500 JSON body (the middleware's last resort), never a null score.
+        schemas.RecommendationResponse.model_validate(body)
         headers = {schemas.SERVED_BY_HEADER: outcome.tier.value}
         if reason:
             headers[schemas.FALLBACK_REASON_HEADER] = reason

@@ -81,6 +81,18 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.invalid_answers = Counter(
+            "gateway_invalid_answers",
+            "Upstream answers refused by gateway.validation, per tier and broken rule",
+            ["tier", "rule"],
+            registry=r,
+        )
+        self.tier_exceptions = Counter(
+            "gateway_tier_exceptions",
+            "Unexpected exceptions inside a tier call (a bug or a library error), per tier",
+            ["tier", "exception"],
+            registry=r,
+        )
         self.in_flight = Gauge("gateway_in_flight", "Requests being served", registry=r)
         self.in_flight_limit = Gauge(
             "gateway_in_flight_limit",

@@ -6,6 +6,9 @@ Pure ASGI (not ``BaseHTTPMiddleware``) to keep the per-request overhead in micro
   request's deadline and queue-time shedding count from it).
 - ``X-Request-ID``: echoed when the client sent a sane one (<= 64 chars of ``[A-Za-z0-9._-]``),
   else a new uuid4 hex; stored in ``scope["state"]["request_id"]``.
+- The last resort: an exception that escapes the app before the response started answers
+  500 ``internal`` in the ``ErrorResponse`` shape with the request id (logged with its
+  traceback, at most once per 10 s per exception type), never Starlette's ``text/plain``.
 - Bodies above ``max_body_bytes`` answer 413 before the app sees them (Content-Length checked
   first; chunked bodies are counted while read).
 - ``gateway_requests_total``, ``gateway_request_seconds``, ``gateway_in_flight``, labelled by
@@ -14,17 +17,20 @@ Pure ASGI (not ``BaseHTTPMiddleware``) to keep the per-request overhead in micro
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
-from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import send_error
 from gateway.metrics import GatewayMetrics
 from gateway.queue_time import ARRIVED_KEY, upstream_wait
 from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
+from gateway.throttled_log import ThrottledLog
+
+logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
@@ -55,6 +61,7 @@ class GatewayMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.request_start = request_start_header.lower().encode("latin-1")
+        self._log = ThrottledLog(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,11 +84,14 @@ class GatewayMiddleware:
         route = route_label(scope["path"])
         status = 500
         tier = "none"
+        started_response = False
         self.metrics.in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, tier
             if message["type"] == "http.response.start":
+                nonlocal started_response
+                started_response = True
                 status = message["status"]
                 raw: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 for key, value in raw:
@@ -100,6 +110,14 @@ class GatewayMiddleware:
                 await self.app(scope, self._limited(receive), send_wrapper)
             except _TooLarge:
                 await self._too_large(send_wrapper, request_id)
+            except Exception as exc:  # the last resort: nothing escapes as text/plain
+                if started_response:
+                    raise  # the status line is out: nothing left to fix, let the server close it
+                name = type(exc).__name__
+                self.metrics.errors.labels(route=route, code="internal").inc()
+                self._log.error(name, "unhandled %s on %s", name, route, exc_info=True)
+                detail = "internal error; quote the request id when reporting it"
+                await send_error(send_wrapper, 500, "internal", detail, request_id)
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
@@ -125,20 +143,5 @@ class GatewayMiddleware:
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         self.metrics.errors.labels(route="any", code="payload_too_large").inc()
-        body: dict[str, Any] = {
-            "code": "payload_too_large",
-            "detail": f"request body exceeds {self.max_body_bytes} bytes",
-            "request_id": request_id,
-        }
-        payload = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        detail = f"request body exceeds {self.max_body_bytes} bytes"
+        await send_error(send, 413, "payload_too_large", detail, request_id)

@@ -3,7 +3,8 @@
 Tensors follow ``two_tower.contract``. The per-call timeout is applied both by the client
 (gRPC deadline) and by ``asyncio.wait_for`` (HTTP, and a hard bound either way). The caller
 passes the ``traceparent`` header so Triton's spans join the request's trace. Errors become
-``UpstreamTimeout`` / ``UpstreamUnavailable`` / ``UpstreamError``.
+``UpstreamTimeout`` / ``UpstreamUnavailable`` / ``UpstreamError``; an answer that is not the
+contract's outputs becomes ``InvalidAnswer`` (``gateway.validation``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers import TierResult, UserFeatures
+from gateway.validation import InvalidAnswer, Rule, decode_triton
 from two_tower import contract
 
 logger = logging.getLogger(__name__)
@@ -125,18 +127,41 @@ class TritonPrimary:
             raise UpstreamError(f"triton error {status}: {exc.message()}") from exc
         except (OSError, ConnectionError) as exc:  # HTTP client: refused / reset
             raise UpstreamUnavailable(f"triton unreachable: {exc!r}") from exc
-        item_ids = result.as_numpy(contract.ITEM_IDS)
-        scores = result.as_numpy(contract.SCORES)
-        if item_ids is None or scores is None:
-            raise UpstreamError("triton response lacks item_ids or scores")
-        row_items, row_scores = item_ids.reshape(-1), scores.reshape(-1)
-        keep = row_items != contract.PAD_ITEM
         response = result.get_response()
         version = (
-            response["model_version"] if isinstance(response, dict) else response.model_version
+            response.get("model_version") if isinstance(response, dict) else response.model_version
         )
-        return TierResult(
-            item_ids=[int(i) for i in row_items[keep][:k]],
-            scores=[float(s) for s in row_scores[keep][:k]],
-            model_version=f"{self.model}/{version or '1'}",
+        return decode_triton(
+            _outputs(result, response), k=k, model_version=f"{self.model}/{version or '1'}"
         )
+
+
+def _outputs(result: Any, response: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
+    """Each output's (datatype, shape, array), read defensively: the answer is untrusted.
+
+    ``response``: the gRPC ``ModelInferResponse`` or the HTTP JSON body. Only the contract's
+    datatypes are decoded; an output named twice, another datatype, or raw bytes that do not
+    fill the announced shape are a ``format`` error, never a library exception.
+    """
+    entries = response.get("outputs", []) if isinstance(response, dict) else response.outputs
+    allowed = {spec.dtype for spec in contract.OUTPUTS}
+    outputs: dict[str, tuple[str, list[int], np.ndarray]] = {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
+        else:
+            name, datatype, shape = entry.name, entry.datatype, list(entry.shape)
+        if not isinstance(name, str) or name in outputs:
+            raise InvalidAnswer(Rule.FORMAT, f"output {name!r} unnamed or named twice")
+        if datatype not in allowed:
+            raise InvalidAnswer(Rule.FORMAT, f"output {name} has datatype {datatype!r}")
+        try:
+            array = result.as_numpy(name)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise InvalidAnswer(Rule.FORMAT, f"output {name} cannot be decoded: {exc}") from exc
+        if not isinstance(array, np.ndarray) or not isinstance(shape, list):
+            raise InvalidAnswer(Rule.FORMAT, f"output {name} has no data or shape")
+        if not all(type(d) is int for d in shape):
+            raise InvalidAnswer(Rule.FORMAT, f"output {name} has shape {shape!r}")
+        outputs[name] = (datatype, shape, array)
+    return outputs

@@ -59,8 +59,8 @@ class RecommendationRequest(BaseModel):
 class ScoredItem(BaseModel):
     """One recommended item (higher score is better; scores are comparable only within a tier)."""
 
-    item_id: int
-    score: float
+    item_id: int = Field(ge=0, le=MAX_USER_ID)
+    score: float = Field(allow_inf_nan=False, description="a finite number, never null")
 
 
 class RecommendationResponse(BaseModel):

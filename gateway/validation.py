@@ -1,0 +1,141 @@
+"""Whether an upstream answer may be served: every rule, written once.
+
+Anything a model or another process returns is untrusted input. An answer that breaks a rule
+raises :class:`InvalidAnswer` (an ``UpstreamError``: the tier failed), whose ``rule`` says which
+one; the chain counts it against that tier (and its breaker) and the next tier serves.
+
+Two steps, both here:
+
+- **decoding** (each client adapter, at the wire): the raw answer becomes a ``TierResult`` only
+  when it is well formed. Triton: exactly the outputs ``two_tower.contract`` names, with its
+  dtypes, and one row of exactly k entries; ``-1`` ids (with ``-inf`` scores) only as a tail of
+  padding. MF: the JSON schema of ``fallback_mf.schemas``, for the user asked about.
+  Both: ids and scores of equal length, ids integers in ``[0, 2**63)``, scores finite.
+- **checking** (the chain, for every tier): exactly k unique items (fewer only when the
+  catalogue has no more unseen items), none seen or excluded, all in the catalogue, best first.
+  A finite list out of order is re-sorted, not refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+from gateway.errors import UpstreamError
+from gateway.tiers import TierResult
+from two_tower import contract
+
+MAX_ITEM_ID = 2**63 - 1
+
+
+class Rule(StrEnum):
+    """Which rule an answer broke (the ``rule`` label of ``gateway_invalid_answers_total``)."""
+
+    FORMAT = "format"  # not the contract's outputs / schema: names, dtypes, shapes, JSON, user
+    LENGTH = "length"  # ids and scores of different lengths
+    ID = "id"  # an id that is not an integer in [0, 2**63), or padding inside the list
+    SCORE = "score"  # a score that is not a finite number
+    COUNT = "count"  # not exactly k items where the catalogue has k unseen ones
+    DUPLICATE = "duplicate"
+    SEEN = "seen"  # an item the user has interacted with or asked to exclude
+    UNKNOWN = "unknown"  # an id outside the catalogue
+
+
+class InvalidAnswer(UpstreamError):
+    """The upstream answered, but the answer breaks ``rule``: served by no one."""
+
+    code = "upstream_invalid"
+
+    def __init__(self, rule: Rule, detail: str) -> None:
+        super().__init__(f"{rule.value}: {detail}")
+        self.rule = rule
+
+
+class Catalogue(Protocol):
+    """The items the models know (the popular list's snapshot)."""
+
+    def known(self, item_ids: list[int]) -> np.ndarray: ...
+
+    def available(self, skip: set[int]) -> int | None: ...
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def decode_triton(
+    outputs: Mapping[str, tuple[str, Sequence[int], np.ndarray]], *, k: int, model_version: str
+) -> TierResult:
+    """The Two-Tower's answer for one user from its outputs: name -> (datatype, shape, array)."""
+    names = sorted(spec.name for spec in contract.OUTPUTS)
+    if sorted(outputs) != names:
+        raise InvalidAnswer(
+            Rule.FORMAT, f"outputs {sorted(outputs)} are not the contract's {names}"
+        )
+    arrays = {}
+    for spec in contract.OUTPUTS:
+        datatype, shape, array = outputs[spec.name]
+        if datatype != spec.dtype or array.dtype != np.dtype(spec.numpy_dtype):
+            raise InvalidAnswer(
+                Rule.FORMAT, f"{spec.name} is {datatype}/{array.dtype}, not {spec.dtype}"
+            )
+        if tuple(shape) != (1, k) or array.shape != (1, k):
+            raise InvalidAnswer(Rule.FORMAT, f"{spec.name} has shape {list(shape)}, not [1, {k}]")
+        arrays[spec.name] = array[0]
+    ids, scores = arrays[contract.ITEM_IDS], arrays[contract.SCORES]
+    pad = ids == contract.PAD_ITEM
+    n = int(np.argmax(pad)) if bool(pad.any()) else k  # the first pad; all after must pad too
+    if not bool(pad[n:].all()) or not bool(np.isneginf(scores[n:]).all()):
+        raise InvalidAnswer(Rule.ID, "padding (-1 with -inf) is not only a tail of the row")
+    return from_lists(ids[:n].tolist(), scores[:n].tolist(), model_version=model_version)
+
+
+def from_lists(item_ids: list[object], scores: list[object], *, model_version: str) -> TierResult:
+    """A ``TierResult`` when ids are integers in range and scores finite numbers, else raise."""
+    if len(item_ids) != len(scores):
+        raise InvalidAnswer(Rule.LENGTH, f"{len(item_ids)} ids but {len(scores)} scores")
+    for i in item_ids:
+        if type(i) is not int or not 0 <= i <= MAX_ITEM_ID:
+            raise InvalidAnswer(Rule.ID, f"item id {i!r} is not an integer in [0, 2**63)")
+    for s in scores:
+        if type(s) not in (float, int) or not math.isfinite(s):  # type: ignore[arg-type]
+            raise InvalidAnswer(Rule.SCORE, f"score {s!r} is not a finite number")
+    return TierResult(
+        item_ids=item_ids,  # type: ignore[arg-type]  # checked above
+        scores=[float(s) for s in scores],  # type: ignore[arg-type]
+        model_version=model_version,
+    )
+
+
+# -- checking ---------------------------------------------------------------------------------
+
+
+def check_answer(result: TierResult, *, k: int, skip: set[int], catalogue: Catalogue) -> TierResult:
+    """``result`` (re-sorted best first if needed) when it follows every rule, else raise."""
+    checked = from_lists(
+        list(result.item_ids), list(result.scores), model_version=result.model_version
+    )
+    items, scores = checked.item_ids, checked.scores
+    n = len(items)
+    if n != k:
+        available = catalogue.available(skip) if n < k else None
+        if n > k or available is None or n != min(k, available):
+            raise InvalidAnswer(Rule.COUNT, f"{n} items for k={k}")
+    if len(set(items)) != n:
+        raise InvalidAnswer(Rule.DUPLICATE, "an item appears twice")
+    if skip.intersection(items):
+        raise InvalidAnswer(Rule.SEEN, "an item the user has seen or excluded")
+    if not bool(catalogue.known(items).all()):
+        raise InvalidAnswer(Rule.UNKNOWN, "an item id outside the catalogue")
+    if any(a < b for a, b in itertools.pairwise(scores)):
+        order = sorted(range(n), key=lambda i: -scores[i])
+        return TierResult(
+            item_ids=[items[i] for i in order],
+            scores=[scores[i] for i in order],
+            model_version=result.model_version,
+        )
+    return checked
