@@ -1,4 +1,4 @@
-"""``python -m cascade.drills`` (``make drill``): start the drill stack, run D1-D8, print the table.
+"""``python -m cascade.drills`` (``make drill``): start the drill stack, run D1-D9, print the table.
 
 Exit code 0 when every drill passed, 1 when one failed, 2 on bad input. The table and
 ``results.json`` go to ``--out`` (default ``$CASCADE_HOME/reports/drills``).
@@ -44,7 +44,7 @@ async def run(
 
 
 def main(
-    only: str = typer.Option("", help="Comma-separated drills to run (default: D1..D8)."),
+    only: str = typer.Option("", help="Comma-separated drills to run (default: D1..D9)."),
     scale: str = typer.Option("tiny", help="Synthetic data scale of the drill stack."),
     rate: float = typer.Option(
         50.0, help="Load during the drills, requests/s (D7 and D8 have their own)."
@@ -52,7 +52,7 @@ def main(
     quick: bool = typer.Option(False, help="Short durations (the CI plan) for a smoke run."),
     out: str = typer.Option("", help="Report folder (default $CASCADE_HOME/reports/drills)."),
 ) -> None:
-    """Run the fault drills D1-D8 against a stack with fault proxies; print PASS/FAIL per drill."""
+    """Run the fault drills D1-D9 against a stack with fault proxies; print PASS/FAIL per drill."""
     from cascade.drills.drills import DRILLS
 
     names = [n.strip().upper() for n in only.split(",") if n.strip()] or list(DRILLS)

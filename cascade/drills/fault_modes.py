@@ -41,7 +41,12 @@ class BlackHole:
     """Accept, read, never answer."""
 
 
-Mode = Pass | Delay | Errors | BlackHole
+@dataclass(frozen=True)
+class Garbage:
+    """Answer garbage: every Triton answer's scores become NaN and its ids one repeated id."""
+
+
+Mode = Pass | Delay | Errors | BlackHole | Garbage
 
 
 def describe(mode: Mode) -> str:
@@ -50,6 +55,8 @@ def describe(mode: Mode) -> str:
         return f"delay({mode.ms:g}ms)"
     if isinstance(mode, Errors):
         return f"errors({mode.rate:.0%}, {mode.action})"
+    if isinstance(mode, Garbage):
+        return "garbage"
     return "blackhole" if isinstance(mode, BlackHole) else "pass"
 
 
@@ -67,7 +74,9 @@ def parse_mode(query: dict[str, str]) -> Mode:
         return Errors(float(query.get("rate", "0")), action)  # type: ignore[arg-type]
     if name == "blackhole":
         return BlackHole()
-    raise ValueError(f"unknown mode {name!r} (pass, delay, errors, blackhole)")
+    if name == "garbage":
+        return Garbage()
+    raise ValueError(f"unknown mode {name!r} (pass, delay, errors, blackhole, garbage)")
 
 
 def mode_query(mode: Mode) -> str:
@@ -76,4 +85,6 @@ def mode_query(mode: Mode) -> str:
         return f"set=delay&ms={mode.ms:g}"
     if isinstance(mode, Errors):
         return f"set=errors&rate={mode.rate:g}&action={mode.action}"
+    if isinstance(mode, Garbage):
+        return "set=garbage"
     return "set=blackhole" if isinstance(mode, BlackHole) else "set=pass"

@@ -44,6 +44,7 @@ class Sample:
     tier: str = ""
     reason: str = ""
     method: str = "GET"
+    broken: str = ""  # a 200 whose body breaks the contract: which rule (see broken_answer)
 
 
 def auth_headers(api_key: str | None = None) -> dict[str, str]:
@@ -86,6 +87,39 @@ class Traffic:
             exclude = self._rng.sample(range(1, 2000), 3)
             return "POST", RECOMMENDATIONS, {"user_id": user, "k": k, "exclude": exclude}
         return "GET", f"{RECOMMENDATIONS}/{user}?k={k}", None
+
+
+def broken_answer(payload: bytes, *, k: int) -> str:
+    """Which promise a 200 body breaks ("" when none): the client's view of answer integrity.
+
+    Exactly k unique integer ids (fewer only from ``popular`` when the catalogue runs out) and
+    finite scores, best first. JSON has no NaN: a non-finite score would arrive as null.
+    """
+    try:
+        body = json.loads(payload)
+        items = body["items"]
+        ids = [i["item_id"] for i in items]
+        scores = [i["score"] for i in items]
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+    if not all(type(i) is int and i >= 0 for i in ids):
+        return "id"
+    if not all(type(s) in (int, float) and math.isfinite(s) for s in scores):
+        return "score"
+    if len(set(ids)) != len(ids):
+        return "duplicate"
+    if len(ids) != k and not (len(ids) < k and body.get("served_by") == "popular"):
+        return "count"
+    if any(a < b for a, b in itertools.pairwise(scores)):
+        return "order"
+    return ""
+
+
+def _k_of(path: str, body: object) -> int:
+    if isinstance(body, dict):
+        return int(body.get("k", 20))
+    _, _, query = path.partition("?k=")
+    return int(query) if query else 20
 
 
 def _error_code(status: int, payload: bytes) -> str:
@@ -142,12 +176,15 @@ class LoadGenerator:
                 reason = response.headers.get("X-Fallback-Reason", "") or _error_code(
                     status, payload
                 )
+            latency = time.monotonic() - started
+            broken = broken_answer(payload, k=_k_of(path, body)) if status == 200 else ""
         except (aiohttp.ClientError, TimeoutError) as exc:  # the reason names the client error
-            status, tier, reason = CLIENT_ERROR, "", type(exc).__name__
+            status, tier, reason, broken = CLIENT_ERROR, "", type(exc).__name__, ""
+            latency = time.monotonic() - started
         finally:
             self._in_flight -= 1
         self.samples.append(
-            Sample(started - self.t0, time.monotonic() - started, status, tier, reason, method)
+            Sample(started - self.t0, latency, status, tier, reason, method, broken)
         )
 
     async def run(

@@ -1,4 +1,5 @@
-"""Drills D1-D5: the model tiers fail (Triton killed, frozen, slowed, erroring; Triton and MF down).
+"""Drills D1-D5 and D9: the model tiers fail (Triton killed, frozen, slowed, erroring, answering
+garbage; Triton and MF down).
 
 Each drill runs under open-loop load with a baseline from the same run; see ``drills.py``.
 """
@@ -9,9 +10,9 @@ import math
 
 from cascade.drills import analysis as a
 from cascade.drills.analysis import Check, DrillResult
-from cascade.drills.fault_modes import Delay, Errors, Pass
+from cascade.drills.fault_modes import Delay, Errors, Garbage, Pass
 from cascade.drills.target import DrillTarget
-from cascade.drills.timeline import Plan, Run, base_window, common_figures
+from cascade.drills.timeline import Plan, Run, base_window, common_figures, non_2xx_check
 
 
 async def d1_triton_kill(target: DrillTarget, plan: Plan) -> DrillResult:
@@ -28,7 +29,7 @@ async def d1_triton_kill(target: DrillTarget, plan: Plan) -> DrillResult:
     while_open = a.window(run.samples, t_open, t_end) if t_open is not None else []
     primary_while_open = sum(s.tier == a.PRIMARY for s in while_open)
     r.checks = [
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
+        non_2xx_check(a.window(run.samples, 0.0), plan),
         a.leq(
             "breaker open after kill", None if t_open is None else t_open - t_kill, 1.0, unit="s"
         ),
@@ -55,7 +56,8 @@ async def d2_triton_freeze(target: DrillTarget, plan: Plan) -> DrillResult:
         await run.sleep(plan.freeze_s)
         t_cont = run.mark("cont")
         await run.act(target.procs["triton"].resume)
-        await run.sleep(max(plan.after_s, 10.5))
+        limit = plan.recovery_limit(10.0)
+        await run.observe_recovery(since=t_cont, at_least_s=max(plan.after_s, 10.5), limit_s=limit)
         t_end = run.mark("end")
     base, fault = base_window(run, t_stop), a.window(run.samples, t_stop, t_cont)
     everything = a.window(run.samples, 0.0)
@@ -74,7 +76,7 @@ async def d2_triton_freeze(target: DrillTarget, plan: Plan) -> DrillResult:
     per_period = None if calls is None else calls / periods
     recovery = a.recovery_time(run.samples, since=t_cont, horizon_s=t_end - t_cont)
     r.checks = [
-        a.leq("non-2xx responses", a.non_2xx(everything), 0, unit="count"),
+        non_2xx_check(everything, plan),
         a.leq("slowest response", slowest, limit_ms, unit="ms", timing=True),
         a.leq(
             "breaker open after SIGSTOP", None if t_open is None else t_open - t_stop, 2.0, unit="s"
@@ -85,7 +87,7 @@ async def d2_triton_freeze(target: DrillTarget, plan: Plan) -> DrillResult:
             float(facts.half_open_calls),
             unit="count",
         ),
-        a.leq("back to >= 95% primary after SIGCONT", recovery, 10.0, unit="s"),
+        a.leq("back to >= 95% primary after SIGCONT", recovery, limit, unit="s"),
     ]
     r.figures.update(primary_calls_while_open=calls, half_open_periods=trials)
     common_figures(r, run, base, fault)
@@ -121,7 +123,7 @@ async def d3_triton_slow(target: DrillTarget, plan: Plan) -> DrillResult:
         a.leq("p99 while slowed", a.p99_ms(fault), 250.0, unit="ms", timing=True),
         a.leq("open transitions (no flapping)", opens, float(max_opens), unit="count"),
         a.leq("back to >= 95% primary after", recovery, 10.0, unit="s"),
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
+        non_2xx_check(a.window(run.samples, 0.0), plan),
     ]
     common_figures(r, run, base, fault)
     return r
@@ -151,7 +153,7 @@ async def d4_triton_errors(target: DrillTarget, plan: Plan) -> DrillResult:
     opens = run.opens_between(t_err, t_ok + 0.5)
     r.checks = [
         a.leq("breaker opens", opens, 0, unit="count"),
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
+        non_2xx_check(a.window(run.samples, 0.0), plan),
         Check(
             "served by the fallback on a Triton error",
             a.fmt_share(fallback),
@@ -187,8 +189,50 @@ async def d5_all_models_down(target: DrillTarget, plan: Plan) -> DrillResult:
             "all",
             bool(fault) and popular == len(fault),
         ),
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
+        non_2xx_check(a.window(run.samples, 0.0), plan),
         a.leq("p99 while down", a.p99_ms(fault), 50.0, unit="ms", timing=True),
     ]
+    common_figures(r, run, base, fault)
+    return r
+
+
+async def d9_primary_garbage(target: DrillTarget, plan: Plan) -> DrillResult:
+    """D9: the primary answers garbage (NaN scores, one id repeated) under load, then heals."""
+    facts = target.facts
+    proxy = target.proxies["triton"]
+    r = DrillResult("D9", "Triton answers garbage (NaN scores, duplicate ids), then heals")
+    garbled_before = int(str(proxy.snapshot()["garbled"]))
+    async with Run(target, rate=plan.rate, seed=9) as run:
+        await run.sleep(plan.baseline_s)
+        t_bad = run.mark("garbage")
+        await run.act(lambda: proxy.set_mode(Garbage()))
+        await run.sleep(plan.fault_s)
+        t_ok = run.mark("healthy")
+        await run.act(lambda: proxy.set_mode(Pass()))
+        limit = plan.recovery_limit(facts.breaker_wait_s + 5.0)
+        await run.observe_recovery(
+            since=t_ok, at_least_s=max(plan.after_s, facts.breaker_wait_s + 5.0), limit_s=limit
+        )
+        t_end = run.mark("end")
+    base, fault = base_window(run, t_bad), a.window(run.samples, t_bad, t_ok)
+    everything = a.window(run.samples, 0.0)
+    broken = [s for s in everything if s.broken]
+    t_open = run.breaker_open_at(t_bad)
+    recovery = a.recovery_time(run.samples, since=t_ok, horizon_s=t_end - t_ok)
+    r.checks = [
+        non_2xx_check(everything, plan),
+        a.leq("invalid answers served", len(broken), 0, unit="count"),
+        a.leq(
+            "breaker open after garbage (D1's limit)",
+            None if t_open is None else t_open - t_bad,
+            1.0,
+            unit="s",
+        ),
+        a.leq("back to >= 95% primary after healing", recovery, limit, unit="s"),
+    ]
+    r.figures.update(
+        garbled_answers=int(str(proxy.snapshot()["garbled"])) - garbled_before,
+        broken_rules=",".join(sorted({s.broken for s in broken})) or "none",
+    )
     common_figures(r, run, base, fault)
     return r

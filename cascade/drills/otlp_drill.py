@@ -16,7 +16,7 @@ from cascade.drills.analysis import Check, DrillResult
 from cascade.drills.fault_modes import BlackHole, Pass
 from cascade.drills.observe import GC_PAUSE_COUNT, GC_PAUSE_SUM, RssSampler, Series, sum_between
 from cascade.drills.target import DrillTarget
-from cascade.drills.timeline import Plan, Run, common_figures
+from cascade.drills.timeline import Plan, Run, common_figures, non_2xx_check
 
 RSS_GROWTH_MIB = 16.0
 
@@ -83,7 +83,7 @@ async def d8_otlp_blackhole(target: DrillTarget, plan: Plan) -> DrillResult:
             f"<= {RSS_GROWTH_MIB:g} MiB (flat)",
             None if growth is None else growth <= RSS_GROWTH_MIB,
         ),
-        a.leq("non-2xx responses", a.non_2xx(a.window(run.samples, 0.0)), 0, unit="count"),
+        non_2xx_check(a.window(run.samples, 0.0), plan),
     ]
     r.figures.update(
         baseline_before_p99_ms=a.p99_ms(before),

@@ -15,6 +15,11 @@ traffic flows (the new mode applies to bytes read after the switch, on open conn
   "compressed" flag of the response's first gRPC message; the client fails that one call
   (status INTERNAL) and the connection lives on. HPACK state is untouched (only DATA frames).
 - ``BlackHole()``: accept connections, read and drop everything, never answer.
+- ``Garbage()`` (gRPC to Triton only): the server answers, but garbage. In each response's first
+  gRPC message (a ``ModelInferResponse``), the proxy rewrites the tensor bytes in place: the
+  first raw output (``item_ids``) becomes one id repeated, the others (``scores``) NaN. Lengths
+  are kept, so HTTP/2 and protobuf framing stay valid and the client decodes a well-formed,
+  wrong answer: what a broken model version sends.
 
 The modes live in ``fault_modes.py``. Control a proxy in-process (``proxy.set_mode(Delay(150))``)
 or over HTTP with ``proxy_control.ControlServer``.
@@ -31,7 +36,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
-from cascade.drills.fault_modes import BlackHole, Delay, Errors, Mode, Pass, describe
+from cascade.drills.fault_modes import BlackHole, Delay, Errors, Garbage, Mode, Pass, describe
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class ProxyStats:
     client_chunks: int = 0  # client -> upstream reads: about one per request on a quiet link
     h2_streams: int = 0  # gRPC responses seen (Errors(action="grpc") only follows frames then)
     injected_errors: int = 0
+    garbled: int = 0  # responses rewritten by Garbage()
     upstream_failures: int = 0  # upstream refused / unreachable at connect
 
 
@@ -60,7 +66,15 @@ class _GrpcCorrupter:
         self.buffer = bytearray()
         self.started: set[int] = set()
 
-    def feed(self, data: bytes, *, rate: float, rng: random.Random, stats: ProxyStats) -> bytes:
+    def feed(
+        self,
+        data: bytes,
+        *,
+        rate: float,
+        rng: random.Random,
+        stats: ProxyStats,
+        garbage: bool = False,
+    ) -> bytes:
         """Complete frames ready to forward (possibly altered); keeps a partial frame buffered."""
         self.buffer += data
         out = bytearray()
@@ -81,10 +95,62 @@ class _GrpcCorrupter:
                     if rng.random() < rate:
                         frame[offset] |= 0x01  # "compressed", but no encoding was negotiated
                         stats.injected_errors += 1
+                    elif garbage and _garble(frame, offset, _FRAME_HEADER + length - pad):
+                        stats.garbled += 1
             if flags & _END_STREAM and ftype in (_DATA, _HEADERS):
                 self.started.discard(stream)
             out += frame
         return bytes(out)
+
+
+_RAW_OUTPUT_CONTENTS = 6  # ModelInferResponse.raw_output_contents (repeated bytes)
+
+
+def _varint(buf: bytearray, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _garble(frame: bytearray, start: int, end: int) -> bool:
+    """Rewrite the raw outputs of the gRPC message at ``frame[start:end]`` in place (see the
+    module docstring); False when the message does not fit in this frame or is not parseable."""
+    if end - start < 5 or frame[start] & 0x01:
+        return False
+    length = int.from_bytes(frame[start + 1 : start + 5], "big")
+    pos, stop = start + 5, start + 5 + length
+    if stop > end:
+        return False  # split over frames: left alone (Triton's answers for k <= 100 fit in one)
+    raw_seen = 0
+    try:
+        while pos < stop:
+            tag, pos = _varint(frame, pos)
+            kind = tag & 0x7
+            if kind == 0:
+                _, pos = _varint(frame, pos)
+            elif kind == 1:
+                pos += 8
+            elif kind == 5:
+                pos += 4
+            elif kind == 2:
+                size, pos = _varint(frame, pos)
+                if tag >> 3 == _RAW_OUTPUT_CONTENTS:
+                    if raw_seen == 0 and size >= 8:  # item_ids (INT64): the first id repeated
+                        frame[pos + 8 : pos + size] = frame[pos : pos + 8] * (size // 8 - 1)
+                    else:  # scores (FP32): quiet NaN
+                        frame[pos : pos + size] = b"\x00\x00\xc0\x7f" * (size // 4)
+                    raw_seen += 1
+                pos += size
+            else:
+                return False
+    except IndexError:
+        return False
+    return raw_seen > 0
 
 
 @dataclass(eq=False)  # hashed by identity: kept in a set
@@ -162,6 +228,8 @@ class FaultProxy:
         """Switch the fault mode; bytes read from now on follow it."""
         if isinstance(mode, Errors) and mode.action == "grpc" and not self.http2:
             raise ValueError(f"{self.name}: grpc errors need a proxy built with http2=True")
+        if isinstance(mode, Garbage) and not self.http2:
+            raise ValueError(f"{self.name}: garbage answers need a proxy built with http2=True")
         logger.info("%s: mode %s -> %s", self.name, describe(self.mode), describe(mode))
         self.mode = mode
 
@@ -246,7 +314,13 @@ class FaultProxy:
                         return
                 elif grpc is not None:
                     rate = mode.rate if isinstance(mode, Errors) and mode.action == "grpc" else 0.0
-                    data = grpc.feed(data, rate=rate, rng=self._rng, stats=self.stats)
+                    data = grpc.feed(
+                        data,
+                        rate=rate,
+                        rng=self._rng,
+                        stats=self.stats,
+                        garbage=isinstance(mode, Garbage),
+                    )
                     if not data:
                         continue
                 due = time.monotonic() + (

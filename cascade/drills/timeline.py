@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from cascade.drills import analysis as a
-from cascade.drills.analysis import DrillResult
+from cascade.drills.analysis import Check, DrillResult
 from cascade.drills.load import LoadGenerator, Sample, Traffic, auth_headers
 from cascade.drills.observe import MetricsPoller, Series
 from cascade.drills.target import DrillTarget
@@ -44,13 +44,40 @@ class Plan:
     otlp_base_s: float = 20.0  # D8's baselines, one before the hole and one after
     otlp_rate: float = 100.0  # D8 compares two p99s: it needs thousands of samples in each
     warmup_s: float = 1.0  # left out of the baseline (connection setup)
+    # Recovery limits are multiplied by ``slack``: 1 in ``make drill`` (the tight figures,
+    # printed and judged); more in CI, where the machine is shared and of unknown speed and the
+    # test asserts behaviour (it recovered), not speed.
+    slack: float = 1.0
+    # CI: 503 ``overloaded`` answers (the gateway shedding because the shared machine is busy)
+    # are reported, not counted as failures caused by the fault.
+    sheds_are_load: bool = False
 
     @classmethod
     def ci(cls) -> Plan:
-        """Shortened for CI: D1, D2, D5 and D6 in about a minute together."""
+        """Shortened for CI: D1, D2, D5, D6 and D9 in about two minutes together."""
         return cls(
-            rate=40.0, baseline_s=3.0, fault_s=4.0, freeze_s=6.0, after_s=8.0, redis_fault_s=3.0
+            rate=40.0,
+            baseline_s=3.0,
+            fault_s=4.0,
+            freeze_s=6.0,
+            after_s=8.0,
+            redis_fault_s=3.0,
+            slack=3.0,
+            sheds_are_load=True,
         )
+
+    def recovery_limit(self, nominal_s: float) -> float:
+        """The limit a recovery is judged against (see ``slack``)."""
+        return nominal_s * self.slack
+
+
+def non_2xx_check(samples: list[Sample], plan: Plan) -> Check:
+    """No request failed: every answer 2xx (in CI, sheds of a busy machine reported apart)."""
+    failed = a.non_2xx(samples)
+    if not plan.sheds_are_load:
+        return a.leq("non-2xx responses", failed, 0, unit="count")
+    shed = sum(s.status == 503 and s.reason == "overloaded" for s in samples)
+    return a.leq(f"non-2xx responses (+{shed} shed: busy machine)", failed - shed, 0, unit="count")
 
 
 class Run:
@@ -116,6 +143,28 @@ class Run:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def observe_recovery(
+        self,
+        *,
+        since: float,
+        at_least_s: float,
+        limit_s: float,
+        reasons_not_allowed: frozenset[str] = frozenset(),
+    ) -> None:
+        """Sleep ``at_least_s`` after ``since``, then on until the primary serves again (see
+        ``analysis.recovery_time``) or ``limit_s`` after ``since``, whichever comes first."""
+        await asyncio.sleep(max(0.0, since + at_least_s - self.now()))
+        while self.now() < since + limit_s + 0.5:
+            done = a.recovery_time(
+                self.samples,
+                since=since,
+                horizon_s=self.now() - since,
+                reasons_not_allowed=reasons_not_allowed,
+            )
+            if done is not None:
+                return
+            await asyncio.sleep(0.5)
 
     async def act(self, fn: Callable[[], Any]) -> None:
         """Run a blocking action (signal, restart) in a thread: the load keeps flowing."""

@@ -10,7 +10,15 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from cascade.drills.fault_modes import BlackHole, Delay, Errors, Pass, mode_query, parse_mode
+from cascade.drills.fault_modes import (
+    BlackHole,
+    Delay,
+    Errors,
+    Garbage,
+    Pass,
+    mode_query,
+    parse_mode,
+)
 from cascade.drills.proxy import FaultProxy, _GrpcCorrupter
 from cascade.drills.proxy_control import ControlServer
 from cascade.drills.proxyhub import ProxySpec
@@ -226,3 +234,35 @@ def test_grpc_errors_need_an_http2_proxy() -> None:
                 proxy.set_mode(Errors(0.3, "grpc"))
 
     run(go)
+
+
+def test_garbage_rewrites_triton_answers_in_place() -> None:
+    import random
+
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    from cascade.drills.proxy import ProxyStats
+
+    answer = service_pb2.ModelInferResponse(model_name="two_tower", model_version="1")
+    for name, dtype, array in [
+        ("item_ids", "INT64", np.array([[5, 6, 7]], np.int64)),
+        ("scores", "FP32", np.array([[0.3, 0.2, 0.1]], np.float32)),
+    ]:
+        out = answer.outputs.add()
+        out.name, out.datatype = name, dtype
+        out.shape.extend(array.shape)
+        answer.raw_output_contents.append(array.tobytes())
+    body = answer.SerializeToString()
+    message = b"\x00" + len(body).to_bytes(4, "big") + body
+    stream = _frame(0x1, 0x4, 1, b"\x88") + _frame(0x0, 0, 1, message) + _frame(0x1, 0x5, 1, b"")
+    stats = ProxyStats()
+    out = _GrpcCorrupter().feed(stream, rate=0.0, rng=random.Random(0), stats=stats, garbage=True)
+    assert len(out) == len(stream) and stats.garbled == 1
+    start = out.index(message[:5]) + 5
+    garbled = service_pb2.ModelInferResponse.FromString(out[start : start + len(body)])
+    ids = np.frombuffer(garbled.raw_output_contents[0], np.int64)
+    scores = np.frombuffer(garbled.raw_output_contents[1], np.float32)
+    assert ids.tolist() == [5, 5, 5] and np.isnan(scores).all()
+    assert garbled.outputs[0].name == "item_ids" and list(garbled.outputs[1].shape) == [1, 3]
+    assert parse_mode({"set": "garbage"}) == Garbage() and mode_query(Garbage()) == "set=garbage"

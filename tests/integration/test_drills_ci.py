@@ -1,4 +1,4 @@
-"""Shortened fault drills D1, D2, D5 and D6 on the integration stack (real processes), in CI.
+"""Shortened fault drills D1, D2, D5, D6 and D9 on the integration stack (real processes), in CI.
 
 The same drill and criteria code as ``make drill`` (``cascade.drills.drills``), with
 ``Plan.ci()`` durations and the stack of ``conftest.py`` (breaker judged after 10 calls, open
@@ -92,3 +92,81 @@ def test_d5_triton_and_mf_down_popular_serves(target: DrillTarget) -> None:
 
 def test_d6_redis_killed_then_frozen(target: DrillTarget) -> None:
     _run("D6", target)
+
+
+@pytest.fixture(scope="module")
+def proxied_target(gateway_stack: GatewayStack, tmp_path_factory) -> Iterator[DrillTarget]:
+    """The stack with a gRPC fault proxy (its own hub process) in front of Triton, and a
+    gateway of its own behind that proxy: what D9 needs and the plain stack lacks."""
+    from cascade.drills.fault_modes import Pass
+    from cascade.drills.proxyhub import ProxySpec, start_hub
+    from cascade.procs import ManagedProcess, free_port
+
+    gateway_stack.heal()
+    tmp = tmp_path_factory.mktemp("proxied")
+    triton_grpc = int(gateway_stack.procs["triton"].grpc_url.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    spec = ProxySpec("triton", free_port(), "127.0.0.1", triton_grpc, True)
+    hub, proxies = start_hub(
+        [spec], control_port=free_port(), sink_port=None, log_path=tmp / "proxyhub.log"
+    )
+    port = free_port()
+    env = dict(
+        gateway_stack.env,
+        **GATEWAY_ENV,
+        GATEWAY_PORT=str(port),
+        GATEWAY_TRITON_URL=f"127.0.0.1:{spec.listen_port}",
+        GATEWAY_MF_URL=f"http://127.0.0.1:{gateway_stack.mf_port}",
+        GATEWAY_DATASET=DATASET,
+        GATEWAY_ARTIFACTS_DIR=str(gateway_stack.layout.artifacts_dir),
+    )
+    gateway = ManagedProcess(
+        "gateway-proxied", [sys.executable, "-m", "gateway"], log_path=tmp / "gw.log", env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def heal() -> None:
+        proxies["triton"].set_mode(Pass())
+        gateway_stack.heal()
+        _wait_for_primary(url, gateway_stack.known_user)
+
+    try:
+        gateway.start()
+        gateway.wait_ready(f"{url}/readyz", timeout=90)
+        heal()
+        target = _target(gateway_stack)
+        yield DrillTarget(
+            url=url,
+            gateway_pid=gateway.pid,
+            users=target.users,
+            procs=target.procs,
+            restore=target.restore,
+            heal=heal,
+            facts=target.facts,
+            proxies=proxies,
+        )
+    finally:
+        gateway.stop(grace=10)
+        hub.stop(grace=5)
+
+
+def _wait_for_primary(url: str, user: int, timeout_s: float = 60.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=url, timeout=5) as http:
+        while time.monotonic() < deadline:
+            body = http.get(f"/v1/recommendations/{user}?k=5").json()
+            if body["served_by"] == "two_tower":
+                return
+            time.sleep(0.1)
+    raise AssertionError("the proxied gateway's primary did not serve")
+
+
+def test_d9_primary_answers_garbage(proxied_target: DrillTarget) -> None:
+    proxied_target.heal()
+    try:
+        _run("D9", proxied_target)
+    finally:
+        proxied_target.heal()
