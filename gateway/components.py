@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 
 from cascade.paths import Layout
 from gateway.breaker import SlidingWindowBreaker, redis_storage
-from gateway.chain import ChainConfig, FallbackChain, FeatureSource
 from gateway.errors import UpstreamError
-from gateway.fallback import MfFallback
-from gateway.features import FeastFeatureReader, FeaturesUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.popular import PopularList
-from gateway.primary import TritonPrimary
+from gateway.resilience.chain import ChainConfig, FallbackChain, FeatureSource
 from gateway.settings import GatewaySettings
-from gateway.tiers import UserFeatures
+from gateway.tiers.features import FeastFeatureReader, FeaturesUnavailable
+from gateway.tiers.mf import MfFallback
+from gateway.tiers.popular import PopularList
+from gateway.tiers.triton import TritonPrimary
+from gateway.tiers.types import UserFeatures
 
 logger = logging.getLogger(__name__)
 

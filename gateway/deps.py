@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.auth import Principal
 from gateway.components import Components
+from gateway.edge.auth import Principal
+from gateway.edge.security import current_principal
 from gateway.metrics import GatewayMetrics
-from gateway.security import current_principal
 from gateway.settings import GatewaySettings
 
 

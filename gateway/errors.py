@@ -12,9 +12,9 @@ Tree::
         └── UnknownUser          (404, "unknown_user"): the tier does not know the user
 
 The front-door refusals are answered by pure ASGI middlewares before any route runs, in the same
-``ErrorResponse`` shape: 401 ``unauthorized`` and 429 ``rate_limited`` (``gateway/security.py``),
-431 ``headers_too_large`` and 503 ``overloaded`` (``gateway/limits.py``), 413
-``payload_too_large`` (``gateway/middleware.py``). Routing and body-decoding errors (400, 404, 405)
+``ErrorResponse`` shape: 401 ``unauthorized`` and 429 ``rate_limited`` (``gateway/edge/security.py``),
+431 ``headers_too_large`` and 503 ``overloaded`` (``gateway/edge/limits.py``), 413
+``payload_too_large`` (``gateway/edge/middleware.py``). Routing and body-decoding errors (400, 404, 405)
 are rendered by a handler in ``main.py``.
 
 Tier clients turn their library's errors (httpx, tritonclient, redis) into ``UpstreamError``

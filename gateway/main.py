@@ -27,16 +27,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade.telemetry import configure_tracing
 from gateway import gc_watch, schemas
-from gateway.admission import AdaptiveLimit
-from gateway.auth import Principal
 from gateway.components import Components, build_components
 from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
+from gateway.edge.admission import AdaptiveLimit
+from gateway.edge.auth import Principal
+from gateway.edge.limits import LimitsMiddleware, SecurityMetrics
+from gateway.edge.middleware import GatewayMiddleware, route_label
+from gateway.edge.queue_time import ARRIVED_KEY, queued_detail
+from gateway.edge.security import AuthMiddleware, build_security
 from gateway.errors import BadRequest, GatewayError
-from gateway.limits import LimitsMiddleware, SecurityMetrics
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import GatewayMiddleware, route_label
-from gateway.queue_time import ARRIVED_KEY, queued_detail
-from gateway.security import AuthMiddleware, build_security
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ class GatewayMetrics:
         )
         self.invalid_answers = Counter(
             "gateway_invalid_answers",
-            "Upstream answers refused by gateway.validation, per tier and broken rule",
+            "Upstream answers refused by gateway.tiers.validation, per tier and broken rule",
             ["tier", "rule"],
             registry=r,
         )
@@ -96,7 +96,7 @@ class GatewayMetrics:
         self.in_flight = Gauge("gateway_in_flight", "Requests being served", registry=r)
         self.in_flight_limit = Gauge(
             "gateway_in_flight_limit",
-            "Adaptive in-flight limit (gateway.admission); 0: unlimited",
+            "Adaptive in-flight limit (gateway.edge.admission); 0: unlimited",
             registry=r,
         )
         self.served = Counter(

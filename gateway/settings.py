@@ -54,14 +54,14 @@ variable                            default                    meaning
 =================================== ========================== ==========================================
 
 Overload (``max_in_flight``, ``queue_shed_fraction``): the in-flight limit adapts between
-``min_in_flight`` and ``max_in_flight`` to the event-loop lag (``gateway.admission``: 10% down
+``min_in_flight`` and ``max_in_flight`` to the event-loop lag (``gateway.edge.admission``: 10% down
 per probe while the lag exceeds ``loop_lag_target_ms``, +1 per calm probe, a probe every 50 ms).
-Figures behind it are in ``gateway.admission`` and the README. Beyond the in-flight limit a
+Figures behind it are in ``gateway.edge.admission`` and the README. Beyond the in-flight limit a
 request answers 503 + ``Retry-After`` at once. A request admitted but which
 already spent more than ``queue_shed_fraction`` x ``deadline_ms`` before reaching its handler
 (event loop busy, rate limiter, body read) answers 503 too: it would miss its deadline anyway.
 The deadline counts from the request's arrival at the outermost middleware, not from the handler,
-or from the ingress when it stamps ``X-Request-Start`` (``gateway.queue_time``): then the time a
+or from the ingress when it stamps ``X-Request-Start`` (``gateway.edge.queue_time``): then the time a
 request waited in the socket before uvicorn read it counts too, and one that already waited past
 the shed threshold is refused before auth and routing, at the cost of a few microseconds.
 """
@@ -127,7 +127,7 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=16_384, ge=256, le=10_000_000)
     popular_refresh_s: float = Field(default=60.0, ge=0)
 
-    # Security (docs/security.md, gateway/security.py)
+    # Security (docs/security.md, gateway/edge/security.py)
     auth_enabled: bool | None = None  # None: on when a key file or JWT is configured
     api_keys_file: Path | None = None
     api_keys_reload_s: float = Field(default=2.0, gt=0, le=3_600)

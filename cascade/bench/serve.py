@@ -3,7 +3,7 @@
 1. ``cascade up`` (``python -m cascade.stack``) on free ports at the chosen scale (default
    ``demo``): Triton, the MF service and the gateway; data and models are built when missing.
 2. A second gateway with ``GATEWAY_BREAKER_FORCE_OPEN=true`` (row d: features + ALS).
-3. ``gateway.bench.bench_serve``: (a) direct Triton, (b) the gateway's primary path at several
+3. ``cascade.bench.gateway.bench_serve``: (a) direct Triton, (b) the gateway's primary path at several
    concurrencies (wrk when installed), (c) the MF service alone, (d) the breaker held open,
    plus the Feast online read.
 4. Everything is stopped; then ``fallback_mf.service_bench.bench_service``: the MF service
@@ -61,7 +61,7 @@ def run_stack_bench(
     model_repository: Path | None = None,
 ) -> dict[str, Any]:
     """Start the stack and the breaker-open gateway, run ``bench_serve``, stop everything."""
-    from gateway.bench import bench_serve
+    from cascade.bench.gateway import bench_serve
 
     host = "127.0.0.1"
     ports = {n: free_port() for n in ("gw", "mf", "th", "tg", "tm", "open")}
@@ -188,7 +188,7 @@ def targets(serve: dict[str, Any] | None, mf: dict[str, Any] | None) -> list[lis
 
 def render(serve: dict[str, Any] | None, mf: dict[str, Any] | None, *, notes: list[str]) -> str:
     """The markdown report: bench_serve's table, the MF service row, the targets."""
-    from gateway.bench import format_table
+    from cascade.bench.gateway import format_table
 
     parts = ["## Serving benchmark"]
     if serve:

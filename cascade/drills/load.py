@@ -8,7 +8,7 @@ never counted as the gateway's error.
 
 Traffic (:class:`Traffic`): Zipf-distributed known users, a share of unknown ids, a mix of k,
 GET and POST (with exclusions). An API key from ``CASCADE_API_KEY`` goes in ``Authorization``;
-each request carries ``X-Request-Start`` as an ingress would set it (``gateway.queue_time``).
+each request carries ``X-Request-Start`` as an ingress would set it (``gateway.edge.queue_time``).
 """
 
 from __future__ import annotations

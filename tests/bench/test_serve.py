@@ -2,7 +2,7 @@
 
 A real run starts Triton, the MF service and two gateways and trains the models when missing
 (minutes here), so it is exercised by ``make bench-serve``, not by the test suite; the pieces it
-drives (``gateway.bench``, ``fallback_mf.service_bench``, ``cascade.stack``) have their own tests.
+drives (``cascade.bench.gateway``, ``fallback_mf.service_bench``, ``cascade.stack``) have their own tests.
 """
 
 from __future__ import annotations

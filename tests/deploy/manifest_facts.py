@@ -145,8 +145,8 @@ def gateway_security(settings: Any) -> Any:
     """
     from prometheus_client import CollectorRegistry
 
-    from gateway.limits import SecurityMetrics
-    from gateway.security import build_security
+    from gateway.edge.limits import SecurityMetrics
+    from gateway.edge.security import build_security
 
     return build_security(settings, SecurityMetrics(CollectorRegistry())).config
 

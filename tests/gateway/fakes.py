@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from gateway.chain import FallbackChain
 from gateway.components import Components, build_breaker, chain_config
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
-from gateway.features import FeaturesUnavailable
-from gateway.popular import PopularList
-from gateway.tiers import TierResult, UserFeatures
+from gateway.resilience.chain import FallbackChain
+from gateway.tiers.features import FeaturesUnavailable
+from gateway.tiers.popular import PopularList
+from gateway.tiers.types import TierResult, UserFeatures
 
 N_ITEMS = 200
 CATALOGUE = list(range(N_ITEMS))  # item i has popularity N_ITEMS - i

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admission import AdaptiveLimit
+from gateway.edge.admission import AdaptiveLimit
 
 
 def test_starts_at_the_ceiling_and_falls_to_the_floor_while_the_loop_lags() -> None:

@@ -1,5 +1,5 @@
 """Answer integrity at the tier boundaries: whatever Triton or the MF service send, the adapter
-(plus the chain's check, ``gateway.validation``) yields an answer that follows every rule, or a
+(plus the chain's check, ``gateway.tiers.validation``) yields an answer that follows every rule, or a
 tier error (``UpstreamError``); never another exception.
 
 The upstreams are replaced at the wire: Triton by a gRPC ``ModelInferResponse`` built here (any
@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from tritonclient.grpc import InferResult, service_pb2
 
 from gateway.errors import UpstreamError
-from gateway.fallback import MfFallback
-from gateway.primary import TritonPrimary
-from gateway.tiers import TierResult, UserFeatures
-from gateway.validation import InvalidAnswer, Rule, check_answer, decode_triton, from_lists
+from gateway.tiers.mf import MfFallback
+from gateway.tiers.triton import TritonPrimary
+from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.validation import InvalidAnswer, Rule, check_answer, decode_triton, from_lists
 from tests.gateway.fakes import CATALOGUE, popular_list
 
 POPULAR = popular_list()

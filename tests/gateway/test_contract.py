@@ -10,7 +10,7 @@ import pytest
 
 from fallback_mf.artifacts import save_als
 from fallback_mf.train import train_als
-from gateway.popular import PopularList
+from gateway.tiers.popular import PopularList
 from tests.contract import RecommenderContract, contract_interactions
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from cascade.procs import free_port
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.fallback import MfFallback
+from gateway.tiers.mf import MfFallback
 
 Behaviour = Callable[[asyncio.StreamWriter], Awaitable[None]]
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.chain import FallbackChain
 from gateway.components import Components, build_breaker, chain_config
-from gateway.fallback import MfFallback
 from gateway.main import create_app
-from gateway.primary import TritonPrimary
+from gateway.resilience.chain import FallbackChain
 from gateway.schemas import RecommendationResponse
+from gateway.tiers.mf import MfFallback
+from gateway.tiers.triton import TritonPrimary
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import CATALOGUE, Fakes, seen_of
 from tests.gateway.test_answer_integrity import (

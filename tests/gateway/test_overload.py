@@ -10,7 +10,7 @@ import orjson
 
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
-from gateway.tiers import TierResult
+from gateway.tiers.types import TierResult
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import Fakes
 from tests.gateway.test_api import make_settings

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from fallback_mf.artifacts import save_als
-from gateway.features import parse_row
-from gateway.popular import PopularList
+from gateway.tiers.features import parse_row
+from gateway.tiers.popular import PopularList
 from tests.fallback_mf.test_service import tiny_model
 
 
@@ -76,8 +76,8 @@ def test_parse_row() -> None:
 def test_triton_inputs_follow_the_contract() -> None:
     import tritonclient.grpc as grpcclient
 
-    from gateway.primary import build_inputs
-    from gateway.tiers import UserFeatures
+    from gateway.tiers.triton import build_inputs
+    from gateway.tiers.types import UserFeatures
     from two_tower import contract
 
     feats = UserFeatures(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.queue_time import ARRIVED_KEY, MAX_WAIT_S, queued_for, upstream_wait
+from gateway.edge.queue_time import ARRIVED_KEY, MAX_WAIT_S, queued_for, upstream_wait
 
 NOW = 1_764_000_000.5  # a wall-clock time (seconds since the epoch)
 

@@ -19,9 +19,9 @@ import pytest
 import uvloop
 
 from gateway.breaker import OPEN, SlidingWindowBreaker, redis_storage
-from gateway.features import FeastFeatureReader, FeaturesUnavailable
+from gateway.edge.ratelimit import RateLimiter
 from gateway.main import create_app
-from gateway.ratelimit import RateLimiter
+from gateway.tiers.features import FeastFeatureReader, FeaturesUnavailable
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import Fakes
 from tests.gateway.test_api import make_settings

@@ -141,8 +141,8 @@ class GatewayStack:
         """A few direct inferences: the first TorchScript calls are slow (profiling executor)."""
         import tritonclient.http as tc
 
-        from gateway.primary import build_inputs
-        from gateway.tiers import UserFeatures
+        from gateway.tiers.triton import build_inputs
+        from gateway.tiers.types import UserFeatures
 
         triton = self.procs["triton"]
         client = tc.InferenceServerClient(url=triton.http_url)  # type: ignore[attr-defined]

@@ -23,8 +23,8 @@ import psutil
 import pytest
 
 from cascade.procs import ManagedProcess, free_port
-from gateway import keys
-from gateway.security import loopback_host
+from gateway.edge import keys
+from gateway.edge.security import loopback_host
 from tests.integration.conftest import DATASET, GATEWAY_ENV, GatewayStack
 
 pytestmark = pytest.mark.integration

@@ -118,8 +118,8 @@ def _warm(http_url: str) -> None:
     """A few direct inferences: the first TorchScript calls are slow (profiling executor)."""
     import tritonclient.http as tc
 
-    from gateway.primary import build_inputs
-    from gateway.tiers import UserFeatures
+    from gateway.tiers.triton import build_inputs
+    from gateway.tiers.types import UserFeatures
 
     client = tc.InferenceServerClient(url=http_url)
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from gateway import keys
-from gateway.auth import Authenticator, JwtConfig, JwtVerifier
-from gateway.keys import KeyRing
+from gateway.edge import keys
+from gateway.edge.auth import Authenticator, JwtConfig, JwtVerifier
+from gateway.edge.keys import KeyRing
 
 SECRET = "s" * 64
 AUD, ISS = "cascade-gateway", "https://issuer.example"

@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import gateway.main
-from gateway import keys
+from gateway.edge import keys
+from gateway.edge.security import InsecureConfiguration
 from gateway.main import create_app
-from gateway.security import InsecureConfiguration
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import Fakes
 from tests.gateway.test_api import make_settings

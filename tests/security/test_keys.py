@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import keys
-from gateway.keys import KeyFileError, KeyRing
+from gateway.edge import keys
+from gateway.edge.keys import KeyFileError, KeyRing
 
 
 def test_key_format_and_id_parse() -> None:

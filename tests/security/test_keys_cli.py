@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cascade import keys_cli
-from gateway.keys import KeyRing, hash_key
+from gateway.edge.keys import KeyRing, hash_key
 
 
 def test_functions_create_list_revoke(tmp_path: Path) -> None:

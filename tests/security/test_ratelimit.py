@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.ratelimit import Decision, LocalBuckets, RateLimiter
+from gateway.edge.ratelimit import Decision, LocalBuckets, RateLimiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -30,7 +30,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
 from cascade.procs import free_port
-from gateway import keys
+from gateway.edge import keys
 from gateway.main import create_app
 from tests.gateway.fakes import Fakes
 from tests.gateway.test_api import make_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 from cascade import stack
 from cascade.keys_cli import ensure_dev_key
 from cascade.paths import Layout
-from gateway.keys import KeyRing
+from gateway.edge.keys import KeyRing
 
 
 def test_children_env_keys_and_loopback(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 Accepted headers: ``Authorization: Bearer <credential>`` and ``X-API-Key: <key>`` (both present
 with different values, several ``Authorization`` values, or another scheme: malformed).
 
-- API keys are checked by :class:`gateway.keys.KeyRing` (hash lookup by the key id parsed from
+- API keys are checked by :class:`gateway.edge.keys.KeyRing` (hash lookup by the key id parsed from
   the key, constant-time comparison).
 - JWTs (when configured): the algorithm must be in the allow-list (HS256 and/or RS256; ``none``
   is never accepted), the key is chosen by that algorithm from our configuration (an HS256 token
@@ -13,7 +13,7 @@ with different values, several ``Authorization`` values, or another scheme: malf
 
 The refusal reason (``missing``, ``malformed``, ``unknown``, ``mismatch``, ``revoked``,
 ``jwt_alg``, ``jwt_expired``, ``jwt_invalid``) is for metrics and server logs only: every refusal
-answers the same 401 (see :mod:`gateway.security`).
+answers the same 401 (see :mod:`gateway.edge.security`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.keys import KeyRing
+from gateway.edge.keys import KeyRing
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cascade.features import names
 from cascade.paths import Layout
 from gateway.errors import UpstreamError
-from gateway.tiers import UserFeatures
+from gateway.tiers.types import UserFeatures
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -4,7 +4,7 @@ Tensors follow ``two_tower.contract``. The per-call timeout is applied both by t
 (gRPC deadline) and by ``asyncio.wait_for`` (HTTP, and a hard bound either way). The caller
 passes the ``traceparent`` header so Triton's spans join the request's trace. Errors become
 ``UpstreamTimeout`` / ``UpstreamUnavailable`` / ``UpstreamError``; an answer that is not the
-contract's outputs becomes ``InvalidAnswer`` (``gateway.validation``).
+contract's outputs becomes ``InvalidAnswer`` (``gateway.tiers.validation``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.tiers import TierResult, UserFeatures
-from gateway.validation import InvalidAnswer, Rule, decode_triton
+from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.validation import InvalidAnswer, Rule, decode_triton
 from two_tower import contract
 
 logger = logging.getLogger(__name__)

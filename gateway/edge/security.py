@@ -1,20 +1,20 @@
 """The gateway's front door: authentication, the /metrics guard, per-client rate limits.
 
 One pure ASGI middleware, :class:`AuthMiddleware`, inside ``GatewayMiddleware`` (request ids,
-request metrics) and :class:`gateway.limits.LimitsMiddleware` (431, 503):
+request metrics) and :class:`gateway.edge.limits.LimitsMiddleware` (431, 503):
 
 - Open: ``/healthz``, ``/readyz`` and the API description (``/openapi.json``, ``/docs``,
   ``/redoc``): they reveal nothing a client of a public API does not already see.
 - ``/metrics``: never opened by a client key (it shows every client's traffic). With
   ``GATEWAY_METRICS_TOKEN`` set it needs ``Authorization: Bearer <metrics token>``; without
   one it answers loopback peers only (the local stack, a sidecar), 403 for anyone else.
-- Everything else, unknown paths included, needs a credential (:mod:`gateway.auth`). Every
+- Everything else, unknown paths included, needs a credential (:mod:`gateway.edge.auth`). Every
   refusal is the same 401: one body, one ``WWW-Authenticate`` header, whatever the cause, so
   nothing tells a prober whether a key id exists or was revoked. The cause goes to
   ``gateway_auth_failures_total{reason}`` and debug logs.
 - Authenticated: ``scope["state"]["principal"]`` (key id and client name, never the key) feeds
   the span attributes, ``gateway_client_requests_total{client,key_id,status}`` and logs. Then the
-  client's token bucket (:mod:`gateway.ratelimit`): 429 with ``Retry-After``.
+  client's token bucket (:mod:`gateway.edge.ratelimit`): 429 with ``Retry-After``.
 - The key file is re-read when it changes (a background task stats it every
   ``reload_interval_s`` in a worker thread, never on the request path): revocation takes
   effect within seconds, without a restart.
@@ -41,10 +41,17 @@ from fastapi import Security as SecurityParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import ANONYMOUS, API_KEY_HEADER, Authenticator, JwtConfig, JwtVerifier, Principal
-from gateway.keys import KeyFileError, KeyRing, parse_key_id
-from gateway.limits import SecurityMetrics, send_error
-from gateway.ratelimit import RateLimiter
+from gateway.edge.auth import (
+    ANONYMOUS,
+    API_KEY_HEADER,
+    Authenticator,
+    JwtConfig,
+    JwtVerifier,
+    Principal,
+)
+from gateway.edge.keys import KeyFileError, KeyRing, parse_key_id
+from gateway.edge.limits import SecurityMetrics, send_error
+from gateway.edge.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings

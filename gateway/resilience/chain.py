@@ -11,7 +11,7 @@ tier when the time left cannot cover at least ``min_tier_ms`` of it:
 3. ALS (MF service, ``mf_timeout_ms``). A user it never saw: ``cold_start``, go to popular.
 4. popular, in memory: always answers.
 
-Every remote tier's answer is checked before it is served (``gateway.validation``, the rules
+Every remote tier's answer is checked before it is served (``gateway.tiers.validation``, the rules
 written once): exactly k unique items (fewer only when the catalogue runs out: as many as the
 known items left unseen), none seen (features' ``seen_items``, the training history, the
 request's ``exclude``), all known ids, finite scores, best first. An answer that breaks a rule
@@ -32,11 +32,11 @@ from opentelemetry import propagate, trace
 from gateway.breaker import SlidingWindowBreaker
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
-from gateway.popular import PopularList
 from gateway.schemas import FallbackReason, Tier
 from gateway.throttled_log import ThrottledLog
-from gateway.tiers import TierResult, UserFeatures
-from gateway.validation import InvalidAnswer, check_answer
+from gateway.tiers.popular import PopularList
+from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway")

@@ -24,9 +24,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.edge.queue_time import ARRIVED_KEY, upstream_wait
 from gateway.errors import send_error
 from gateway.metrics import GatewayMetrics
-from gateway.queue_time import ARRIVED_KEY, upstream_wait
 from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
 from gateway.throttled_log import ThrottledLog
 

@@ -13,7 +13,7 @@ plus the Feast online read alone, so the gateway's own overhead at p50 is
 ``gateway p50 - (feature read p50 + Triton p50)``.
 
 The load generator shares the CPUs with what it measures, so absolute numbers are pessimistic.
-``python -m gateway.bench --gateway URL --triton HOST:PORT --mf URL [--open-gateway URL]``
+``python -m cascade.bench.gateway --gateway URL --triton HOST:PORT --mf URL [--open-gateway URL]``
 prints the table (markdown) and writes JSON when ``--json PATH`` is given.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from gateway.tiers import UserFeatures
+from gateway.tiers.types import UserFeatures
 from two_tower import contract
 
 
@@ -211,7 +211,7 @@ async def _bench_triton(
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aio
 
-    from gateway.primary import build_inputs
+    from gateway.tiers.triton import build_inputs
 
     client = aio.InferenceServerClient(url=url)
     outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.OUTPUTS]
@@ -233,7 +233,7 @@ async def _bench_triton(
 
 async def _bench_features(*, dataset: str, users: Sequence[int], n: int = 500) -> BenchRow:
     from cascade.paths import Layout
-    from gateway.features import FeastFeatureReader
+    from gateway.tiers.features import FeastFeatureReader
 
     reader = await asyncio.to_thread(
         FeastFeatureReader.open, layout=Layout.from_env(), dataset=dataset, socket_timeout_s=0.1

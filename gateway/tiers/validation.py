@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from gateway.errors import UpstreamError
-from gateway.tiers import TierResult
+from gateway.tiers.types import TierResult
 from two_tower import contract
 
 MAX_ITEM_ID = 2**63 - 1

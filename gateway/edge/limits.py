@@ -9,14 +9,14 @@ maximum k (422) is validated by the routes.
   total or ``max_headers`` fields with 431. The bytes were already read by then: the memory
   bound against a header flood belongs to the ingress (nginx ``large_client_header_buffers``).
 - Load shedding: with ``admission.limit`` requests already being served in this process (an
-  adaptive limit up to ``max_in_flight``, see ``gateway.admission``), a new
+  adaptive limit up to ``max_in_flight``, see ``gateway.edge.admission``), a new
   one answers 503 with ``Retry-After`` at once instead of waiting in an unbounded queue (a
   queued request would miss its deadline anyway). A plain counter: one event loop per process.
   Health probes and ``/metrics`` are never shed. A
   request admitted but queued past ``queue_shed_fraction`` of its deadline before its handler
   runs is shed there (``gateway.main``, ``gateway_shed_total{reason="queue_time"}``); one that
   had already waited that long when it got here (the ingress's ``X-Request-Start``, see
-  ``gateway.queue_time``) is shed here, before auth and routing, with the same reason.
+  ``gateway.edge.queue_time``) is shed here, before auth and routing, with the same reason.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admission import AdaptiveLimit
-from gateway.queue_time import queued_detail, queued_for
+from gateway.edge.admission import AdaptiveLimit
+from gateway.edge.queue_time import queued_detail, queued_for
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fallback_mf.artifacts import ArtifactError, latest_dir
-from gateway.tiers import TierResult
+from gateway.tiers.types import TierResult
 
 logger = logging.getLogger(__name__)
 

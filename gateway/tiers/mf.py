@@ -5,7 +5,7 @@ Wire format: ``fallback_mf.schemas``. httpx errors become ``UpstreamTimeout`` /
 ``UpstreamUnavailable`` / ``UpstreamError``; a user the model never saw (``known_user`` false)
 becomes ``UnknownUser``, so the chain answers ``cold_start`` from its own popular list. A body
 that is not that schema's JSON for the user asked about (non-finite scores, ids outside int64
-included) becomes ``InvalidAnswer`` (``gateway.validation``).
+included) becomes ``InvalidAnswer`` (``gateway.tiers.validation``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from fallback_mf import schemas as mf
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.tiers import TierResult
-from gateway.validation import InvalidAnswer, Rule, from_lists
+from gateway.tiers.types import TierResult
+from gateway.tiers.validation import InvalidAnswer, Rule, from_lists
 
 MF_MAX_EXCLUDE = 1000  # the MF service's default MF_MAX_EXCLUDE
 # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under a request.
