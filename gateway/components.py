@@ -9,16 +9,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cascade.paths import Layout
-from gateway.breaker import SlidingWindowBreaker, redis_storage
 from gateway.errors import UpstreamError
 from gateway.metrics import GatewayMetrics
-from gateway.resilience.chain import ChainConfig, FallbackChain, FeatureSource
+from gateway.resilience.breaker import CircuitBreaker, redis_storage
+from gateway.resilience.chain import ChainConfig, FallbackChain
 from gateway.settings import GatewaySettings
 from gateway.tiers.features import FeastFeatureReader, FeaturesUnavailable
 from gateway.tiers.mf import MfFallback
 from gateway.tiers.popular import PopularList
 from gateway.tiers.triton import TritonPrimary
-from gateway.tiers.types import UserFeatures
+from gateway.tiers.types import FeatureSource, UserFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Components:
         return self.chain.popular
 
     @property
-    def breaker(self) -> SlidingWindowBreaker:
+    def breaker(self) -> CircuitBreaker:
         return self.chain.breaker
 
     async def close(self) -> None:
@@ -68,14 +68,14 @@ def chain_config(settings: GatewaySettings) -> ChainConfig:
     )
 
 
-def build_breaker(settings: GatewaySettings, metrics: GatewayMetrics) -> SlidingWindowBreaker:
+def build_breaker(settings: GatewaySettings, metrics: GatewayMetrics) -> CircuitBreaker:
     config = settings.breaker_config()
     if settings.breaker_force_open:  # held open: never half-opens by itself
         config = dataclasses.replace(config, wait_seconds=float("inf"))
     storage = None
     if settings.breaker_redis_url:
         storage = redis_storage(url=settings.breaker_redis_url, namespace="cascade:gateway:primary")
-    breaker = SlidingWindowBreaker(
+    breaker = CircuitBreaker(
         name="primary",
         config=config,
         storage=storage,

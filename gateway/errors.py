@@ -1,21 +1,22 @@
-"""Domain exceptions that know their HTTP status, rendered by one handler in ``main.py``.
+"""Domain exceptions that know their HTTP status, and the ``ErrorResponse`` body, written once.
 
 Tree::
 
     GatewayError                 (500, code "internal")
     ├── BadRequest               (422, "invalid_request")
-    ├── PayloadTooLarge          (413, "payload_too_large")
-    ├── NotReady                 (503, "not_ready")
     └── UpstreamError            (502, "upstream_error"): a tier failed; the chain catches these
         ├── UpstreamTimeout      (504, "upstream_timeout")
         ├── UpstreamUnavailable  (503, "upstream_unavailable")
-        └── UnknownUser          (404, "unknown_user"): the tier does not know the user
+        ├── UnknownUser          (404, "unknown_user"): the tier does not know the user
+        └── InvalidAnswer        (502, "upstream_invalid"): it answered garbage
+                                 (``gateway.tiers.validation``)
 
 The front-door refusals are answered by pure ASGI middlewares before any route runs, in the same
 ``ErrorResponse`` shape: 401 ``unauthorized`` and 429 ``rate_limited`` (``gateway/edge/security.py``),
 431 ``headers_too_large`` and 503 ``overloaded`` (``gateway/edge/limits.py``), 413
-``payload_too_large`` (``gateway/edge/middleware.py``). Routing and body-decoding errors (400, 404, 405)
-are rendered by a handler in ``main.py``.
+``payload_too_large`` and the last-resort 500 ``internal`` (``gateway/edge/middleware.py``).
+Domain, routing, body-decoding (400, 404, 405) and validation (422) errors are rendered by the
+handlers in ``gateway/handlers.py``. All of them write the body with :func:`error_body`.
 
 Tier clients turn their library's errors (httpx, tritonclient, redis) into ``UpstreamError``
 subclasses, so the fallback chain catches one narrow family and nothing else.
@@ -23,10 +24,9 @@ subclasses, so the fallback chain catches one narrow family and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import orjson
-from starlette.types import Send
+from starlette.responses import Response
+from starlette.types import Scope, Send
 
 
 class GatewayError(Exception):
@@ -43,16 +43,6 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     status_code = 422
     code = "invalid_request"
-
-
-class PayloadTooLarge(GatewayError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class NotReady(GatewayError):
-    status_code = 503
-    code = "not_ready"
 
 
 class UpstreamError(GatewayError):
@@ -80,20 +70,37 @@ def error_body(code: str, detail: str, request_id: str | None) -> bytes:
     return orjson.dumps({"code": code, "detail": detail, "request_id": request_id})
 
 
-async def send_error(
-    send: Send,
+def error_response(
+    request_id: str | None,
     status: int,
     code: str,
     detail: str,
-    request_id: str | None,
-    headers: Sequence[tuple[bytes, bytes]] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The ``ErrorResponse`` as a response object (exception handlers, routes)."""
+    return Response(
+        error_body(code, detail, request_id),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def send_error(
+    send: Send,
+    scope: Scope,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """Answer an ASGI request with the ``ErrorResponse`` body (for the pure ASGI middlewares)."""
-    payload = error_body(code, detail, request_id)
-    start_headers = [
+    """The ``ErrorResponse`` straight from a pure ASGI middleware (request id from the scope)."""
+    payload = error_body(code, detail, scope.get("state", {}).get("request_id"))
+    raw: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
-        *headers,
     ]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    raw += [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.breaker import STATE_VALUES
+from gateway.resilience.breaker import STATE_VALUES
 
 # Resolve 1..250 ms (the SLO region) finely, with a tail for pathologies.
 LATENCY_BUCKETS = (

@@ -20,7 +20,8 @@ variable                            default                    meaning
 ``GATEWAY_MIN_TIER_MS``             ``5``                      skip a remote tier with less time left
 ``GATEWAY_BREAKER_WINDOW``          ``100``                    sliding window, calls
 ``GATEWAY_BREAKER_MIN_CALLS``       ``50``                     calls before the rates are judged
-``GATEWAY_BREAKER_THRESHOLD``       ``0.5``                    failure / slow-call rate that opens it
+``GATEWAY_BREAKER_THRESHOLD``       ``0.5``                    failure rate that opens it
+``GATEWAY_BREAKER_SLOW_THRESHOLD``  ``0.5``                    slow-call rate that opens it
 ``GATEWAY_BREAKER_CONSECUTIVE``     ``20``                     failures in a row that open it (0: off)
 ``GATEWAY_BREAKER_WAIT_S``          ``5``                      open period before half-open
 ``GATEWAY_BREAKER_HALF_OPEN_CALLS`` ``2``                      trial calls when half-open
@@ -76,7 +77,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.paths import Layout
-from gateway.breaker import BreakerConfig
+from gateway.resilience.breaker import BreakerConfig
 from two_tower import contract
 
 
@@ -115,6 +116,7 @@ class GatewaySettings(BaseSettings):
     breaker_window: int = Field(default=100, ge=1, le=100_000)
     breaker_min_calls: int = Field(default=50, ge=1, le=100_000)
     breaker_threshold: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_threshold: float = Field(default=0.5, gt=0, le=1)
     breaker_consecutive: int = Field(default=20, ge=0, le=100_000)
     breaker_wait_s: float = Field(default=5.0, ge=0, le=3_600)
     breaker_half_open_calls: int = Field(default=2, ge=1, le=1_000)
@@ -197,12 +199,18 @@ class GatewaySettings(BaseSettings):
             raise ValueError("metrics_token must have at least 16 characters")
         return self
 
+    @property
+    def queue_shed_s(self) -> float:
+        """Queue time after which a request is shed (0: never); the one threshold."""
+        return self.queue_shed_fraction * self.deadline_ms / 1000.0
+
     def breaker_config(self) -> BreakerConfig:
         """The breaker policy; the slow-call threshold is the primary's per-call timeout."""
         return BreakerConfig(
             window_size=self.breaker_window,
             minimum_calls=self.breaker_min_calls,
             failure_rate_threshold=self.breaker_threshold,
+            slow_call_rate_threshold=self.breaker_slow_threshold,
             slow_call_seconds=self.primary_timeout_ms / 1000.0,
             wait_seconds=self.breaker_wait_s,
             half_open_calls=self.breaker_half_open_calls,

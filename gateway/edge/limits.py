@@ -21,15 +21,14 @@ maximum k (422) is validated by the routes.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.edge.admission import AdaptiveLimit
-from gateway.edge.queue_time import queued_detail, queued_for
+from gateway.edge.queue_time import queue_shed_detail
+from gateway.errors import send_error
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -79,27 +78,6 @@ class SecurityMetrics:
             registry=r,
         )
         self.api_keys = Gauge("gateway_api_keys", "Keys in the key file", ["state"], registry=r)
-
-
-async def send_error(
-    send: Send,
-    scope: Scope,
-    *,
-    status: int,
-    code: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    """An ``ErrorResponse`` JSON answer, straight from a middleware."""
-    request_id = scope.get("state", {}).get("request_id")
-    payload = orjson.dumps({"code": code, "detail": detail, "request_id": request_id})
-    raw: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-    raw += [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
 
 
 class LimitsMiddleware:
@@ -165,10 +143,9 @@ class LimitsMiddleware:
         the queue-time threshold, or the adaptive in-flight limit is reached. Probes never."""
         if scope["path"] in NEVER_SHED:
             return None
-        if self.queue_shed_s:
-            queued = queued_for(scope.get("state", {}), time.monotonic())
-            if queued is not None and queued > self.queue_shed_s:
-                return "queue_time", queued_detail(queued)
+        late = queue_shed_detail(scope.get("state", {}), self.queue_shed_s)
+        if late is not None:
+            return "queue_time", late
         limit = self.admission.limit
         if limit and self.in_flight >= limit:
             return "in_flight", "too many requests in flight; retry shortly"

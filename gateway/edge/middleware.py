@@ -104,12 +104,12 @@ class GatewayMiddleware:
         try:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await self._too_large(send_wrapper, request_id)
+                await self._too_large(send_wrapper, scope)
                 return
             try:
                 await self.app(scope, self._limited(receive), send_wrapper)
             except _TooLarge:
-                await self._too_large(send_wrapper, request_id)
+                await self._too_large(send_wrapper, scope)
             except Exception as exc:  # the last resort: nothing escapes as text/plain
                 if started_response:
                     raise  # the status line is out: nothing left to fix, let the server close it
@@ -117,7 +117,7 @@ class GatewayMiddleware:
                 self.metrics.errors.labels(route=route, code="internal").inc()
                 self._log.error(name, "unhandled %s on %s", name, route, exc_info=True)
                 detail = "internal error; quote the request id when reporting it"
-                await send_error(send_wrapper, 500, "internal", detail, request_id)
+                await send_error(send_wrapper, scope, status=500, code="internal", detail=detail)
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
@@ -141,7 +141,7 @@ class GatewayMiddleware:
 
         return wrapped
 
-    async def _too_large(self, send: Send, request_id: str) -> None:
+    async def _too_large(self, send: Send, scope: Scope) -> None:
         self.metrics.errors.labels(route="any", code="payload_too_large").inc()
         detail = f"request body exceeds {self.max_body_bytes} bytes"
-        await send_error(send, 413, "payload_too_large", detail, request_id)
+        await send_error(send, scope, status=413, code="payload_too_large", detail=detail)

@@ -17,6 +17,8 @@ shorten its own request's budget; an ingress must overwrite (not append to) the 
 
 from __future__ import annotations
 
+import time
+
 ARRIVED_KEY = "arrived"  # scope["state"]: time.monotonic() of the arrival (ingress or middleware)
 MAX_SKEW_S = 1.0  # a stamp this far in the future is clock skew: ignored
 MAX_WAIT_S = 60.0  # older than this: a stale or bogus stamp, ignored
@@ -60,3 +62,14 @@ def queued_for(state: dict[str, object], now: float) -> float | None:
 def queued_detail(queued_s: float) -> str:
     """The 503 ``detail`` of a request shed for its queue time (one wording everywhere)."""
     return f"queued {queued_s * 1000:.0f} ms before serving; retry shortly"
+
+
+def queue_shed_detail(state: dict[str, object], threshold_s: float) -> str | None:
+    """The one queue-time shed rule: the 503 detail when the request has waited more than
+    ``threshold_s`` since it arrived (0: never), else None. Checked at the edge (before auth
+    and routing) and again when the handler starts; one threshold for both
+    (``GatewaySettings.queue_shed_s``)."""
+    if not threshold_s:
+        return None
+    queued = queued_for(state, time.monotonic())
+    return queued_detail(queued) if queued is not None and queued > threshold_s else None

@@ -50,8 +50,9 @@ from gateway.edge.auth import (
     Principal,
 )
 from gateway.edge.keys import KeyFileError, KeyRing, parse_key_id
-from gateway.edge.limits import SecurityMetrics, send_error
+from gateway.edge.limits import SecurityMetrics
 from gateway.edge.ratelimit import RateLimiter
+from gateway.errors import send_error
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
 
 from opentelemetry import propagate, trace
 
-from gateway.breaker import SlidingWindowBreaker
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
+from gateway.resilience.breaker import CircuitBreaker
 from gateway.schemas import FallbackReason, Tier
 from gateway.throttled_log import ThrottledLog
 from gateway.tiers.popular import PopularList
-from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.types import FallbackTier, FeatureSource, PrimaryTier, TierResult, UserFeatures
 from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
@@ -43,34 +43,6 @@ tracer = trace.get_tracer("gateway")
 
 # Time kept back for the popular tier and the response itself.
 _RESERVE_S = 0.002
-
-
-class FeatureSource(Protocol):
-    async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None: ...
-
-
-class PrimaryTier(Protocol):
-    async def recommend(
-        self,
-        features: UserFeatures,
-        *,
-        k: int,
-        exclude: Sequence[int],
-        timeout_s: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> TierResult: ...
-
-
-class FallbackTier(Protocol):
-    async def recommend(
-        self,
-        user_id: int,
-        *,
-        k: int,
-        exclude: Sequence[int],
-        timeout_s: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> TierResult: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +56,25 @@ class ChainConfig:
     min_tier_s: float = 0.005
 
 
+class FeatureState(StrEnum):
+    """What the feature read gave (the ``feature.outcome`` span attribute)."""
+
+    OK = "ok"
+    MISSING = "missing"  # the store does not know the user: cold start
+    UNAVAILABLE = "unavailable"  # the read failed or timed out
+    DISABLED = "disabled"  # no feature source configured
+
+
+class TierOutcome(StrEnum):
+    """How one tier call ended (the ``outcome`` label of ``gateway_upstream_seconds``)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    ERROR = "error"  # an upstream error, or an exception inside the call
+    INVALID = "invalid"  # it answered, but the answer broke a rule (gateway.tiers.validation)
+    UNKNOWN_USER = "unknown_user"  # the MF model never saw the user: cold start
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the chain served and why."""
@@ -91,7 +82,7 @@ class Outcome:
     result: TierResult
     tier: Tier
     reason: FallbackReason | None
-    features: str  # ok | missing | unavailable | disabled
+    features: FeatureState
 
 
 def _traceparent() -> dict[str, str]:
@@ -108,7 +99,7 @@ class FallbackChain:
         *,
         config: ChainConfig,
         popular: PopularList,
-        breaker: SlidingWindowBreaker,
+        breaker: CircuitBreaker,
         metrics: GatewayMetrics,
         features: FeatureSource | None = None,
         primary: PrimaryTier | None = None,
@@ -143,9 +134,9 @@ class FallbackChain:
         exclude_all = sorted(skip)
 
         reason: FallbackReason | None
-        if feature_state == "unavailable":
+        if feature_state is FeatureState.UNAVAILABLE:
             reason = FallbackReason.FEATURES_UNAVAILABLE
-        elif feature_state == "missing":
+        elif feature_state is FeatureState.MISSING:
             reason = FallbackReason.COLD_START
         else:
             reason = None
@@ -178,9 +169,9 @@ class FallbackChain:
 
     async def _read_features(
         self, user_id: int, deadline: float
-    ) -> tuple[UserFeatures | None, str]:
+    ) -> tuple[UserFeatures | None, FeatureState]:
         if self.features is None:
-            return None, "disabled"
+            return None, FeatureState.DISABLED
         budget = min(self.config.feature_timeout_s, self._left(deadline))
         with tracer.start_as_current_span("features.read") as span:
             started = self.clock()
@@ -191,15 +182,15 @@ class FallbackChain:
                 self.metrics.feature_errors.labels(kind=kind).inc()
                 span.set_attribute("feature.outcome", f"unavailable:{kind}")
                 self._log.warning(("features", kind), "features unavailable: %s", exc.detail)
-                return None, "unavailable"
+                return None, FeatureState.UNAVAILABLE
             except Exception as exc:  # a bug or a library error: the features are unavailable
                 self.metrics.feature_errors.labels(kind="error").inc()
                 self._crashed("features", exc, span)
-                return None, "unavailable"
+                return None, FeatureState.UNAVAILABLE
             finally:
                 self.metrics.feature_seconds.observe(self.clock() - started)
-            state = "ok" if feats is not None else "missing"
-            span.set_attribute("feature.outcome", state)
+            state = FeatureState.OK if feats is not None else FeatureState.MISSING
+            span.set_attribute("feature.outcome", state.value)
             return feats, state
 
     async def _call_primary(
@@ -236,7 +227,7 @@ class FallbackChain:
                     self.breaker.release(permit)
                 else:
                     self.breaker.record(permit, duration=elapsed, ok=False)
-                self._failed(tier, "timeout", elapsed, span, exc)
+                self._failed(tier, TierOutcome.TIMEOUT, elapsed, span, exc)
                 return None, FallbackReason.TIMEOUT
             except UpstreamError as exc:  # InvalidAnswer included: garbage counts as failure
                 elapsed = self.clock() - started
@@ -246,7 +237,7 @@ class FallbackChain:
             except Exception as exc:  # a bug or a library error: this tier failed, no 500
                 elapsed = self.clock() - started
                 self.breaker.record(permit, duration=elapsed, ok=False)
-                self._observe(tier, "error", elapsed, span)
+                self._observe(tier, TierOutcome.ERROR, elapsed, span)
                 self._crashed(tier.value, exc, span)
                 return None, FallbackReason.ERROR
             except BaseException:
@@ -254,7 +245,7 @@ class FallbackChain:
                 raise
             elapsed = self.clock() - started
             self.breaker.record(permit, duration=elapsed, ok=True)
-            self._observe(tier, "ok", elapsed, span)
+            self._observe(tier, TierOutcome.OK, elapsed, span)
             span.set_attribute("model.version", result.model_version)
         return result, None
 
@@ -275,25 +266,32 @@ class FallbackChain:
                 )
                 result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
             except UnknownUser:
-                self._observe(tier, "unknown_user", self.clock() - started, span)
+                self._observe(tier, TierOutcome.UNKNOWN_USER, self.clock() - started, span)
                 return None, FallbackReason.COLD_START
             except UpstreamError as exc:
                 self._failed(tier, _outcome(exc), self.clock() - started, span, exc)
                 return None, None
             except Exception as exc:  # a bug or a library error: this tier failed, no 500
-                self._observe(tier, "error", self.clock() - started, span)
+                self._observe(tier, TierOutcome.ERROR, self.clock() - started, span)
                 self._crashed(tier.value, exc, span)
                 return None, None
-            self._observe(tier, "ok", self.clock() - started, span)
+            self._observe(tier, TierOutcome.OK, self.clock() - started, span)
             span.set_attribute("model.version", result.model_version)
         return result, None
 
-    def _observe(self, tier: Tier, outcome: str, elapsed: float, span: trace.Span) -> None:
-        self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome).observe(elapsed)
-        span.set_attribute("tier.outcome", outcome)
+    def _observe(self, tier: Tier, outcome: TierOutcome, elapsed: float, span: trace.Span) -> None:
+        self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome.value).observe(
+            elapsed
+        )
+        span.set_attribute("tier.outcome", outcome.value)
 
     def _failed(
-        self, tier: Tier, outcome: str, elapsed: float, span: trace.Span, exc: UpstreamError
+        self,
+        tier: Tier,
+        outcome: TierOutcome,
+        elapsed: float,
+        span: trace.Span,
+        exc: UpstreamError,
     ) -> None:
         self._observe(tier, outcome, elapsed, span)
         span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
@@ -307,7 +305,7 @@ class FallbackChain:
                 (tier, outcome),
                 "%s %s after %.1f ms: %s",
                 tier.value,
-                outcome,
+                outcome.value,
                 elapsed * 1000,
                 exc.detail,
             )
@@ -322,7 +320,7 @@ class FallbackChain:
         )
 
 
-def _outcome(exc: UpstreamError) -> str:
+def _outcome(exc: UpstreamError) -> TierOutcome:
     if isinstance(exc, InvalidAnswer):
-        return "invalid"
-    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"
+        return TierOutcome.INVALID
+    return TierOutcome.TIMEOUT if isinstance(exc, UpstreamTimeout) else TierOutcome.ERROR

@@ -1,8 +1,11 @@
-"""Shared types of the tiers: a user's online features and one tier's answer."""
+"""Shared types of the tiers: a user's online features, one tier's answer, and the call
+protocols the chain expects of the feature source and the remote tiers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -24,4 +27,31 @@ class TierResult:
     item_ids: list[int]
     scores: list[float]
     model_version: str
-    extra: dict[str, str] = field(default_factory=dict)
+
+
+class FeatureSource(Protocol):
+    async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None: ...
+
+
+class PrimaryTier(Protocol):
+    async def recommend(
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult: ...
+
+
+class FallbackTier(Protocol):
+    async def recommend(
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> TierResult: ...

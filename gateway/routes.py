@@ -1,0 +1,237 @@
+"""The gateway's routes: recommendations (GET and POST) and the ops endpoints.
+
+Limits that come from the settings (``max_k``, ``default_k``, ``max_exclude``) are checked here
+and written into the OpenAPI spec by :func:`openapi_with_limits`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from opentelemetry import propagate, trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import schemas
+from gateway.components import Components
+from gateway.deps import ComponentsDep, MetricsDep, PrincipalDep, SettingsDep
+from gateway.edge.auth import Principal
+from gateway.edge.middleware import route_label
+from gateway.edge.queue_time import ARRIVED_KEY, queue_shed_detail
+from gateway.errors import BadRequest, error_response
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+
+tracer = trace.get_tracer("gateway")
+router = APIRouter()
+
+_ERROR_TEXT = {
+    400: "Body could not be read as JSON",
+    401: "Missing or invalid credentials (one answer whatever the cause)",
+    403: "Not allowed from this address",
+    413: "Request body too large",
+    422: "Invalid request: malformed user id, k out of range, bad body",
+    429: "The client's rate limit is exhausted",
+    500: "Internal error",
+    503: "Overloaded (too many requests in flight, or queued past half the deadline) or not ready",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "the accepted scheme", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "string"},
+        }
+    },
+}
+_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": schemas.RecommendationResponse,
+        "description": "k items; the serving tier is also in the X-Served-By header",
+    }
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": schemas.ErrorResponse, "description": _ERROR_TEXT[code]}
+        if code in _ERROR_HEADERS:
+            out[code]["headers"] = _ERROR_HEADERS[code]
+    return out
+
+
+def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+async def _serve(
+    request: Request,
+    comps: Components,
+    principal: Principal,
+    settings: GatewaySettings,
+    metrics: GatewayMetrics,
+    *,
+    user_id: int,
+    k: int,
+    exclude: list[int],
+) -> Response:
+    if k > settings.max_k:
+        raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
+    if len(exclude) > settings.max_exclude:
+        raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
+    request_id: str = request.state.request_id
+    late = queue_shed_detail(request.scope.get("state", {}), settings.queue_shed_s)
+    if late is not None:  # queued too long before reaching the handler: it would miss its deadline
+        request.app.state.security.metrics.shed.labels(reason="queue_time").inc()
+        metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
+        return error_response(request_id, 503, "overloaded", late, {"Retry-After": "1"})
+    arrived: float | None = getattr(request.state, ARRIVED_KEY, None)
+    with tracer.start_as_current_span(
+        "gateway.recommend", context=propagate.extract(request.headers)
+    ) as span:
+        span.set_attribute("k", k)
+        span.set_attribute("request.id", request_id)
+        span.set_attribute("client.key_id", principal.key_id)  # the key id, never the key
+        span.set_attribute("client.name", principal.client)
+        outcome = await comps.chain.recommend(
+            user_id=user_id, k=k, exclude=exclude, arrived=arrived
+        )
+        reason = outcome.reason.value if outcome.reason else None
+        span.set_attribute("tier", outcome.tier.value)
+        span.set_attribute("fallback.reason", reason or "none")
+        span.set_attribute("breaker.state", comps.breaker.state)
+        span.set_attribute("model.version", outcome.result.model_version)
+        span.set_attribute("feature.outcome", outcome.features.value)
+    if reason:
+        metrics.fallbacks.labels(reason=reason, tier=outcome.tier.value).inc()
+    metrics.served.labels(tier=outcome.tier.value, model_version=outcome.result.model_version).inc()
+    body = {
+        "user_id": user_id,
+        "items": [
+            {"item_id": i, "score": s}
+            for i, s in zip(outcome.result.item_ids, outcome.result.scores, strict=True)
+        ],
+        "served_by": outcome.tier.value,
+        "fallback_reason": reason,
+        "model_version": outcome.result.model_version,
+        "request_id": request_id,
+    }
+    # The response model is the last guard (finite scores, ids >= 0): a bug further up becomes
+    # the documented 500 JSON body (the middleware's last resort), never a null score.
+    schemas.RecommendationResponse.model_validate(body)
+    headers = {schemas.SERVED_BY_HEADER: outcome.tier.value}
+    if reason:
+        headers[schemas.FALLBACK_REASON_HEADER] = reason
+    return _json(body, headers=headers)
+
+
+@router.get(
+    schemas.RECOMMENDATIONS_PATH + "/{user_id}",
+    response_model=schemas.RecommendationResponse,
+    responses={**_OK, **_errors(401, 422, 429, 500, 503)},
+    tags=["recommendations"],
+)
+async def get_recommendations(
+    request: Request,
+    comps: ComponentsDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    user_id: Annotated[
+        int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")
+    ],
+    k: Annotated[int | None, Query(ge=1, description="how many items")] = None,
+) -> Response:
+    """Top-k items for a user, from the best tier that answers within the deadline."""
+    k = settings.default_k if k is None else k
+    return await _serve(
+        request, comps, principal, settings, metrics, user_id=user_id, k=k, exclude=[]
+    )
+
+
+@router.post(
+    schemas.RECOMMENDATIONS_PATH,
+    response_model=schemas.RecommendationResponse,
+    responses={**_OK, **_errors(400, 401, 413, 422, 429, 500, 503)},
+    tags=["recommendations"],
+)
+async def post_recommendations(
+    request: Request,
+    comps: ComponentsDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    body: schemas.RecommendationRequest,
+) -> Response:
+    """Top-k items for a user, never returning the ``exclude`` ids."""
+    return await _serve(
+        request,
+        comps,
+        principal,
+        settings,
+        metrics,
+        user_id=body.user_id,
+        k=body.k,
+        exclude=body.exclude,
+    )
+
+
+@router.get("/healthz", response_model=schemas.HealthResponse, tags=["ops"])
+async def healthz() -> Response:
+    """The process is alive."""
+    return _json({"status": "ok", "checks": {}})
+
+
+@router.get("/readyz", response_model=schemas.HealthResponse, responses=_errors(503), tags=["ops"])
+async def readyz(comps: ComponentsDep, cfg: SettingsDep) -> Response:
+    """Ready when the popular list is loaded and a primary or MF tier is configured.
+
+    Upstream health is reported but never gates readiness: the chain falls back to popular,
+    and pulling every replica out of the load balancer during a shared upstream outage
+    would turn a degraded answer into no answer.
+    """
+    checks = {
+        "popular": comps.popular.version or "missing",
+        "breaker": comps.breaker.state,
+        "triton": "unconfigured",
+        "mf": "unconfigured",
+    }
+    if comps.primary is not None:
+        checks["triton"] = "ready" if await comps.primary.ready(timeout_s=0.2) else "down"
+    if comps.fallback is not None:
+        checks["mf"] = "ready" if await comps.fallback.ready(timeout_s=0.2) else "down"
+    ready = comps.popular.loaded and (bool(cfg.triton_url) or bool(cfg.mf_url))
+    return _json(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response, responses=_errors(401, 403))
+async def prometheus_metrics(m: MetricsDep) -> Response:
+    """Prometheus text format: loopback peers only, or with ``GATEWAY_METRICS_TOKEN`` as bearer."""
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def openapi_with_limits(app: FastAPI, settings: GatewaySettings) -> dict[str, Any]:
+    """The spec, with the limits this process enforces (they come from its settings)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        request = spec["components"]["schemas"]["RecommendationRequest"]["properties"]
+        request["k"]["maximum"] = settings.max_k
+        request["exclude"]["maxItems"] = settings.max_exclude
+        get = spec["paths"][schemas.RECOMMENDATIONS_PATH + "/{user_id}"]["get"]
+        for param in get["parameters"]:
+            if param["name"] == "k":
+                param["schema"] = {"type": "integer", "minimum": 1, "maximum": settings.max_k,
+                                   "default": settings.default_k}  # fmt: skip
+        app.openapi_schema = spec
+    return app.openapi_schema
