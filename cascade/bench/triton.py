@@ -1,6 +1,6 @@
-"""``make bench-triton``: the Two-Tower benchmark (``two_tower.bench``), with a report file.
+"""``make bench-triton``: the Two-Tower benchmark (``cascade.bench.two_tower``), with a report file.
 
-``two_tower.bench`` owns the measurement: Triton throughput and p50/p99 at concurrency 1, 8 and
+``cascade.bench.two_tower`` owns the measurement: Triton throughput and p50/p99 at concurrency 1, 8 and
 32 for the ``demo`` catalogue and a 100K-item one, training samples/s single process and 2-process
 DDP, and the evaluation table. It runs here in a child process (its own tritonserver and
 torchrun children stop with it); its markdown is printed, footed with the machine's load
@@ -21,11 +21,11 @@ import time
 
 from cascade.bench.table import machine_footer, write_report
 
-DELEGATE = "two_tower.bench"
+DELEGATE = "cascade.bench.two_tower"
 
 
 def run_delegate(args: list[str], *, timeout_s: float) -> tuple[int, str, str]:
-    """Run ``python -m two_tower.bench ARGS``; ``(exit code, stdout, stderr tail)``."""
+    """Run ``python -m cascade.bench.two_tower ARGS``; ``(exit code, stdout, stderr tail)``."""
     if importlib.util.find_spec(DELEGATE) is None:
         return 2, "", f"{DELEGATE} is not installed in this checkout"
     try:

@@ -1,6 +1,6 @@
 """Two-Tower benchmark: Triton serving latency/throughput and training throughput.
 
-``python -m two_tower.bench`` (``make bench-triton``) prints markdown tables:
+``python -m cascade.bench.two_tower`` (``make bench-triton``) prints markdown tables:
 
 1. Triton: for the ``demo`` catalogue (the latest trained artifact when there is one, else a
    randomly initialised model of the same shape) and a 100K-item catalogue (randomly
