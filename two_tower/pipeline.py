@@ -3,7 +3,7 @@
 ``run_train_two_tower`` is what ``cascade train two-tower`` (and ``torchrun -m two_tower.ddp``)
 calls. Steps:
 
-1. the training side of the evaluation split (``cascade.evaluation.models.prepare_data``, the
+1. the training side of the evaluation split (``cascade.evaluation.model_data.prepare_data``, the
    same split ALS and ``cascade evaluate`` use), or every interaction with ``split=None``;
 2. a validation hold-out: for a seeded sample of users (``val_fraction``, at most
    ``val_max_users``), their latest interactions (the same temporal rule) are held out; the rest
@@ -234,7 +234,7 @@ def load_inputs(
 ) -> tuple[Any, pd.DataFrame, pd.DataFrame, pd.DataFrame, Prepared]:
     """``(ModelData, test, users, items, Prepared)`` for ``spec``."""
     from cascade.data.dataset import read_dataset
-    from cascade.evaluation.models import prepare_data
+    from cascade.evaluation.model_data import prepare_data
 
     data, test = prepare_data(layout=layout, spec=spec, split=split)
     assert data.directory is not None

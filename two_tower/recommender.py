@@ -22,7 +22,7 @@ from cascade.recommenders import PAD_ITEM, PopularityRecommender, UserItems, che
 from two_tower.data import ItemRows, UserRows, user_rows, user_table
 
 if TYPE_CHECKING:
-    from cascade.evaluation.models import ModelData
+    from cascade.evaluation.model_data import ModelData
     from cascade.paths import Layout
     from two_tower.artifacts import TrainedTwoTower
     from two_tower.model import TowerEnsemble, TwoTower
@@ -183,10 +183,10 @@ class TwoTowerRecommender:
 def load_two_tower(*, layout: Layout, dataset: ModelData) -> TwoTowerRecommender:
     """The newest Two-Tower artifact trained on exactly ``dataset`` (data checksum and split).
 
-    Raises ``cascade.evaluation.models.ModelUnavailable`` (with the command to run) when none is.
+    Raises ``cascade.evaluation.model_data.ModelUnavailable`` (with the command to run) when none is.
     """
     from cascade.data.dataset import read_dataset
-    from cascade.evaluation.models import ModelUnavailable
+    from cascade.evaluation.model_data import ModelUnavailable
     from two_tower.artifacts import (
         ArtifactError,
         latest_dir,

@@ -36,7 +36,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or a missing artifact (exit 2), not a bug."""
     from cascade.data.dataset import DatasetNotFoundError
     from cascade.data.errors import DataSourceError
-    from cascade.evaluation.models import ModelUnavailable
+    from cascade.evaluation.model_data import ModelUnavailable
     from fallback_mf.artifacts import ArtifactError
 
     return (DataSourceError, DatasetNotFoundError, ArtifactError, ModelUnavailable, ValueError)
@@ -57,7 +57,8 @@ def run_evaluation(
     A model without a matching artifact is skipped with its reason (``als`` is trained in memory
     instead when ``train_missing``). Returns ``(Report, report folder)``.
     """
-    from cascade.evaluation.models import ModelUnavailable, load_model, prepare_data
+    from cascade.evaluation.model_data import ModelUnavailable, prepare_data
+    from cascade.evaluation.models import load_model
     from cascade.evaluation.report import evaluate as evaluate_models
 
     data, test = prepare_data(layout=layout, spec=spec, split=split)
@@ -226,7 +227,8 @@ def recommend(
     ),
 ) -> None:
     """Write top-k recommendations with original ids; unknown users get popular items."""
-    from cascade.evaluation.models import MODEL_NAMES, load_model, prepare_data
+    from cascade.evaluation.model_data import prepare_data
+    from cascade.evaluation.models import MODEL_NAMES, load_model
 
     if model not in MODEL_NAMES:
         raise typer.BadParameter(f"choose from {', '.join(MODEL_NAMES)}", param_hint="--model")

@@ -13,63 +13,14 @@ calls ``two_tower.recommender.load_two_tower(layout=..., dataset=...)``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from cascade.evaluation.split import SplitParams
+from cascade.evaluation.model_data import ModelData, ModelUnavailable
 from cascade.paths import Layout
 from cascade.recommenders import PopularityRecommender, Recommender
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("popular", "als", "two_tower")
-
-
-class ModelUnavailable(RuntimeError):
-    """No artifact of this model matches the data set and split (the message says what to run)."""
-
-
-@dataclass(frozen=True)
-class ModelData:
-    """What a model must have been trained on.
-
-    ``train`` is the training side of ``split`` (or every interaction when ``split`` is None),
-    ``checksum`` the data set's ``interactions_sha256`` from its manifest.
-    """
-
-    name: str
-    spec: str
-    checksum: str | None
-    split: SplitParams | None
-    train: pd.DataFrame
-    directory: Path | None = None
-
-    def data_metadata(self) -> dict[str, Any]:
-        """The ``data`` block an artifact trained on this records in its metadata."""
-        return {
-            "dataset": self.name,
-            "spec": self.spec,
-            "checksum": self.checksum,
-            "split": self.split.to_dict() if self.split is not None else None,
-            "interactions": len(self.train),
-        }
-
-    def matches(self, data_meta: dict[str, Any] | None) -> bool:
-        """True when an artifact's ``data`` block says it was trained on this data and split."""
-        if not data_meta:
-            return False
-        want = self.data_metadata()
-        return bool(
-            data_meta.get("checksum") == want["checksum"]
-            and data_meta.get("split") == want["split"]
-        )
-
-    def describe(self) -> str:
-        split = "full data" if self.split is None else "train split"
-        return f"{self.name} ({split}, checksum {str(self.checksum)[:12]})"
 
 
 def load_model(
@@ -128,35 +79,3 @@ def _load_als(*, layout: Layout, dataset: ModelData, train_missing: bool) -> Rec
 
     logger.info("ALS: no artifact trained on %s; training one in memory", dataset.describe())
     return train_als(interactions=dataset.train, progress=False)
-
-
-def prepare_data(
-    *, layout: Layout, spec: str, split: SplitParams | None
-) -> tuple[ModelData, pd.DataFrame]:
-    """Resolve ``spec`` (``demo``, ``movielens:PATH``, ...), read it and split it.
-
-    Returns the :class:`ModelData` (train side) and the test interactions (empty when ``split``
-    is None). Errors from resolving or reading the data set propagate.
-    """
-    from cascade.data.dataset import read_dataset, read_manifest
-    from cascade.data.resolve import resolve_dataset
-    from cascade.evaluation.split import temporal_split
-
-    directory = Path(resolve_dataset(spec, layout=layout))
-    manifest = read_manifest(directory)
-    interactions = read_dataset(directory).interactions
-    if split is None:
-        train, test = interactions, interactions.iloc[0:0]
-    else:
-        train, test = temporal_split(
-            interactions, test_fraction=split.test_fraction, min_interactions=split.min_interactions
-        )
-    data = ModelData(
-        name=directory.name,
-        spec=spec,
-        checksum=manifest.get("interactions_sha256"),
-        split=split,
-        train=train,
-        directory=directory,
-    )
-    return data, test
