@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from gateway.edge.keys import KEYS_FILE_ENV, ApiKeyRecord, KeyFileError, add_key, read_keys, revoke
 
 app = typer.Typer(help="API keys of the gateway's client apps.", no_args_is_help=True)

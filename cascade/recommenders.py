@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from cascade.data.schema import ITEM_ID, USER_ID
+from cascade.runtime.schema import ITEM_ID, USER_ID
 
 PAD_ITEM = -1
 _POPULAR_CHUNK = 512  # users per vectorised block in PopularityRecommender

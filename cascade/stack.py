@@ -35,8 +35,8 @@ from types import FrameType
 
 import typer
 
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, ProcessError, http_ok
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, ProcessError, http_ok
 from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store
 from cascade.supervisor import Child, Stack
 
@@ -311,7 +311,7 @@ def up_command(
 ) -> None:
     """Run the whole stack locally (builds missing data and models first); Ctrl-C stops it."""
     from cascade.data.errors import DataSourceError
-    from cascade.features.store import FeatureStoreError
+    from cascade.runtime.feature_store import FeatureStoreError
 
     ports = StackPorts(
         gateway_port, mf_port, triton_http_port, triton_grpc_port, triton_metrics_port

@@ -16,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
+from fallback_mf import artifact_format as fmt
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ def build(
     """Build the data set, features and models that are missing; ``(dataset, two_tower_ready)``."""
     from cascade.data.resolve import resolve_dataset
     from cascade.features import store
+    from cascade.runtime import feature_store
 
     dataset = resolve_dataset(spec, layout=layout).name
-    new_registry = not (store.store_dir(layout=layout, dataset=dataset) / "registry.db").exists()
+    new_registry = not (
+        feature_store.store_dir(layout=layout, dataset=dataset) / "registry.db"
+    ).exists()
     store.apply(layout=layout, dataset=dataset)
     report = store.materialize(layout=layout, dataset=dataset, full=new_registry or rematerialize)
     logger.info(
@@ -71,16 +75,23 @@ def build(
         sum(v.rows for v in report.views),
         report.seconds,
     )
-    from fallback_mf.artifacts import LATEST_FILE, als_root
-
-    if not (als_root(layout.artifacts_dir) / LATEST_FILE).is_file():
-        from fallback_mf.cli import run_train_mf
+    if not _has_als(layout):
+        from fallback_mf.cli import run_train_mf  # implicit, scipy: only when training
 
         logger.info("training ALS on %s (all interactions)", dataset)
         run_train_mf(layout=layout, spec=dataset, split=None, progress=False)
     if not with_two_tower:
         return dataset, False
     return dataset, _ensure_two_tower(layout=layout, dataset=dataset, repository=model_repository)
+
+
+def _has_als(layout: Layout) -> bool:
+    """Whether the ALS ``latest`` pointer resolves (text file or symlink: the one rule)."""
+    try:
+        fmt.resolve_latest(fmt.als_root(layout.artifacts_dir))
+    except (fmt.ArtifactFormatError, OSError):
+        return False
+    return True
 
 
 def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool:

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from cascade.procs import ManagedProcess
+from cascade.runtime.procs import ManagedProcess
 
 logger = logging.getLogger(__name__)
 

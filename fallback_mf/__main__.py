@@ -1,4 +1,5 @@
-"""``python -m fallback_mf``: JSON logging, then one uvicorn worker (scale with replicas).
+"""``python -m fallback_mf``: the MF service (:mod:`fallback_mf.service`), JSON logging, then
+one uvicorn worker (scale with replicas).
 
 SIGTERM / SIGINT: uvicorn stops accepting, finishes the requests in flight, runs the lifespan
 shutdown, and the process exits 0.
@@ -18,9 +19,9 @@ import sys
 
 import uvicorn
 
-from cascade.service_logging import configure_logging
-from fallback_mf.main import SERVICE_NAME, create_app
-from fallback_mf.settings import MfSettings
+from cascade.runtime.service_logging import configure_logging
+from fallback_mf.service.main import SERVICE_NAME, create_app
+from fallback_mf.service.settings import MfSettings
 
 
 def main() -> int:

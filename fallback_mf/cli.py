@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from cascade.evaluation.split import DEFAULT_MIN_INTERACTIONS, DEFAULT_TEST_FRACTION, SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from fallback_mf.train import (
     DEFAULT_ALPHA,
     DEFAULT_FACTORS,
@@ -44,7 +44,7 @@ def run_train_mf(
     progress: bool = True,
 ) -> Path:
     """Train on ``spec`` (train side of ``split``, or all data when None), save, return the folder."""
-    from cascade.evaluation.models import prepare_data
+    from cascade.evaluation.model_data import prepare_data
     from fallback_mf.artifacts import save_als
     from fallback_mf.train import train_als
 

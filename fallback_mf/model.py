@@ -1,8 +1,9 @@
 """The trained ALS model as plain numpy arrays, scored without ``implicit``.
 
-The fallback service imports this module only (numpy, no implicit): it scores
-``user_factors[u] @ item_factors.T``, masks the user's training items and any extra exclusions,
-and takes the top k with ``np.argpartition``.
+Training and evaluation use it (it imports ``cascade.recommenders``, hence pandas); the MF
+service does not: it serves ``fallback_mf.service.scoring.AlsScorer``, built from the artifact
+alone. Scoring is ``user_factors[u] @ item_factors.T`` with the user's training items and any
+extra exclusions masked, top k by ``np.argpartition``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class AlsModel:
     def recommend_one(
         self, user_id: int, *, k: int, exclude: Iterable[int] = ()
     ) -> tuple[list[int], list[float]]:
-        """Single-user fast path for the web service: lists of up to ``k`` ids and scores.
+        """Single-user path: lists of up to ``k`` ids and scores (as the MF service answers).
 
         Unlike :meth:`recommend`, no padding: fewer than ``k`` items come back only when the
         catalogue has fewer unseen items.

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cascade.data.schema import ITEM_ID, RATING, USER_ID
 from cascade.recommenders import PopularityRecommender, UserItems
+from cascade.runtime.schema import ITEM_ID, RATING, USER_ID
 from fallback_mf.model import AlsModel
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def train_als(
     seed: int = 42,
     progress: bool = True,
 ) -> AlsModel:
-    """Fit ALS on ``interactions`` (columns of :mod:`cascade.data.schema`) and return the model.
+    """Fit ALS on ``interactions`` (columns of :mod:`cascade.runtime.schema`) and return the model.
 
     ``threads`` bounds implicit's worker threads (default: the CPUs this process may use); BLAS is
     held at one thread during the fit, as implicit recommends. The progress bar is implicit's

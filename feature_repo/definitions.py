@@ -4,7 +4,7 @@
 apply`` calls it. The module-level objects below exist for the plain ``feast`` CLI run in this
 folder (``feast apply`` imports every .py here and registers what it finds at module level):
 they read the folder from env ``CASCADE_FEATURES_DIR`` (default: the ``demo`` data set under
-``CASCADE_HOME``). Names come from ``cascade.features.names``.
+``CASCADE_HOME``). Names come from ``cascade.runtime.feature_names``.
 
 TTLs (see ``names`` for the reasoning): a point-in-time join takes the newest snapshot at or
 before the event and no older than the TTL, so each TTL exceeds the time a snapshot stays
@@ -23,7 +23,7 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
-from cascade.features import names as n
+from cascade.runtime import feature_names as n
 
 
 def definitions(features_dir: Path) -> list[object]:

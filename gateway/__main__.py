@@ -17,7 +17,7 @@ import sys
 
 import uvicorn
 
-from cascade.service_logging import configure_logging
+from cascade.runtime.service_logging import configure_logging
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
 

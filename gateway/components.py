@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from gateway.errors import UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker, redis_storage

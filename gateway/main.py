@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from cascade.telemetry import configure_tracing
+from cascade.runtime.telemetry import configure_tracing
 from gateway import background, gc_watch
 from gateway.components import Components, build_components
 from gateway.edge.admission import AdaptiveLimit

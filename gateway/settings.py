@@ -76,7 +76,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from gateway.resilience.breaker import BreakerConfig
 from two_tower import contract
 

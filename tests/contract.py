@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cascade.data.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from cascade.runtime.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID
 
 UNKNOWN_USER = 10**12  # never in any test data set
 K = 5

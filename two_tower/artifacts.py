@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from cascade import artifact_store as store
-from cascade.artifact_store import ArtifactError as ArtifactError
-from cascade.artifact_store import id_map_sha256 as id_map_sha256
-from cascade.artifact_store import new_version as new_version
+from cascade.runtime import artifact_store as store
+from cascade.runtime.artifact_store import ArtifactError as ArtifactError
+from cascade.runtime.artifact_store import id_map_sha256 as id_map_sha256
+from cascade.runtime.artifact_store import new_version as new_version
 from two_tower.model import StringVocab, TowerEnsemble, TwoTower, TwoTowerConfig, build_two_tower
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cascade.evaluation.split import DEFAULT_MIN_INTERACTIONS, DEFAULT_TEST_FRACTION, SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def train_two_tower(
     """Train the Two-Tower model on point-in-time Feast training rows; save a versioned artifact as `latest`."""
     from cascade.data.dataset import DatasetNotFoundError
     from cascade.data.errors import DataSourceError
-    from cascade.features.store import FeatureStoreError
+    from cascade.runtime.feature_store import FeatureStoreError
     from two_tower.pipeline import run_train_two_tower
     from two_tower.train import TrainParams
 
@@ -159,7 +159,7 @@ def serve_triton(
     ),
 ) -> None:
     """Run tritonserver on the repository in the foreground until Ctrl-C / SIGTERM."""
-    from cascade.procs import ProcessError
+    from cascade.runtime.procs import ProcessError
     from two_tower.export import list_versions
     from two_tower.triton_server import TritonNotInstalledError, TritonProcess, TritonSettings
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 MODEL_NAME = "two_tower"
 
-# Kept equal to cascade.data.schema.RECENT_ITEMS_LEN / MAX_SEEN_ITEMS (a test checks it); not
+# Kept equal to cascade.runtime.schema.RECENT_ITEMS_LEN / MAX_SEEN_ITEMS (a test checks it); not
 # imported so that this module stays importable on its own inside any client.
 RECENT_ITEMS_LEN = 20
 MAX_SEEN_ITEMS = 500

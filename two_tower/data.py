@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cascade.data.schema import ITEM_ID, TIMESTAMP, USER_ID
+from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import contract
 from two_tower.model import StringVocab
 

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from cascade.evaluation.split import SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from two_tower.model import TwoTower
 from two_tower.train import FitHooks, TrainParams
 

@@ -27,9 +27,9 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from cascade.data.schema import ITEM_ID, TIMESTAMP, USER_ID
 from cascade.evaluation.split import SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
+from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower.data import (
     ItemRows,
     TrainingSet,
@@ -99,9 +99,10 @@ def feast_training_frame(
     *, layout: Layout, dataset: str, interactions: pd.DataFrame, engine: str
 ) -> pd.DataFrame:
     """Point-in-time rows of feature service ``two_tower_v1`` for each interaction."""
-    from cascade.features import names
-    from cascade.features.store import apply, open_store
+    from cascade.features.store import apply
     from cascade.features.training import training_frame
+    from cascade.runtime import feature_names as names
+    from cascade.runtime.feature_store import open_store
 
     store = open_store(layout=layout, dataset=dataset)
     try:
@@ -402,7 +403,7 @@ def frame_from_interactions(
     point-in-time rows from Feast. User state = every earlier interaction of the user (same
     rules as ``user_state``), item popularity = earlier interactions with the item.
     """
-    from cascade.data.schema import MAX_SEEN_ITEMS, RECENT_ITEMS_LEN
+    from cascade.runtime.schema import MAX_SEEN_ITEMS, RECENT_ITEMS_LEN
 
     df = interactions.sort_values([TIMESTAMP, USER_ID, ITEM_ID], kind="mergesort").reset_index(
         drop=True

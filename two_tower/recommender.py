@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cascade.data.schema import ITEM_ID, USER_ID
 from cascade.recommenders import PAD_ITEM, PopularityRecommender, UserItems, check_request, top_k
+from cascade.runtime.schema import ITEM_ID, USER_ID
 from two_tower.data import ItemRows, UserRows, user_rows, user_table
 
 if TYPE_CHECKING:
     from cascade.evaluation.model_data import ModelData
-    from cascade.paths import Layout
+    from cascade.runtime.paths import Layout
     from two_tower.artifacts import TrainedTwoTower
     from two_tower.model import TowerEnsemble, TwoTower
 

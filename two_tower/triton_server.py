@@ -28,8 +28,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, free_port, http_ok
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, free_port, http_ok
 from two_tower import contract
 
 logger = logging.getLogger(__name__)

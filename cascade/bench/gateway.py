@@ -232,7 +232,7 @@ async def _bench_triton(
 
 
 async def _bench_features(*, dataset: str, users: Sequence[int], n: int = 500) -> BenchRow:
-    from cascade.paths import Layout
+    from cascade.runtime.paths import Layout
     from gateway.tiers.features import FeastFeatureReader
 
     reader = await asyncio.to_thread(

@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from cascade.bench.table import machine_footer, markdown_table, met, parse_scales, write_report
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def run_step(
     elif step in ("als_train", "evaluation"):
         import pandas as pd
 
-        from cascade.data.schema import INTERACTIONS_FILE
-        from fallback_mf.bench import bench_evaluate, bench_train
+        from cascade.bench.mf_train import bench_evaluate, bench_train
+        from cascade.runtime.schema import INTERACTIONS_FILE
 
         frame = pd.read_parquet(layout.dataset_dir(scale) / INTERACTIONS_FILE)
         if step == "als_train":

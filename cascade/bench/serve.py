@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from cascade.bench.table import machine_footer, markdown_table, met, reports_dir, write_report
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     # httpx logs every request at INFO: that would cost the load generator CPU per request.
     for noisy in ("httpx", "httpcore", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from fallback_mf.service_bench import bench_service
+    from cascade.bench.mf_service import bench_service
 
     # The Feast read row runs in this process: the same online store as the stack's.
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")

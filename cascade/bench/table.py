@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 KNOWN_SCALES = ("tiny", "demo", "large")
 

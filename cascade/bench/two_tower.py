@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from two_tower import contract
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def bench_triton(
 def bench_training(*, workdir: Path, rows: int, batch_size: int) -> list[dict[str, Any]]:
     """samples/s of one epoch, single process and 2-process DDP, on a sample of demo interactions."""
     from cascade.data.synthetic import generate
-    from cascade.procs import free_port
+    from cascade.runtime.procs import free_port
     from two_tower.pipeline import train_in_memory
     from two_tower.train import TrainParams
 

@@ -34,7 +34,7 @@ def data(
     """Build a data set (interactions, users, items) and its offline feature tables."""
     from cascade.data.dataset import read_manifest
     from cascade.data.resolve import resolve_dataset
-    from cascade.paths import Layout
+    from cascade.runtime.paths import Layout
 
     if snapshot_days is not None and snapshot_days <= 0:
         raise typer.BadParameter("must be positive", param_hint="--snapshot-days")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cascade.data.schema import (
+from cascade.runtime.schema import (
     INTERACTION_COLUMNS,
     INTERACTIONS_FILE,
     ITEM_COLUMNS,
@@ -56,7 +56,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class Dataset:
-    """Interactions plus user and item side tables, columns as in :mod:`cascade.data.schema`.
+    """Interactions plus user and item side tables, columns as in :mod:`cascade.runtime.schema`.
 
     ``source`` is the spec it came from (``synthetic:demo``, ``movielens:/path``, ...); ``scale``
     and ``seed`` are set for synthetic data only.

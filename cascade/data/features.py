@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cascade.data.dataset import Dataset
-from cascade.data.schema import (
+from cascade.runtime.schema import (
     EVENT_TIMESTAMP,
     FEATURES_DIR,
     ITEM_FEATURES_FILE,

@@ -15,8 +15,8 @@ from cascade.data.features import (
     write_feature_tables,
 )
 from cascade.data.loaders import load, parse_spec, source_file
-from cascade.data.schema import FEATURES_DIR, USER_ACTIVITY_FILE
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
+from cascade.runtime.schema import FEATURES_DIR, USER_ACTIVITY_FILE
 
 logger = logging.getLogger(__name__)
 

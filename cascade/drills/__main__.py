@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from cascade.drills.analysis import DrillResult
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 

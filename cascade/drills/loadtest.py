@@ -20,8 +20,8 @@ from pathlib import Path
 
 import typer
 
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from cascade.drills.fault_modes import Mode, Pass, mode_query
 from cascade.drills.otlp_sink import OtlpSink
 from cascade.drills.proxy import FaultProxy
 from cascade.drills.proxy_control import ControlServer
-from cascade.procs import ManagedProcess, ProcessError
+from cascade.runtime.procs import ManagedProcess, ProcessError
 
 logger = logging.getLogger(__name__)
 

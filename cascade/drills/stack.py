@@ -31,8 +31,8 @@ import httpx
 from cascade.drills.fault_modes import Pass
 from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, ProcessError, free_port, http_ok
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _users_by_activity(layout: Layout, dataset: str) -> list[int]:
     """Known user ids, most interactions first (the Zipf ranks)."""
     import pandas as pd
 
-    from cascade.data import schema
+    from cascade.runtime import schema
 
     frame = pd.read_parquet(
         layout.dataset_dir(dataset) / schema.INTERACTIONS_FILE, columns=["user_id"]

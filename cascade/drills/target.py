@@ -14,7 +14,7 @@ from cascade.drills.fault_modes import Mode
 
 
 class Signalable(Protocol):
-    """A process the drills can crash, hang and resume (``cascade.procs.ManagedProcess``)."""
+    """A process the drills can crash, hang and resume (``cascade.runtime.procs.ManagedProcess``)."""
 
     def kill(self) -> None: ...
     def pause(self) -> None: ...

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from cascade.evaluation.split import DEFAULT_MIN_INTERACTIONS, DEFAULT_TEST_FRACTION, SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 if TYPE_CHECKING:
     from cascade.evaluation.report import Report

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cascade.data.schema import ITEM_ID, USER_ID
 from cascade.recommenders import Recommender, UserItems
+from cascade.runtime.schema import ITEM_ID, USER_ID
 
 MAX_K = 50
 HEADLINE = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit_rate@10", "coverage@10")

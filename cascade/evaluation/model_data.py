@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cascade.evaluation.split import SplitParams
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 
 
 class ModelUnavailable(RuntimeError):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 
 from cascade.evaluation.model_data import ModelData, ModelUnavailable
-from cascade.paths import Layout
 from cascade.recommenders import PopularityRecommender, Recommender
+from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 

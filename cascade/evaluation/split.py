@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cascade.data.schema import ITEM_ID, TIMESTAMP, USER_ID
+from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_MIN_INTERACTIONS = 5

@@ -15,8 +15,10 @@ import os
 import random
 from typing import Any
 
-from cascade.features import names, store
-from cascade.paths import Layout
+from cascade.features import store
+from cascade.runtime import feature_names as names
+from cascade.runtime import feature_store
+from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,11 @@ def bench_materialize(
     """
     import redis
 
-    url = os.environ.get(store.REDIS_URL_ENV)
+    url = os.environ.get(feature_store.REDIS_URL_ENV)
     if not url:
-        raise store.FeatureStoreError("bench_materialize needs REDIS_URL (it measures Redis)")
+        raise feature_store.FeatureStoreError(
+            "bench_materialize needs REDIS_URL (it measures Redis)"
+        )
     views = views or USER_VIEWS
     client: Any = redis.Redis.from_url(url, socket_timeout=30)
     try:

@@ -35,18 +35,20 @@ def apply(dataset: str = DATASET_OPTION) -> None:
     """Register the Feast entities, feature views and feature services of a data set."""
     import redis
 
-    from cascade.features import names, store
-    from cascade.paths import Layout
+    from cascade.features import store
+    from cascade.runtime import feature_names as names
+    from cascade.runtime import feature_store
+    from cascade.runtime.paths import Layout
 
     layout = Layout.from_env()
     try:
         store.apply(layout=layout, dataset=dataset)
-    except (store.FeatureStoreError, redis.RedisError) as exc:
+    except (feature_store.FeatureStoreError, redis.RedisError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(
         f"applied Feast definitions for {dataset!r} (project {names.project_name()}, "
-        f"online store {store.online_store_kind()}, registry "
-        f"{store.store_dir(layout=layout, dataset=dataset) / 'registry.db'})"
+        f"online store {feature_store.online_store_kind()}, registry "
+        f"{feature_store.store_dir(layout=layout, dataset=dataset) / 'registry.db'})"
     )
 
 
@@ -66,7 +68,8 @@ def materialize(
     import redis
 
     from cascade.features import store
-    from cascade.paths import Layout
+    from cascade.runtime import feature_store
+    from cascade.runtime.paths import Layout
 
     end_at = _parse_end(end)
     if engine not in ("auto", "feast", "direct"):
@@ -79,7 +82,7 @@ def materialize(
             full=full,
             engine=engine,  # type: ignore[arg-type]
         )
-    except (store.FeatureStoreError, redis.RedisError) as exc:
+    except (feature_store.FeatureStoreError, redis.RedisError) as exc:
         raise _fail(str(exc)) from None
     for view in report.views:
         typer.echo(

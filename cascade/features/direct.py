@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cascade.features import names
+from cascade.runtime import feature_names as names
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from cascade.features import names
+from cascade.runtime import feature_names as names
 
 if TYPE_CHECKING:
     from feast import FeatureStore

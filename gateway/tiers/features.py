@@ -1,6 +1,6 @@
 """Online features from Feast, read without blocking the event loop, with a timeout.
 
-Reads go through ``cascade.features.online.read_user_features_async``: Feast's
+Reads go through ``cascade.runtime.feature_online.read_user_features_async``: Feast's
 ``get_online_features_async`` on Redis (redis-py asyncio; the connection string gets short socket
 timeouts here, since redis-py waits seconds by default), the sync read in a worker thread on
 SQLite (local runs without Redis). Any failure becomes
@@ -23,8 +23,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from cascade.features import names
-from cascade.paths import Layout
+from cascade.runtime import feature_names as names
+from cascade.runtime.paths import Layout
 from gateway.errors import UpstreamError
 from gateway.tiers.types import UserFeatures
 
@@ -74,7 +74,7 @@ class FeastFeatureReader:
     @classmethod
     def open(cls, *, layout: Layout, dataset: str, socket_timeout_s: float) -> FeastFeatureReader:
         """Open the data set's store (slow: imports Feast; call it off the event loop)."""
-        from cascade.features.store import open_store
+        from cascade.runtime.feature_store import open_store
 
         store = open_store(layout=layout, dataset=dataset)
         online = store.config.online_store
@@ -90,7 +90,7 @@ class FeastFeatureReader:
             await self.store.initialize()
 
     async def close(self) -> None:
-        from cascade.features.online import aclose
+        from cascade.runtime.feature_online import aclose
 
         if self.is_async:
             await aclose(self.store)  # also closes the redis-py asyncio client Feast leaves open
@@ -99,7 +99,7 @@ class FeastFeatureReader:
         """The user's features, None for a user the store does not have."""
         import redis
 
-        from cascade.features.online import read_user_features_async
+        from cascade.runtime.feature_online import read_user_features_async
 
         task = asyncio.ensure_future(read_user_features_async(self.store, [user_id]))
         try:

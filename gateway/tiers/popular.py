@@ -1,7 +1,7 @@
 """The last-resort tier: popular items held in memory, refreshed from the ALS artifacts.
 
 Reads ``popular_items.npy`` / ``popular_counts.npy`` of the ALS version that ``latest`` points
-at (``fallback_mf.artifacts``), plus the id maps and each training user's items (memory-mapped,
+at (``fallback_mf.artifact_format``: the file names and the one ``latest`` rule), plus the id maps and each training user's items (memory-mapped,
 so a large data set costs page cache, not heap), so popular answers skip what the user has seen
 even when the feature store is down. ``refresh`` reloads when ``latest`` moved; the swap is one
 attribute assignment, so requests never see half a list.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fallback_mf.artifacts import ArtifactError, latest_dir
+from cascade.runtime.ranking import first_not_in
+from fallback_mf import artifact_format as fmt
 from gateway.tiers.types import TierResult
 
 logger = logging.getLogger(__name__)
@@ -36,20 +37,16 @@ class PopularSnapshot:
 
     @classmethod
     def load(cls, directory: Path) -> PopularSnapshot:
-        def arr(name: str, mmap: bool = False) -> np.ndarray:
-            loaded: np.ndarray = np.load(
-                directory / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None
-            )
-            return loaded
-
+        items, counts = fmt.read_popular(directory)
+        seen = fmt.read_seen(directory, mmap=True)
         return cls(
             version=directory.name,
-            items=arr("popular_items").astype(np.int64),
-            counts=arr("popular_counts").astype(np.int64),
-            known_items=arr("item_ids").astype(np.int64),
-            user_ids=arr("user_ids", mmap=True),
-            seen_indptr=arr("seen_indptr", mmap=True),
-            seen_indices=arr("seen_indices", mmap=True),
+            items=items,
+            counts=counts,
+            known_items=fmt.read_item_ids(directory).astype(np.int64),
+            user_ids=seen.user_ids,
+            seen_indptr=seen.indptr,
+            seen_indices=seen.indices,
         )
 
     def seen(self, user_id: int) -> np.ndarray:
@@ -97,8 +94,8 @@ class PopularList:
     def refresh(self) -> bool:
         """Load the version ``latest`` points at if it is new; True when it changed. Blocking I/O."""
         try:
-            directory = latest_dir(self.artifacts_dir)
-        except ArtifactError as exc:
+            directory = fmt.resolve_latest(fmt.als_root(self.artifacts_dir))
+        except (fmt.ArtifactFormatError, OSError) as exc:
             if self.snapshot is None:
                 logger.warning("popular list not loaded: %s", exc)
             return False
@@ -142,8 +139,7 @@ class PopularList:
         if snap is None:
             return TierResult(item_ids=[], scores=[], model_version="popular/none")
         skip = np.union1d(np.fromiter(exclude, dtype=np.int64), snap.seen(user_id))
-        head = min(len(snap.items), k + len(skip))  # at most len(skip) of them can be skipped
-        keep = np.flatnonzero(~np.isin(snap.items[:head], skip))[:k]
+        keep = first_not_in(snap.items, skip, k)
         return TierResult(
             item_ids=[int(i) for i in snap.items[keep]],
             scores=[float(c) for c in snap.counts[keep]],

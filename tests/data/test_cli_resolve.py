@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from cascade.data.cli import data
 from cascade.data.errors import DataSourceError
 from cascade.data.resolve import dataset_name, resolve_dataset
-from cascade.data.schema import FEATURES_DIR, MANIFEST_FILE, USER_ACTIVITY_FILE
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
+from cascade.runtime.schema import FEATURES_DIR, MANIFEST_FILE, USER_ACTIVITY_FILE
 
 
 def _app() -> typer.Typer:

@@ -10,7 +10,8 @@ import pytest
 
 from cascade.data.dataset import Dataset
 from cascade.data.features import build_feature_tables, user_state, write_feature_tables
-from cascade.data.schema import (
+from cascade.data.synthetic import generate
+from cascade.runtime.schema import (
     EVENT_TIMESTAMP,
     FEATURES_DIR,
     ITEM_FEATURES_FILE,
@@ -19,7 +20,6 @@ from cascade.data.schema import (
     USER_ACTIVITY_FILE,
     USER_PROFILE_FILE,
 )
-from cascade.data.synthetic import generate
 
 
 @pytest.fixture(scope="module")

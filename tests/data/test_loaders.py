@@ -10,7 +10,7 @@ import pytest
 
 from cascade.data.errors import DataFormatError, DataSourceError
 from cascade.data.loaders import load
-from cascade.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
+from cascade.runtime.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
 
 # (user, item, rating, unix seconds)
 ROWS = [

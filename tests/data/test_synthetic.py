@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from cascade.data.dataset import read_dataset, write_dataset
-from cascade.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, MANIFEST_FILE, USER_COLUMNS
 from cascade.data.synthetic import SCALES, Scale, generate
+from cascade.runtime.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, MANIFEST_FILE, USER_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,14 @@ class NotLandedError(Exception):
 
 @dataclass(frozen=True)
 class ServiceCode:
-    """One of our Python services: its package, settings class and env prefix."""
+    """One of our Python services: its package, settings class, env prefix and app module
+    (the module whose ``create_app()`` builds the service)."""
 
     package: str
     settings_module: str
     settings_class: str
     env_prefix: str
+    app_module: str
 
     def settings_cls(self) -> Any:
         try:
@@ -73,13 +75,13 @@ class ServiceCode:
         process because ``create_app`` installs the process-wide OpenTelemetry provider, which
         other tests in this session may want to own.
         """
-        return _status(self.package, path) not in (404, 405)
+        return _status(self.app_module, path) not in (404, 405)
 
 
 _STATUS_SCRIPT = """
 import asyncio, importlib, json, sys
 import httpx
-main = importlib.import_module(sys.argv[1] + ".main")
+main = importlib.import_module(sys.argv[1])
 async def get(path):
     transport = httpx.ASGITransport(app=main.create_app(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -90,14 +92,14 @@ _PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 @functools.cache
-def _statuses(package: str, paths: tuple[str, ...]) -> dict[str, int]:
-    if importlib.util.find_spec(f"{package}.main") is None:
-        raise NotLandedError(f"{package}.main does not exist yet")
+def _statuses(app_module: str, paths: tuple[str, ...]) -> dict[str, int]:
+    if importlib.util.find_spec(app_module) is None:
+        raise NotLandedError(f"{app_module} does not exist yet")
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_"))}
         env["CASCADE_HOME"] = home
         result = subprocess.run(
-            [sys.executable, "-c", _STATUS_SCRIPT, package, *paths],
+            [sys.executable, "-c", _STATUS_SCRIPT, app_module, *paths],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -110,13 +112,15 @@ def _statuses(package: str, paths: tuple[str, ...]) -> dict[str, int]:
     return statuses
 
 
-def _status(package: str, path: str) -> int:
+def _status(app_module: str, path: str) -> int:
     paths = _PROBE_PATHS if path in _PROBE_PATHS else (path,)
-    return _statuses(package, paths)[path]
+    return _statuses(app_module, paths)[path]
 
 
-GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY_")
-MF = ServiceCode("fallback_mf", "fallback_mf.settings", "MfSettings", "MF_")
+GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY_", "gateway.main")
+MF = ServiceCode(
+    "fallback_mf", "fallback_mf.service.settings", "MfSettings", "MF_", "fallback_mf.service.main"
+)
 SERVICES_BY_PREFIX = {GATEWAY.env_prefix: GATEWAY, MF.env_prefix: MF}
 
 

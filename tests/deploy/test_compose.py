@@ -441,14 +441,14 @@ _IMPORT_NAMES = {"PyYAML": "yaml", "opentelemetry-api": "opentelemetry", "hiredi
 
 _BLOCKER = """
 import importlib, importlib.abc, sys
-blocked = set(sys.argv[2].split(","))
+blocked = set(sys.argv[3].split(","))
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in blocked:
             raise ImportError(f"{name} is not installed in this image")
 sys.meta_path.insert(0, Blocker())
 importlib.import_module(sys.argv[1] + ".__main__")
-importlib.import_module(sys.argv[1] + ".main").create_app()
+importlib.import_module(sys.argv[2]).create_app()
 """
 
 
@@ -463,11 +463,12 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("dockerfile", "package"),
-    [("gateway.Dockerfile", "gateway"), ("fallback_mf.Dockerfile", "fallback_mf")],
+    ("dockerfile", "code"),
+    [("gateway.Dockerfile", facts.GATEWAY), ("fallback_mf.Dockerfile", facts.MF)],
+    ids=["gateway", "fallback_mf"],
 )
 def test_service_images_install_everything_their_code_imports(
-    dockerfile: str, package: str, tmp_path: Path
+    dockerfile: str, code: facts.ServiceCode, tmp_path: Path
 ) -> None:
     """Build the app with every package of the OTHER extras made unimportable."""
     import subprocess
@@ -492,7 +493,7 @@ def test_service_images_install_everything_their_code_imports(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_"))}
     env["CASCADE_HOME"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, str(script), package, ",".join(blocked)],
+        [sys.executable, str(script), code.package, code.app_module, ",".join(blocked)],
         cwd=REPO,
         env=env,
         capture_output=True,

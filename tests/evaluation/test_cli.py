@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cascade.cli import app
 from cascade.data.resolve import resolve_dataset
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from fallback_mf.artifacts import latest_dir, list_versions, read_metadata
 
 

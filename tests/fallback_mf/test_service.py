@@ -1,116 +1,26 @@
-"""Unit tests of the MF web service, in process (httpx ASGITransport / AppClient), on a tiny model."""
+"""Unit tests of the MF web service, in process (httpx ASGITransport / AppClient), on a tiny model.
+
+Fixtures: ``conftest.py``; reloads: ``test_service_reload.py``; real artifacts:
+``test_service_artifacts.py``."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
-import httpx
-import numpy as np
-import pandas as pd
 import pytest
-from fastapi import FastAPI
 
-from cascade.recommenders import PopularityRecommender, UserItems
-from fallback_mf.errors import InvalidRequest
-from fallback_mf.main import create_app
-from fallback_mf.model import AlsModel
 from fallback_mf.schemas import RecommendationResponse
-from fallback_mf.service_api import parse_exclude
-from fallback_mf.settings import MfSettings
+from fallback_mf.service.api import parse_exclude
+from fallback_mf.service.errors import InvalidRequest
+from fallback_mf.service.main import create_app
+from fallback_mf.service.settings import MfSettings
+from tests.fallback_mf.service_helpers import (
+    N_ITEMS,
+    AppClient,
+    FakeArtifacts,
+    settings_for,
+    tiny_model,
+)
 
-N_USERS, N_ITEMS, FACTORS = 12, 40, 8
-
-
-def tiny_model(seed: int = 0, *, user_offset: int = 100, item_offset: int = 1000) -> AlsModel:
-    """A hand-made ALS model: original ids are offset so row indices never pass for ids."""
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(N_USERS), 5) + user_offset
-    items = rng.integers(0, N_ITEMS, size=len(users)) + item_offset
-    frame = pd.DataFrame({"user_id": users, "item_id": items})
-    user_ids = np.arange(N_USERS, dtype=np.int64) + user_offset
-    item_ids = np.arange(N_ITEMS, dtype=np.int64) + item_offset
-    seen = UserItems.from_pairs(users - user_offset, items - item_offset)  # rows = indices
-    assert np.array_equal(seen.user_ids, np.arange(N_USERS))
-    seen = UserItems(user_ids=user_ids, indptr=seen.indptr, indices=seen.indices)
-    return AlsModel(
-        user_factors=rng.standard_normal((N_USERS, FACTORS)).astype(np.float32),
-        item_factors=rng.standard_normal((N_ITEMS, FACTORS)).astype(np.float32),
-        user_ids=user_ids,
-        item_ids=item_ids,
-        seen=seen,
-        popular=PopularityRecommender.from_interactions(frame, with_seen=False),
-    )
-
-
-class FakeArtifacts:
-    """Stands in for the artifact folders: version name -> model (seed), counts loads."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.loads: list[str] = []
-
-    def publish(self, version: str) -> None:
-        (self.root / version).mkdir(parents=True, exist_ok=True)
-        (self.root / "latest").write_text(version + "\n")
-
-    def __call__(self, directory: Path) -> AlsModel:
-        if not directory.is_dir():
-            raise FileNotFoundError(f"no artifact at {directory}")
-        self.loads.append(directory.name)
-        return tiny_model(seed=int(directory.name.removeprefix("v")))
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> FakeArtifacts:
-    fake = FakeArtifacts(tmp_path / "als")
-    fake.publish("v1")
-    return fake
-
-
-def settings_for(artifacts: FakeArtifacts, **overrides: object) -> MfSettings:
-    return MfSettings(artifacts_dir=artifacts.root, reload_interval_s=0, **overrides)
-
-
-class AppClient:
-    """A synchronous client over httpx's ASGITransport that also runs the app's lifespan.
-
-    (Starlette's own AppClient warns about httpx, and warnings are errors here.)
-    """
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self._lifespan = app.router.lifespan_context(app)
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mf")
-
-    def __enter__(self) -> AppClient:
-        try:
-            self.loop.run_until_complete(self._lifespan.__aenter__())
-        except BaseException:
-            self.loop.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.run_until_complete(self.http.aclose())
-        self.loop.run_until_complete(self._lifespan.__aexit__(None, None, None))
-        self.loop.close()
-
-    def get(self, url: str, **kwargs: object) -> httpx.Response:
-        return self.loop.run_until_complete(self.http.get(url, **kwargs))
-
-    def post(self, url: str, **kwargs: object) -> httpx.Response:
-        return self.loop.run_until_complete(self.http.post(url, **kwargs))
-
-    def sleep(self, seconds: float) -> None:
-        self.loop.run_until_complete(asyncio.sleep(seconds))
-
-
-@pytest.fixture
-def client(artifacts: FakeArtifacts):
-    with AppClient(create_app(settings_for(artifacts), loader=artifacts)) as c:
-        yield c
+__all__ = ["tiny_model"]  # imported from here by tests/gateway and tests/integration
 
 
 def test_known_user_gets_k_unseen_sorted_items(client: AppClient) -> None:
@@ -208,52 +118,6 @@ def test_probes_and_metrics(client: AppClient) -> None:
     assert "mf_requests_in_flight" in text
 
 
-def test_not_ready_without_artifact_then_periodic_load(tmp_path: Path) -> None:
-    fake = FakeArtifacts(tmp_path / "als")
-    app = create_app(MfSettings(artifacts_dir=fake.root, reload_interval_s=0.05), loader=fake)
-    with AppClient(app) as c:
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["code"] == "model_not_ready"
-        assert c.get("/v1/recommendations/1").status_code == 503
-        fake.publish("v2")
-        for _ in range(100):
-            if c.get("/readyz").status_code == 200:
-                break
-            c.sleep(0.02)
-        assert c.get("/v1/recommendations/101").json()["model_version"] == "v2"
-
-
-def test_start_fails_without_artifact_when_nothing_would_retry(tmp_path: Path) -> None:
-    fake = FakeArtifacts(tmp_path / "als")
-    with (
-        pytest.raises(Exception, match="latest"),
-        AppClient(create_app(settings_for(fake), loader=fake)),
-    ):
-        pass
-
-
-def test_reload_endpoint(client: AppClient, artifacts: FakeArtifacts) -> None:
-    artifacts.publish("v2")
-    r = client.post("/admin/reload")
-    assert r.json() == {"previous_version": "v1", "model_version": "v2", "reloaded": True}
-    assert client.get("/v1/recommendations/101").json()["model_version"] == "v2"
-    r = client.post("/admin/reload", json={"version": "v1"})
-    assert r.status_code == 200 and r.json()["model_version"] == "v1"
-    r = client.post("/admin/reload", json={"version": "v9"})
-    assert r.status_code == 409 and r.json()["code"] == "reload_failed"
-    r = client.post("/admin/reload", json={"version": "../x"})
-    assert r.status_code == 409
-    assert client.get("/readyz").json()["model_version"] == "v1"  # still serving the old one
-    assert 'mf_reloads_total{result="failed"} 2.0' in client.get("/metrics").text
-
-
-def test_pinned_version_ignores_latest(artifacts: FakeArtifacts) -> None:
-    artifacts.publish("v2")
-    app = create_app(settings_for(artifacts, version="v1"), loader=artifacts)
-    with AppClient(app) as c:
-        assert c.get("/readyz").json()["model_version"] == "v1"
-
-
 def test_large_catalogue_scores_off_the_event_loop(artifacts: FakeArtifacts) -> None:
     app = create_app(settings_for(artifacts, inline_max_items=0), loader=artifacts)
     with AppClient(app) as c:
@@ -286,39 +150,6 @@ def test_traceparent_is_continued(client: AppClient) -> None:
     assert [s.name for s in spans] == ["GET /v1/recommendations/{user_id}"]
     assert format(spans[0].context.trace_id, "032x") == trace_id
     assert format(spans[0].parent.span_id, "016x") == "00f067aa0ba902b7"
-
-
-def test_requests_keep_succeeding_during_reloads(artifacts: FakeArtifacts) -> None:
-    """Hammer the API from several tasks while versions swap under it: never a non-2xx."""
-    asyncio.run(_hammer_while_reloading(artifacts))
-
-
-async def _hammer_while_reloading(artifacts: FakeArtifacts) -> None:
-    app = create_app(settings_for(artifacts), loader=artifacts)
-    statuses: list[int] = []
-    versions: set[str] = set()
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://mf") as http:
-            stop = asyncio.Event()
-
-            async def hammer() -> None:
-                while not stop.is_set():
-                    r = await http.get("/v1/recommendations/105", params={"k": 7})
-                    statuses.append(r.status_code)
-                    versions.add(r.json()["model_version"])
-                    await asyncio.sleep(0)
-
-            tasks = [asyncio.create_task(hammer()) for _ in range(4)]
-            for n in range(2, 8):
-                artifacts.publish(f"v{n}")
-                r = await http.post("/admin/reload")
-                assert r.status_code == 200
-                await asyncio.sleep(0.01)
-            stop.set()
-            await asyncio.gather(*tasks)
-    assert len(statuses) > 20 and set(statuses) == {200}
-    assert len(versions) > 2
 
 
 def test_openapi_documents_schema_and_errors(client: AppClient) -> None:

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fallback_mf.main import create_app
 from fallback_mf.schemas import RecommendationResponse
-from fallback_mf.settings import MfSettings
+from fallback_mf.service.main import create_app
+from fallback_mf.service.settings import MfSettings
 from fallback_mf.train import train_als
 from tests.contract import RecommenderContract, contract_interactions
-from tests.fallback_mf.test_service import AppClient
+from tests.fallback_mf.service_helpers import AppClient, scorer_of
 
 
 class HttpRecommender:
@@ -58,7 +58,7 @@ class TestServiceContract(RecommenderContract):
         (root / "latest").write_text("v1\n")
 
         def loader(directory: Path):
-            return model
+            return scorer_of(model)
 
         settings = MfSettings(artifacts_dir=root, reload_interval_s=0)
         with AppClient(create_app(settings, loader=loader)) as client:

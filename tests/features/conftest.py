@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cascade.data import schema
-from cascade.features import names
-from cascade.paths import Layout
+from cascade.runtime import feature_names as names
+from cascade.runtime import schema
+from cascade.runtime.paths import Layout
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DATASET = "tiny"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cascade.data import schema
 from cascade.features import bench
-from cascade.paths import Layout
+from cascade.runtime import schema
+from cascade.runtime.paths import Layout
 from tests.features.conftest import DATASET, REDIS_URL, delete_project_keys
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from cascade.features import cli
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from tests.features.conftest import DATASET
 
 pytestmark = pytest.mark.integration

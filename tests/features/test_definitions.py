@@ -1,4 +1,4 @@
-"""feature_repo/definitions.py agrees with cascade.features.names, for both ways it is used."""
+"""feature_repo/definitions.py agrees with cascade.runtime.feature_names, for both ways it is used."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from feast import Entity, FeatureService, FeatureView
 
-from cascade.features import names, store
+from cascade.features import store
+from cascade.runtime import feature_names as names
 
 
 def test_definitions_match_names(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cascade.data import schema
-from cascade.features import names, online, store
-from cascade.paths import Layout
+from cascade.features import store
+from cascade.runtime import feature_names as names
+from cascade.runtime import feature_online as online
+from cascade.runtime import feature_store, schema
+from cascade.runtime.paths import Layout
 from tests.features.conftest import DATASET, REDIS_URL, delete_project_keys, write_tables
 
 pytestmark = pytest.mark.integration
@@ -26,35 +28,37 @@ def _latest(features_dir: Path, view: str) -> pd.DataFrame:
 
 
 def test_redis_connection_string() -> None:
-    assert store.redis_connection_string("redis://127.0.0.1:6379/0") == "127.0.0.1:6379,db=0"
     assert (
-        store.redis_connection_string("redis://:s3cret@cache:6380/2")
+        feature_store.redis_connection_string("redis://127.0.0.1:6379/0") == "127.0.0.1:6379,db=0"
+    )
+    assert (
+        feature_store.redis_connection_string("redis://:s3cret@cache:6380/2")
         == "cache:6380,db=2,password=s3cret"
     )
-    assert store.redis_connection_string("rediss://cache") == "cache:6379,db=0,ssl=true"
-    with pytest.raises(store.FeatureStoreError):
-        store.redis_connection_string("http://cache:6379")
+    assert feature_store.redis_connection_string("rediss://cache") == "cache:6379,db=0,ssl=true"
+    with pytest.raises(feature_store.FeatureStoreError):
+        feature_store.redis_connection_string("http://cache:6379")
 
 
 def test_config_follows_environment(
     layout: Layout, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    config = store.store_config(layout=layout, dataset="x")
+    config = feature_store.store_config(layout=layout, dataset="x")
     assert config.project == project
     assert config.online_store.type == "sqlite"
     assert config.online_store.path == str(layout.feast_dir / "x" / "online.db")
     assert config.registry.path == str(layout.feast_dir / "x" / "registry.db")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
-    config = store.store_config(layout=layout, dataset="x")
+    config = feature_store.store_config(layout=layout, dataset="x")
     assert config.online_store.type == "redis"
     assert config.online_store.connection_string == "127.0.0.1:6379,db=3"
-    config = store.store_config(layout=layout, dataset="x", redis_timeout_s=0.05)
+    config = feature_store.store_config(layout=layout, dataset="x", redis_timeout_s=0.05)
     assert config.online_store.connection_string.endswith(
         ",socket_timeout=0.05,socket_connect_timeout=0.05"
     )
     monkeypatch.delenv(names.PROJECT_ENV)
-    assert store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
+    assert feature_store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
 
 
 @pytest.mark.parametrize("engine", ["feast", "direct"])
@@ -74,7 +78,7 @@ def test_skew_online_equals_latest_offline(
     rng = np.random.default_rng(0)
     users = [int(u) for u in rng.choice(activity.index.to_numpy(), size=25, replace=False)]
     unknown = int(profile.index.max()) + 1000
-    fs = store.open_store(layout=layout, dataset=DATASET, redis_timeout_s=2.0)
+    fs = feature_store.open_store(layout=layout, dataset=DATASET, redis_timeout_s=2.0)
     got = online.read_user_features(fs, [*users, unknown])
 
     async def read_async() -> dict[int, dict]:
@@ -164,7 +168,7 @@ def test_incremental_moves_only_new_rows(
     )
     assert report.rows == 2
     assert {v.view: v.start for v in report.views}[names.USER_ACTIVITY] == t1 + timedelta(hours=1)
-    fs = store.open_store(layout=layout, dataset=DATASET)
+    fs = feature_store.open_store(layout=layout, dataset=DATASET)
     got = online.read_user_features(fs, [1, 2])
     assert got[1]["interaction_count"] == 10
     assert got[2]["interaction_count"] == 20
@@ -190,7 +194,7 @@ def test_incremental_moves_only_new_rows(
 
 
 def test_missing_dataset_is_a_clear_error(sqlite_store: str, layout: Layout) -> None:
-    with pytest.raises(store.FeatureStoreError, match="run `cascade data` first"):
+    with pytest.raises(feature_store.FeatureStoreError, match="run `cascade data` first"):
         store.apply(layout=layout, dataset="nope")
-    with pytest.raises(store.FeatureStoreError, match="no feature files"):
+    with pytest.raises(feature_store.FeatureStoreError, match="no feature files"):
         store.materialize(layout=layout, dataset="nope")

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cascade.data import schema
-from cascade.features import names, store, training
-from cascade.paths import Layout
+from cascade.features import store, training
+from cascade.runtime import feature_names as names
+from cascade.runtime import feature_store, schema
+from cascade.runtime.paths import Layout
 from tests.features.conftest import DATASET, write_tables
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ LEAKAGE_ROWS = [
 def leakage_store(sqlite_store: str, layout: Layout):
     write_tables(layout.dataset_dir(DATASET) / schema.FEATURES_DIR, _leakage_tables())
     store.apply(layout=layout, dataset=DATASET)
-    return store.open_store(layout=layout, dataset=DATASET)
+    return feature_store.open_store(layout=layout, dataset=DATASET)
 
 
 @pytest.mark.parametrize("engine", ["feast", "asof"])
@@ -116,7 +117,7 @@ def test_real_data_never_sees_its_own_interaction(
     """On the synthetic data, the interacted item is never already in the row's seen_items and
     the count never exceeds the user's interactions strictly before the event."""
     store.apply(layout=layout, dataset=DATASET)
-    fs = store.open_store(layout=layout, dataset=DATASET)
+    fs = feature_store.open_store(layout=layout, dataset=DATASET)
     from cascade.data.synthetic import generate
 
     inter = generate(scale="tiny", seed=7).interactions  # what tiny_dataset's features came from
@@ -150,7 +151,7 @@ def test_feast_and_asof_engines_agree(
     from cascade.data.synthetic import generate
 
     store.apply(layout=layout, dataset=DATASET)
-    fs = store.open_store(layout=layout, dataset=DATASET)
+    fs = feature_store.open_store(layout=layout, dataset=DATASET)
     inter = generate(scale="tiny", seed=7).interactions
     entity_df = inter.sample(n=2000, random_state=1).rename(
         columns={schema.TIMESTAMP: schema.EVENT_TIMESTAMP}

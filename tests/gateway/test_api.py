@@ -96,13 +96,11 @@ def test_primary_fault_falls_back_to_als(
     client: AppClient, fakes: Fakes, mode: str, reason: str
 ) -> None:
     fakes.primary.mode = mode
-    started = time.perf_counter()
     r = client.post(URL, json={"user_id": 3, "k": 8, "exclude": [0, 1]})
-    elapsed = time.perf_counter() - started
     body = r.json()
     assert r.status_code == 200 and body["served_by"] == "als" and body["fallback_reason"] == reason
     assert_contract(body, k=8, user_id=3, exclude=(0, 1))
-    assert elapsed < 1.0  # the hang is bounded by the 100 ms primary timeout (loose bound)
+    # (the hang is bounded by the 100 ms primary timeout: "timeout" says it was cut, no clock)
 
 
 def test_breaker_opens_after_failures_then_skips_primary(client: AppClient, fakes: Fakes) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from cascade.procs import free_port
+from cascade.runtime.procs import free_port
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers.mf import MfFallback
 

@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
-from cascade.paths import Layout
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.paths import Layout
+from cascade.runtime.procs import ManagedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET = "tiny"

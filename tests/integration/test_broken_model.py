@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from tests.integration.conftest import DATASET, GATEWAY_ENV, GatewayStack
 from tests.integration.test_gateway_resilience import check_contract, metric
 from two_tower.triton_config import render_config

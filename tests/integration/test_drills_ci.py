@@ -55,7 +55,7 @@ def _materialize_in_a_child(stack: GatewayStack) -> None:
     """Feast materialization in its own process: in a thread of this one it would hold the GIL
     for seconds and starve the load generator, and the drill would measure itself."""
     code = (
-        "from cascade.features import store; from cascade.paths import Layout; "
+        "from cascade.features import store; from cascade.runtime.paths import Layout; "
         f"store.apply(layout=Layout.from_env(), dataset={DATASET!r}); "
         f"store.materialize(layout=Layout.from_env(), dataset={DATASET!r}, full=True)"
     )
@@ -100,7 +100,7 @@ def proxied_target(gateway_stack: GatewayStack, tmp_path_factory) -> Iterator[Dr
     gateway of its own behind that proxy: what D9 needs and the plain stack lacks."""
     from cascade.drills.fault_modes import Pass
     from cascade.drills.proxyhub import ProxySpec, start_hub
-    from cascade.procs import ManagedProcess, free_port
+    from cascade.runtime.procs import ManagedProcess, free_port
 
     gateway_stack.heal()
     tmp = tmp_path_factory.mktemp("proxied")

@@ -221,7 +221,7 @@ def test_gateway_sigterm_drains_and_closes_clients(stack: GatewayStack) -> None:
     """A second gateway on the same upstreams: SIGTERM -> exit 0 after the lifespan closed its clients."""
     import sys
 
-    from cascade.procs import ManagedProcess, free_port
+    from cascade.runtime.procs import ManagedProcess, free_port
 
     main = stack.procs["gateway"]
     port = free_port()

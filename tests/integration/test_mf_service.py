@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from fallback_mf.artifacts import als_root, save_als
 from tests.fallback_mf.test_service import tiny_model
 

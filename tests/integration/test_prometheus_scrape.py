@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from tests.integration.conftest import GatewayStack
 from tests.observability.names import TRITON_METRICS, alert_exprs, dashboard_exprs, metric_names
 

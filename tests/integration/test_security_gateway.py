@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from gateway.edge import keys
 from gateway.edge.security import loopback_host
 from tests.integration.conftest import DATASET, GATEWAY_ENV, GatewayStack

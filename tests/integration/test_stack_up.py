@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from cascade.procs import free_port
+from cascade.runtime.procs import free_port
 from cascade.stack_build import DEFAULT_REDIS_URL, redis_reachable
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
 
 def test_supervisor_restarts_a_crashed_child_with_backoff(tmp_path: Path) -> None:
     """Explicit clock values drive the backoff; the child is a real process that exits at once."""
-    from cascade.procs import ManagedProcess
+    from cascade.runtime.procs import ManagedProcess
     from cascade.supervisor import BACKOFF_START_S, Child, Stack
 
     crasher = ManagedProcess(

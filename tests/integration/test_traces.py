@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from tests.integration.conftest import DATASET, GATEWAY_ENV, GatewayStack
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 

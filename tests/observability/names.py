@@ -67,7 +67,7 @@ def gateway_names() -> set[str]:
 
 
 def mf_names() -> set[str]:
-    from fallback_mf.service_metrics import ServiceMetrics
+    from fallback_mf.service.metrics import ServiceMetrics
 
     return sample_names(ServiceMetrics().registry)
 

@@ -7,7 +7,7 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from cascade.service_logging import JsonFormatter
+from cascade.runtime.service_logging import JsonFormatter
 
 
 def _line(msg: str = "hello", **extra: object) -> dict[str, object]:

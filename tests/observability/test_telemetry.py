@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cascade.telemetry import EXPORT_BATCH_SIZE, _export_batch_size
+from cascade.runtime.telemetry import EXPORT_BATCH_SIZE, _export_batch_size
 
 
 def test_export_batch_defaults_to_ours(monkeypatch: pytest.MonkeyPatch) -> None:

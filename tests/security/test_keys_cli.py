@@ -71,7 +71,7 @@ def test_cli_corrupt_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_dev_key_for_cascade_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cascade.paths import Layout
+    from cascade.runtime.paths import Layout
 
     monkeypatch.delenv("GATEWAY_API_KEYS_FILE", raising=False)
     layout = Layout(home=tmp_path)

@@ -100,7 +100,7 @@ def test_redis_buckets_shared_by_two_replicas(loop: asyncio.AbstractEventLoop) -
 
 
 def test_redis_refused_falls_back_without_failing(loop: asyncio.AbstractEventLoop) -> None:
-    from cascade.procs import free_port
+    from cascade.runtime.procs import free_port
 
     errors: list[BaseException] = []
     clock = Clock()

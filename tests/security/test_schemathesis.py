@@ -29,7 +29,7 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
-from cascade.procs import free_port
+from cascade.runtime.procs import free_port
 from gateway.edge import keys
 from gateway.main import create_app
 from tests.gateway.fakes import Fakes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cascade import stack
 from cascade.keys_cli import ensure_dev_key
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
 from gateway.edge.keys import KeyRing
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cascade.data import schema
+from cascade.runtime import schema
 from two_tower import contract
 from two_tower.triton_config import GPU_CONFIG_NAME, render_config
 

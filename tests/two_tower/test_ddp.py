@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from cascade.evaluation.split import temporal_split
-from cascade.procs import free_port
+from cascade.runtime.procs import free_port
 from tests.two_tower.conftest import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

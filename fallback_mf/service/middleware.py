@@ -15,7 +15,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fallback_mf.service_metrics import ServiceMetrics
+from fallback_mf.service.metrics import ServiceMetrics
 
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED_ROUTE = "unmatched"

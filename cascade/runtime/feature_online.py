@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from cascade.features import names
+from cascade.runtime import feature_names as names
 
 if TYPE_CHECKING:
     from feast import FeatureStore

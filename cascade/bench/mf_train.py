@@ -119,7 +119,7 @@ def bench_evaluate(
     }
 
 
-if __name__ == "__main__":  # python -m fallback_mf.bench [scale]
+if __name__ == "__main__":  # python -m cascade.bench.mf_train [scale]
     import sys
 
     from cascade.data.synthetic import generate

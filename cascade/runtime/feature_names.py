@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from cascade.data import schema
+from cascade.runtime import schema
 
 DEFAULT_PROJECT = "cascade"
 PROJECT_ENV = "CASCADE_FEAST_PROJECT"  # override to isolate tests (Redis keys include the project)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from fallback_mf.service_metrics import ServiceMetrics
-from fallback_mf.service_model import ModelStore
-from fallback_mf.settings import MfSettings
+from fallback_mf.service.metrics import ServiceMetrics
+from fallback_mf.service.model import ModelStore
+from fallback_mf.service.settings import MfSettings
 
 
 async def get_settings(request: Request) -> MfSettings:

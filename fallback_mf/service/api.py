@@ -9,8 +9,6 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
 
-from fallback_mf.deps import MetricsDep, SettingsDep, StoreDep
-from fallback_mf.errors import InvalidRequest, ReloadFailed
 from fallback_mf.schemas import (
     MODEL_VERSION_HEADER,
     RECOMMENDATIONS_PATH,
@@ -20,8 +18,10 @@ from fallback_mf.schemas import (
     ReloadRequest,
     ReloadResponse,
 )
-from fallback_mf.service_metrics import CONTENT_TYPE
-from fallback_mf.service_model import Recommendation
+from fallback_mf.service.deps import MetricsDep, SettingsDep, StoreDep
+from fallback_mf.service.errors import InvalidRequest, ReloadFailed
+from fallback_mf.service.metrics import CONTENT_TYPE
+from fallback_mf.service.model import Recommendation
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ async def recommendations(
     loaded = store.current  # read the reference once: a concurrent reload cannot mix models
     rec: Recommendation
     if loaded.model.n_items <= settings.inline_max_items:
-        # Measured here (service_bench.scoring_micro, one BLAS thread): scoring one user takes
-        # ~57 us at 3K items, ~160 us at 10K, ~330 us at 20K, 6-11 ms at 100K; an
+        # Measured here (cascade.bench.mf_service.scoring_micro, one BLAS thread): scoring one
+        # user takes ~57 us at 3K items, ~160 us at 10K, ~330 us at 20K, 6-11 ms at 100K; an
         # asyncio.to_thread hop costs ~54 us median but up to ~3 ms at p99 on a busy 2-core box.
         # So small catalogues (MF_INLINE_MAX_ITEMS, default 10K) score inline: the loop is blocked
         # for less than a hop would cost. Large ones go to a worker thread so one request's

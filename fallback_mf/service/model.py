@@ -5,8 +5,10 @@ once and uses it to the end, so a reload that swaps it mid-request cannot mix tw
 in flight finish on the old model, new ones get the new one, none is refused. Loading runs in a
 worker thread (``asyncio.to_thread``), so the event loop keeps answering during a reload.
 
-Versions live in ``<artifacts_dir>/<version>/``; ``<artifacts_dir>/latest`` names the newest one
-(a text file holding the folder name, or a symlink to the folder).
+Versions live in ``<artifacts_dir>/<version>/``; ``<artifacts_dir>/latest`` names the one to
+serve, by the rule of :func:`fallback_mf.artifact_format.resolve_latest` (a text file holding the
+folder name, or a symlink to the folder). The default loader builds a numpy-only
+:class:`~fallback_mf.service.scoring.AlsScorer` from the checked artifact.
 """
 
 from __future__ import annotations
@@ -20,31 +22,27 @@ from pathlib import Path
 
 import numpy as np
 
-from fallback_mf.errors import ModelNotReady, ReloadFailed
-from fallback_mf.model import AlsModel
+from fallback_mf.artifact_format import (
+    ArtifactFormatError,
+    is_version_name,
+    read_checked,
+    resolve_latest,
+)
+from fallback_mf.service.errors import ModelNotReady, ReloadFailed
+from fallback_mf.service.scoring import AlsScorer
 
 logger = logging.getLogger(__name__)
 
-LATEST_POINTER = "latest"
+# Errors a bad or missing artifact raises; anything else is a bug and propagates.
+_LOAD_ERRORS = (ArtifactFormatError, OSError, ValueError, KeyError)
 
-Loader = Callable[[Path], AlsModel]
-
-
-def load_artifact(directory: Path) -> AlsModel:
-    """Default loader: ``fallback_mf.artifacts.load_als`` (imported here: it may pull in scipy)."""
-    from fallback_mf.artifacts import load_als
-
-    return load_als(directory)
+Loader = Callable[[Path], AlsScorer]
 
 
-def _load_errors() -> tuple[type[BaseException], ...]:
-    """Errors a bad or missing artifact raises; anything else is a bug and propagates."""
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)
-    try:
-        from fallback_mf.artifacts import ArtifactError
-    except ImportError:
-        return errors
-    return (ArtifactError, *errors)
+def load_artifact(directory: Path) -> AlsScorer:
+    """Default loader: the version folder, validated (``artifact_format.read_checked``)."""
+    arrays, _ = read_checked(directory)
+    return AlsScorer.from_arrays(arrays)
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class Recommendation:
 class LoadedModel:
     """An immutable (model, version) pair: what one request scores with."""
 
-    model: AlsModel
+    model: AlsScorer
     version: str
     directory: Path
     loaded_at: float  # unix time
@@ -74,21 +72,6 @@ class LoadedModel:
         """Top ``k`` for one user (CPU-bound numpy: a few microseconds to a few milliseconds)."""
         items, scores = self.model.recommend_one(user_id, k=k, exclude=exclude)
         return Recommendation(items, scores, self.knows(user_id), self.version)
-
-
-def read_latest(artifacts_dir: Path) -> str:
-    """The version the ``latest`` pointer names; :class:`ReloadFailed` when there is none."""
-    pointer = artifacts_dir / LATEST_POINTER
-    try:
-        if pointer.is_symlink() or pointer.is_dir():
-            version = pointer.resolve().name
-        else:
-            version = pointer.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ReloadFailed(f"cannot read {pointer}: {exc}") from exc
-    if not version or "/" in version or version in {".", ".."}:
-        raise ReloadFailed(f"{pointer} does not name a version folder: {version!r}")
-    return version
 
 
 class ModelStore:
@@ -125,7 +108,12 @@ class ModelStore:
 
     def wanted_version(self) -> str:
         """The version to serve now: the pinned one, or what ``latest`` names."""
-        return self.pinned_version or read_latest(self.artifacts_dir)
+        if self.pinned_version:
+            return self.pinned_version
+        try:
+            return resolve_latest(self.artifacts_dir).name
+        except ArtifactFormatError as exc:
+            raise ReloadFailed(str(exc)) from exc
 
     async def reload(
         self, version: str | None = None, *, force: bool = True
@@ -139,7 +127,7 @@ class ModelStore:
         async with self._lock:
             previous = self._current.version if self._current else ""
             target = version or self.wanted_version()
-            if "/" in target or target in {"", ".", ".."}:
+            if not is_version_name(target):
                 raise ReloadFailed(f"not a version folder name: {target!r}")
             if not force and target == previous:
                 return previous, previous, False
@@ -147,7 +135,7 @@ class ModelStore:
             started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(self._loader, directory)
-            except _load_errors() as exc:
+            except _LOAD_ERRORS as exc:
                 raise ReloadFailed(f"cannot load ALS artifact {directory}: {exc}") from exc
             loaded = LoadedModel(
                 model=model, version=target, directory=directory, loaded_at=time.time()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from fallback_mf.service_model import LoadedModel
+from fallback_mf.service.model import LoadedModel
 
 # Resolve 1 ms to 250 ms finely: the target is p99 <= 10 ms, the gateway's budget for this tier
 # is tens of ms.

@@ -2,14 +2,14 @@
 
 ``bench_service()`` writes a random ALS artifact of the requested size (default: the ``demo``
 scale, 20K users x 3K items x 64 factors), starts the service, and drives it from a SEPARATE
-process at a fixed arrival rate (open loop: request i is due at ``i / rate`` whatever the
-earlier answers did, and its latency counts from that due time, so a stalled server cannot hide
-its queue: no coordinated omission). The driver is a minimal asyncio HTTP/1.1 keep-alive client,
-lighter than httpx, because it shares the 2 cores with the server. ``scoring_micro()`` times the
-scoring alone at several catalogue sizes (the inline-vs-thread decision in ``service_api``).
+process (``cascade.bench.mf_driver``) at a fixed arrival rate (open loop: request i is due at
+``i / rate`` whatever the earlier answers did, and its latency counts from that due time, so a
+stalled server cannot hide its queue: no coordinated omission). ``scoring_micro()`` times the
+scoring alone at several catalogue sizes (the inline-vs-thread decision in
+``fallback_mf.service.api``).
 
-    python -m fallback_mf.service_bench              # 500 req/s for 20 s, prints a table
-    python -m fallback_mf.service_bench --rate 800 --duration 10
+    python -m cascade.bench.mf_service              # 500 req/s for 20 s, prints a table
+    python -m cascade.bench.mf_service --rate 800 --duration 10
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # like the service: single-threaded BLAS
 
 import argparse
-import asyncio
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,16 +27,13 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from cascade.procs import ManagedProcess, free_port
+from cascade.runtime.procs import ManagedProcess, free_port
 from fallback_mf.schemas import RECOMMENDATIONS_PATH
 
 DEMO_USERS, DEMO_ITEMS, FACTORS, SEEN_PER_USER = 20_000, 3_000, 64, 45
-MAX_CONNECTIONS = 64
-Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True)
@@ -86,94 +81,21 @@ def random_model(*, n_users: int, n_items: int, factors: int = FACTORS, seed: in
 def scoring_micro(
     *, sizes: tuple[int, ...] = (3_000, 20_000, 100_000), k: int = 20, n: int = 300
 ) -> dict[int, float]:
-    """Median microseconds of one ``recommend_one`` call per catalogue size (in this process)."""
+    """Median microseconds of one ``recommend_one`` of the service's scorer per catalogue size
+    (in this process)."""
+    from fallback_mf.artifacts import arrays_of
+    from fallback_mf.service.scoring import AlsScorer
+
     out: dict[int, float] = {}
     for n_items in sizes:
-        model = random_model(n_users=1_000, n_items=n_items)
+        scorer = AlsScorer.from_arrays(arrays_of(random_model(n_users=1_000, n_items=n_items)))
         times = []
         for i in range(n):
             t = time.perf_counter()
-            model.recommend_one(i % 1_000, k=k)
+            scorer.recommend_one(i % 1_000, k=k)
             times.append(time.perf_counter() - t)
         out[n_items] = float(np.median(times) * 1e6)
     return out
-
-
-async def _drive(
-    host: str, port: int, *, rate: float, duration_s: float, n_users: int, k: int
-) -> dict[str, Any]:
-    idle: list[Conn] = []
-    latencies: list[float] = []
-    rng = np.random.default_rng(1)
-    # 10% unknown users (the popular path), like a real mix of returning and new users
-    users = rng.integers(0, int(n_users * 1.1), size=int(rate * duration_s) + 1)
-
-    slots = asyncio.Semaphore(MAX_CONNECTIONS)  # a stalled server queues here, still timed
-
-    error_kinds: dict[str, int] = {}
-
-    async def exchange(conn: Conn, user: int) -> int:
-        reader, writer = conn
-        writer.write(f"GET /v1/recommendations/{user}?k={k} HTTP/1.1\r\nHost: mf\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
-        return status
-
-    async def one(user: int, due: float) -> None:
-        async with slots:
-            reused = bool(idle)
-            conn = idle.pop() if reused else await asyncio.open_connection(host, port)
-            try:
-                try:
-                    status = await exchange(conn, user)
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    if not reused:
-                        raise
-                    # the server closed an idle keep-alive connection (uvicorn: after 5 s);
-                    # like any HTTP client, retry once on a fresh connection
-                    conn[1].close()
-                    conn = await asyncio.open_connection(host, port)
-                    status = await exchange(conn, user)
-            except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError) as exc:
-                error_kinds[type(exc).__name__] = error_kinds.get(type(exc).__name__, 0) + 1
-                conn[1].close()
-                return
-            latencies.append(time.perf_counter() - due)
-            if status != 200:
-                error_kinds[f"http_{status}"] = error_kinds.get(f"http_{status}", 0) + 1
-            idle.append(conn)
-
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for i, user in enumerate(users):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(int(user), due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    for _, writer in idle:
-        writer.close()
-    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "driver_cpu_ms_per_request": 1000 * (usage.ru_utime + usage.ru_stime) / max(1, len(users)),
-        "requests": len(users),
-        "errors": sum(error_kinds.values()),
-        "error_kinds": error_kinds,
-        "achieved_rate": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()),
-    }
 
 
 def histogram_quantiles(
@@ -226,8 +148,7 @@ def bench_service(
             driver = [
                 sys.executable,
                 "-m",
-                "fallback_mf.service_bench",
-                "--drive",
+                "cascade.bench.mf_driver",
                 f"--port={port}",
                 f"--users={n_users}",
                 f"--k={k}",
@@ -274,25 +195,10 @@ def _main() -> None:
     parser.add_argument("--users", type=int, default=DEMO_USERS)
     parser.add_argument("--items", type=int, default=DEMO_ITEMS)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--drive", action="store_true", help="internal: be the load generator")
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument(
         "--micro", action="store_true", help="also time scoring alone per catalogue size"
     )
     args = parser.parse_args()
-    if args.drive:
-        figures = asyncio.run(
-            _drive(
-                "127.0.0.1",
-                args.port,
-                rate=args.rate,
-                duration_s=args.duration,
-                n_users=args.users,
-                k=args.k,
-            )
-        )
-        print(json.dumps(figures))
-        return
     if args.micro:
         for n_items, us in scoring_micro().items():
             print(f"scoring one user, {n_items:>7,} items: {us:8.1f} us (median)")

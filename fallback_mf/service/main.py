@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cascade.telemetry import configure_tracing
-from fallback_mf.errors import MfServiceError, ReloadFailed
+from cascade.runtime.telemetry import configure_tracing
 from fallback_mf.schemas import ErrorResponse
-from fallback_mf.service_api import router
-from fallback_mf.service_metrics import ServiceMetrics
-from fallback_mf.service_middleware import ObservabilityMiddleware
-from fallback_mf.service_model import Loader, ModelStore, load_artifact
-from fallback_mf.settings import MfSettings
+from fallback_mf.service.api import router
+from fallback_mf.service.errors import MfServiceError, ReloadFailed
+from fallback_mf.service.metrics import ServiceMetrics
+from fallback_mf.service.middleware import ObservabilityMiddleware
+from fallback_mf.service.model import Loader, ModelStore, load_artifact
+from fallback_mf.service.settings import MfSettings
 
 logger = logging.getLogger(__name__)
 SERVICE_NAME = "fallback-mf"

@@ -2,7 +2,7 @@
 
 Imports nothing heavy, so services and tests can name columns without pulling in pandas.
 
-A data set lives in one folder (``cascade.paths.Layout.dataset_dir``)::
+A data set lives in one folder (``cascade.runtime.paths.Layout.dataset_dir``)::
 
     interactions.parquet   user_id int64, item_id int64, timestamp timestamp[us, UTC], rating float32
     users.parquet          user_id int64, age_bucket int64, country string, signup_date timestamp[us, UTC]

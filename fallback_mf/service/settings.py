@@ -8,7 +8,8 @@ variable                   default                 meaning
 ``MF_HOST``                ``127.0.0.1``           bind address (``0.0.0.0`` in containers)
 ``MF_PORT``                ``8001``                HTTP port (API, probes, metrics, admin)
 ``MF_ARTIFACTS_DIR``       ``$CASCADE_HOME/artifacts/als``  folder holding ``<version>/`` dirs
-                                                   and the ``latest`` pointer file
+                                                   and the ``latest`` pointer (text file or
+                                                   symlink: ``fallback_mf.artifact_format``)
 ``MF_VERSION``             unset                   pin one version; unset follows ``latest``
 ``MF_MAX_K``               ``100``                 largest ``k`` a request may ask for
 ``MF_DEFAULT_K``           ``20``                  ``k`` when the request names none
@@ -28,14 +29,15 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cascade.paths import Layout
+from cascade.runtime.paths import Layout
+from fallback_mf.artifact_format import als_root
 
 ABSOLUTE_MAX_K = 1000  # a response this long is already ~40 KB of JSON
 
 
 def default_artifacts_dir() -> Path:
     """``$CASCADE_HOME/artifacts/als``: where ``cascade train mf`` writes its versions."""
-    return Layout.from_env().artifacts_dir / "als"
+    return als_root(Layout.from_env().artifacts_dir)
 
 
 class MfSettings(BaseSettings):

@@ -1,0 +1,1 @@
+"""The runtime core: what every Cascade process may import (no pandas, no torch)."""
