@@ -8,9 +8,8 @@ extra exclusions masked, top k by ``np.argpartition``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,12 +45,6 @@ class AlsModel:
     popular: PopularityRecommender
     metadata: dict[str, Any] = field(default_factory=dict)
     name: str = "als"
-
-    @cached_property
-    def item_factors_t(self) -> FloatArray:
-        """``item_factors.T`` as its own C-contiguous array: the single-user product
-        ``u @ item_factors_t`` runs about 40% faster than ``item_factors @ u`` (measured)."""
-        return np.ascontiguousarray(self.item_factors.T)
 
     @property
     def n_users(self) -> int:
@@ -110,29 +103,3 @@ class AlsModel:
         cols = self.item_positions(flat)
         ok = cols >= 0  # unknown item ids cannot be recommended anyway
         scores[row_nums[ok], cols[ok]] = -np.inf
-
-    def recommend_one(
-        self, user_id: int, *, k: int, exclude: Iterable[int] = ()
-    ) -> tuple[list[int], list[float]]:
-        """Single-user path: lists of up to ``k`` ids and scores (as the MF service answers).
-
-        Unlike :meth:`recommend`, no padding: fewer than ``k`` items come back only when the
-        catalogue has fewer unseen items.
-        """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        excl = np.fromiter(exclude, dtype=np.int64)
-        pos = int(self.user_positions(np.array([user_id], dtype=np.int64))[0])
-        if pos < 0:
-            items, scores = self.popular.recommend(np.array([user_id]), k=k, exclude=[excl])
-            valid = items[0] >= 0
-            return items[0][valid].tolist(), scores[0][valid].tolist()
-        scores = self.user_factors[pos] @ self.item_factors_t
-        scores[self.seen.row(pos)] = -np.inf
-        if len(excl):
-            cols = self.item_positions(excl)
-            scores[cols[cols >= 0]] = -np.inf
-        cand = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        cand = cand[np.argsort(-scores[cand], kind="stable")]
-        cand = cand[np.isfinite(scores[cand])]
-        return self.item_ids[cand].tolist(), scores[cand].tolist()

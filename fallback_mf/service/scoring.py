@@ -1,8 +1,8 @@
 """Single-user ALS scoring on the artifact's plain arrays: what the MF service runs per request.
 
 Imports only numpy and :mod:`fallback_mf.artifact_format`: the service never loads pandas or
-the training code. The ranking is the one of ``fallback_mf.model.AlsModel.recommend_one`` (tests
-hold the two equal): a known user gets ``user_factors[u] @ item_factors.T`` with their training
+the training code. It is the one single-user path (evaluation uses the batch
+``fallback_mf.model.AlsModel.recommend``; a test holds the two equal): a known user gets ``user_factors[u] @ item_factors.T`` with their training
 items and the ``exclude`` ids masked, top ``k`` by ``np.argpartition``; an unknown user gets the
 most popular items not in ``exclude``, scored by their interaction counts.
 """

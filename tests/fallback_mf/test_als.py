@@ -9,7 +9,7 @@ import pytest
 
 from fallback_mf.artifacts import load_als, save_als
 from fallback_mf.train import interaction_matrix, train_als
-from tests.contract import UNKNOWN_USER, RecommenderContract, contract_interactions
+from tests.contract import RecommenderContract, contract_interactions
 
 
 def _train(frame: pd.DataFrame, **kw):
@@ -48,29 +48,6 @@ class TestLoadedAlsContract(RecommenderContract):
 @pytest.fixture(scope="module")
 def model():
     return _train(contract_interactions())
-
-
-def test_recommend_one_matches_batch(model):
-    users = model.user_ids[:10]
-    batch_items, batch_scores = model.recommend(
-        users, k=7, exclude=[np.array([100, 101])] * len(users)
-    )
-    for row, user in enumerate(users):
-        items, scores = model.recommend_one(int(user), k=7, exclude=[100, 101])
-        assert items == batch_items[row][batch_items[row] >= 0].tolist()
-        np.testing.assert_allclose(scores, batch_scores[row][: len(scores)], rtol=1e-5)
-
-
-def test_recommend_one_unknown_user_gets_popular_without_padding(model):
-    items, scores = model.recommend_one(UNKNOWN_USER, k=4, exclude=[int(model.popular.items[0])])
-    assert items == model.popular.items[1:5].tolist()
-    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
-
-
-def test_recommend_one_never_pads(model):
-    greedy = 0  # saw all but three items
-    items, _ = model.recommend_one(greedy, k=20)
-    assert len(items) == 3 and -1 not in items
 
 
 def test_unknown_exclude_ids_are_ignored(model):

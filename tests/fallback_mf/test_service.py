@@ -16,6 +16,7 @@ from tests.fallback_mf.service_helpers import (
     N_ITEMS,
     AppClient,
     FakeArtifacts,
+    scorer_of,
     settings_for,
     tiny_model,
 )
@@ -38,7 +39,7 @@ def test_known_user_gets_k_unseen_sorted_items(client: AppClient) -> None:
     assert not {i - 1000 for i in ids} & seen
     assert set(ids) <= set(model.item_ids.tolist())
     # same answer as the model itself
-    expected, _ = model.recommend_one(103, k=10)
+    expected, _ = scorer_of(model).recommend_one(103, k=10)
     assert ids == expected
 
 
