@@ -19,7 +19,8 @@ from cascade.drills.fault_modes import (
     mode_query,
     parse_mode,
 )
-from cascade.drills.proxy import FaultProxy, _GrpcCorrupter
+from cascade.drills.grpc_frames import ProxyStats, _GrpcCorrupter
+from cascade.drills.proxy import FaultProxy
 from cascade.drills.proxy_control import ControlServer
 from cascade.drills.proxyhub import ProxySpec
 
@@ -167,8 +168,6 @@ def _frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
 def test_grpc_corrupter_flags_the_first_message_of_chosen_streams_only() -> None:
     import random
 
-    from cascade.drills.proxy import ProxyStats
-
     message = b"\x00" + (5).to_bytes(4, "big") + b"hello"
     stream = (
         _frame(0x4, 0, 0, b"")  # SETTINGS
@@ -241,8 +240,6 @@ def test_garbage_rewrites_triton_answers_in_place() -> None:
 
     import numpy as np
     from tritonclient.grpc import service_pb2
-
-    from cascade.drills.proxy import ProxyStats
 
     answer = service_pb2.ModelInferResponse(model_name="two_tower", model_version="1")
     for name, dtype, array in [
