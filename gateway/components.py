@@ -64,7 +64,6 @@ def chain_config(settings: GatewaySettings) -> ChainConfig:
         feature_timeout_s=settings.feature_timeout_ms / 1000,
         primary_timeout_s=settings.primary_timeout_ms / 1000,
         mf_timeout_s=settings.mf_timeout_ms / 1000,
-        min_tier_s=settings.min_tier_ms / 1000,
     )
 
 
@@ -116,9 +115,7 @@ async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -
             features = NoFeatures(f"feature store not opened: {exc}")
     primary = None
     if settings.triton_url:
-        primary = TritonPrimary(
-            url=settings.triton_url, protocol=settings.triton_protocol, model=settings.triton_model
-        )
+        primary = TritonPrimary(url=settings.triton_url, model=settings.triton_model)
         closers.append(primary.close)
     fallback = None
     if settings.mf_url:

@@ -85,7 +85,6 @@ def create_app(
     admission = AdaptiveLimit(
         ceiling=settings.max_in_flight,
         floor=settings.min_in_flight,
-        lag_target_s=settings.loop_lag_target_ms / 1000.0,
     )
     metrics.in_flight_limit.set(admission.limit)
     app = FastAPI(

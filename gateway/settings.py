@@ -6,9 +6,7 @@ Built by the entry point or by ``create_app``, never at import time.
 variable                            default                    meaning
 =================================== ========================== ==========================================
 ``GATEWAY_HOST`` / ``GATEWAY_PORT`` ``127.0.0.1`` / ``8000``   bind address and port
-``GATEWAY_TRITON_URL``              ``127.0.0.1:8101``         Triton address (gRPC ``host:port``, or
-                                                               HTTP ``host:port``); empty: no primary
-``GATEWAY_TRITON_PROTOCOL``         ``grpc``                   ``grpc`` or ``http``
+``GATEWAY_TRITON_URL``              ``127.0.0.1:8101``         Triton's gRPC ``host:port``; empty: no primary
 ``GATEWAY_MF_URL``                  ``http://127.0.0.1:8001``  fallback MF service; empty: no ALS tier
 ``GATEWAY_DATASET``                 ``$CASCADE_DATASET``/demo  data set whose Feast registry is read
 ``GATEWAY_FEATURES_ENABLED``        ``true``                   false: never read features
@@ -17,7 +15,6 @@ variable                            default                    meaning
 ``GATEWAY_FEATURE_TIMEOUT_MS``      ``20``                     Feast online read timeout
 ``GATEWAY_PRIMARY_TIMEOUT_MS``      ``100``                    Triton per-call timeout = slow-call threshold
 ``GATEWAY_MF_TIMEOUT_MS``           ``60``                     MF per-call timeout
-``GATEWAY_MIN_TIER_MS``             ``5``                      skip a remote tier with less time left
 ``GATEWAY_BREAKER_WINDOW``          ``100``                    sliding window, calls
 ``GATEWAY_BREAKER_MIN_CALLS``       ``50``                     calls before the rates are judged
 ``GATEWAY_BREAKER_THRESHOLD``       ``0.5``                    failure rate that opens it
@@ -42,10 +39,8 @@ variable                            default                    meaning
 ``GATEWAY_RATE_LIMIT_ENABLED``      ``true``                   per-client token buckets
 ``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
 ``GATEWAY_RATE_LIMIT_REDIS_URL``    unset: per process         buckets shared by all replicas
-``GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_MS`` ``20``                 limiter's Redis socket timeouts
 ``GATEWAY_MAX_IN_FLIGHT``           ``64``                     in-flight ceiling; 503 beyond; 0: no limit
 ``GATEWAY_MIN_IN_FLIGHT``           ``8``                      floor of the adaptive in-flight limit
-``GATEWAY_LOOP_LAG_TARGET_MS``      ``10``                     loop lag above it lowers the limit
 ``GATEWAY_QUEUE_SHED_FRACTION``     ``0.5``                    503 when queued longer than this
                                                                share of the deadline; 0: never
 ``GATEWAY_MAX_HEADER_BYTES``        ``8192``                   larger request headers answer 431
@@ -56,7 +51,7 @@ variable                            default                    meaning
 
 Overload (``max_in_flight``, ``queue_shed_fraction``): the in-flight limit adapts between
 ``min_in_flight`` and ``max_in_flight`` to the event-loop lag (``gateway.edge.admission``: 10% down
-per probe while the lag exceeds ``loop_lag_target_ms``, +1 per calm probe, a probe every 50 ms).
+per probe while the lag exceeds 10 ms, +1 per calm probe, a probe every 50 ms).
 Figures behind it are in ``gateway.edge.admission`` and the README. Beyond the in-flight limit a
 request answers 503 + ``Retry-After`` at once. A request admitted but which
 already spent more than ``queue_shed_fraction`` x ``deadline_ms`` before reaching its handler
@@ -71,7 +66,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,7 +91,6 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     triton_url: str = "127.0.0.1:8101"
-    triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_model: str = contract.MODEL_NAME
     mf_url: str = "http://127.0.0.1:8001"
     dataset: str = Field(
@@ -111,7 +104,6 @@ class GatewaySettings(BaseSettings):
     feature_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
     primary_timeout_ms: float = Field(default=100.0, gt=0, le=5_000)
     mf_timeout_ms: float = Field(default=60.0, gt=0, le=5_000)
-    min_tier_ms: float = Field(default=5.0, ge=0, le=1_000)
 
     breaker_window: int = Field(default=100, ge=1, le=100_000)
     breaker_min_calls: int = Field(default=50, ge=1, le=100_000)
@@ -144,10 +136,8 @@ class GatewaySettings(BaseSettings):
     rate_limit_rps: float = Field(default=1000.0, gt=0, le=1_000_000)
     rate_limit_burst: int = Field(default=2000, ge=1, le=10_000_000)
     rate_limit_redis_url: str | None = None
-    rate_limit_redis_timeout_ms: float = Field(default=20.0, gt=0, le=1_000)
     max_in_flight: int = Field(default=64, ge=0, le=100_000)
     min_in_flight: int = Field(default=8, ge=1, le=100_000)
-    loop_lag_target_ms: float = Field(default=10.0, gt=0, le=1_000)
     queue_shed_fraction: float = Field(default=0.5, ge=0, le=1)
     max_header_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
     gc_freeze: bool = True

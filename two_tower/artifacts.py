@@ -35,7 +35,8 @@ from cascade.runtime import artifact_store as store
 from cascade.runtime.artifact_store import ArtifactError as ArtifactError
 from cascade.runtime.artifact_store import id_map_sha256 as id_map_sha256
 from cascade.runtime.artifact_store import new_version as new_version
-from two_tower.model import StringVocab, TowerEnsemble, TwoTower, TwoTowerConfig, build_two_tower
+from two_tower.model import TowerEnsemble, TwoTower, build_two_tower
+from two_tower.towers import StringVocab, TwoTowerConfig
 
 logger = logging.getLogger(__name__)
 

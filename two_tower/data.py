@@ -21,7 +21,7 @@ import pandas as pd
 
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import contract
-from two_tower.model import StringVocab
+from two_tower.towers import StringVocab
 
 DAY_US = 86_400 * 1_000_000
 

@@ -176,7 +176,7 @@ def _train_frame(args: argparse.Namespace, params: TrainParams, hooks: FitHooks)
             "world_size": dist.get_world_size(),
         }
         if args.test is not None and rank == 0:
-            from two_tower.pipeline import holdout_metrics
+            from two_tower.validation import holdout_metrics
 
             metrics = holdout_metrics(
                 trained, train=frame, test=pd.read_parquet(args.test), users=None

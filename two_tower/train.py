@@ -288,7 +288,7 @@ def _lr_schedule(
 
 
 def _lookup(vocab: Tensor, ids: Tensor) -> Tensor:
-    from two_tower.model import lookup
+    from two_tower.towers import lookup
 
     return lookup(vocab, ids)
 

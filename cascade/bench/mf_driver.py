@@ -15,12 +15,19 @@ import asyncio
 import json
 import resource
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 MAX_CONNECTIONS = 64
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def percentiles_ms(latencies_s: Sequence[float], quantiles: Sequence[float]) -> list[float]:
+    """The ``quantiles`` (0-100) of latencies given in seconds, in ms; NaN when there are none."""
+    ms = np.asarray(latencies_s) * 1000 if len(latencies_s) else np.asarray([np.nan])
+    return [float(np.percentile(ms, q)) for q in quantiles]
 
 
 async def drive(
@@ -86,7 +93,7 @@ async def drive(
     elapsed = time.perf_counter() - start
     for _, writer in idle:
         writer.close()
-    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    p50, p90, p99, top = percentiles_ms(latencies, (50, 90, 99, 100))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "driver_cpu_ms_per_request": 1000 * (usage.ru_utime + usage.ru_stime) / max(1, len(users)),
@@ -94,10 +101,10 @@ async def drive(
         "errors": sum(error_kinds.values()),
         "error_kinds": error_kinds,
         "achieved_rate": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "max_ms": top,
     }
 
 

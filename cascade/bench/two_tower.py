@@ -49,7 +49,8 @@ def random_trained(
     import torch
 
     from two_tower.artifacts import TrainedTwoTower
-    from two_tower.model import StringVocab, TwoTowerConfig, build_two_tower
+    from two_tower.model import build_two_tower
+    from two_tower.towers import StringVocab, TwoTowerConfig
     from two_tower.train import TrainParams
 
     defaults = TrainParams()

@@ -200,7 +200,6 @@ class DrillStack:
             GATEWAY_ENV,
             GATEWAY_PORT=str(self.ports["gateway"]),
             GATEWAY_TRITON_URL=self.proxies["triton"].address,
-            GATEWAY_TRITON_PROTOCOL="grpc",
             GATEWAY_MF_URL=f"http://127.0.0.1:{self.ports['mf']}",
             GATEWAY_DATASET=self.dataset,
             GATEWAY_ARTIFACTS_DIR=str(self.layout.artifacts_dir),

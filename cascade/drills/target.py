@@ -38,7 +38,6 @@ class GatewayFacts:
     primary_timeout_ms: float = 100.0
     breaker_wait_s: float = 5.0
     half_open_calls: int = 2
-    triton_protocol: str = "grpc"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewayFacts:
@@ -50,7 +49,6 @@ class GatewayFacts:
             primary_timeout_ms=float(env.get("GATEWAY_PRIMARY_TIMEOUT_MS", d.primary_timeout_ms)),
             breaker_wait_s=float(env.get("GATEWAY_BREAKER_WAIT_S", d.breaker_wait_s)),
             half_open_calls=int(env.get("GATEWAY_BREAKER_HALF_OPEN_CALLS", d.half_open_calls)),
-            triton_protocol=env.get("GATEWAY_TRITON_PROTOCOL", d.triton_protocol),
         )
 
 

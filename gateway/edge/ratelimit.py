@@ -126,7 +126,8 @@ class RateLimiter:
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.02, **kwargs: Any) -> RateLimiter:
-        """A limiter on the Redis at ``url`` with socket and connect timeouts of ``timeout_s``."""
+        """A limiter on the Redis at ``url`` with socket and connect timeouts of ``timeout_s``
+        (20 ms: a slow Redis must not slow the request path; it falls back to local buckets)."""
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(

@@ -328,7 +328,6 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
         if settings.rate_limit_redis_url:
             limiter = RateLimiter.from_url(
                 settings.rate_limit_redis_url,
-                timeout_s=settings.rate_limit_redis_timeout_ms / 1000,
                 on_redis_error=lambda exc: metrics.ratelimit_redis_errors.inc(),
             )
         else:

@@ -1,7 +1,7 @@
-"""The primary tier: the Two-Tower model on Triton, through the async tritonclient (gRPC or HTTP).
+"""The primary tier: the Two-Tower model on Triton, through tritonclient's async gRPC client.
 
 Tensors follow ``two_tower.contract``. The per-call timeout is applied both by the client
-(gRPC deadline) and by ``asyncio.wait_for`` (HTTP, and a hard bound either way). The caller
+(gRPC deadline) and by ``asyncio.wait_for`` (a hard bound). The caller
 passes the ``traceparent`` header so Triton's spans join the request's trace. Errors become
 ``UpstreamTimeout`` / ``UpstreamUnavailable`` / ``UpstreamError``; an answer that is not the
 contract's outputs becomes ``InvalidAnswer`` (``gateway.tiers.validation``).
@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import tritonclient.grpc as grpc
+import tritonclient.grpc.aio as aio
+from tritonclient.utils import InferenceServerException
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers.types import TierResult, UserFeatures
@@ -66,31 +69,17 @@ def build_inputs(
 class TritonPrimary:
     """Async Triton client for the Two-Tower model."""
 
-    def __init__(self, *, url: str, protocol: str, model: str = contract.MODEL_NAME) -> None:
+    def __init__(self, *, url: str, model: str = contract.MODEL_NAME) -> None:
         self.url = url
-        self.protocol = protocol
         self.model = model
-        self._client: Any = None
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-            import tritonclient.grpc.aio as aio
-
-            self._client = aio.InferenceServerClient(url=url, channel_args=_GRPC_CHANNEL_ARGS)
-        else:
-            import tritonclient.http as module
-            import tritonclient.http.aio as aio
-
-            self._client = aio.InferenceServerClient(url=url, conn_timeout=5.0)
-        self._module = module
-        self._outputs = [module.InferRequestedOutput(spec.name) for spec in contract.OUTPUTS]
+        self._client: Any = aio.InferenceServerClient(url=url, channel_args=_GRPC_CHANNEL_ARGS)
+        self._outputs = [grpc.InferRequestedOutput(spec.name) for spec in contract.OUTPUTS]
 
     async def close(self) -> None:
         await self._client.close()
 
     async def ready(self, *, timeout_s: float = 0.5) -> bool:
         """Whether the model answers ready (for /readyz details; never gates readiness)."""
-        from tritonclient.utils import InferenceServerException
-
         try:
             return bool(await asyncio.wait_for(self._client.is_model_ready(self.model), timeout_s))
         except (InferenceServerException, TimeoutError, OSError):
@@ -106,16 +95,16 @@ class TritonPrimary:
         headers: Mapping[str, str] | None = None,
     ) -> TierResult:
         """Top-k for one user; raises UpstreamTimeout / UpstreamUnavailable / UpstreamError."""
-        from tritonclient.utils import InferenceServerException
-
-        inputs = build_inputs(features, k=k, exclude=exclude, module=self._module)
-        kwargs: dict[str, Any] = {"headers": dict(headers or {})}
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout_s
+        inputs = build_inputs(features, k=k, exclude=exclude, module=grpc)
+        call = self._client.infer(
+            self.model,
+            inputs,
+            outputs=self._outputs,
+            headers=dict(headers or {}),
+            client_timeout=timeout_s,
+        )
         try:
-            result = await asyncio.wait_for(
-                self._client.infer(self.model, inputs, outputs=self._outputs, **kwargs), timeout_s
-            )
+            result = await asyncio.wait_for(call, timeout_s)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"triton did not answer in {timeout_s * 1000:.0f} ms") from exc
         except InferenceServerException as exc:
@@ -125,12 +114,8 @@ class TritonPrimary:
             if "UNAVAILABLE" in status:
                 raise UpstreamUnavailable(f"triton unavailable: {exc.message()}") from exc
             raise UpstreamError(f"triton error {status}: {exc.message()}") from exc
-        except (OSError, ConnectionError) as exc:  # HTTP client: refused / reset
-            raise UpstreamUnavailable(f"triton unreachable: {exc!r}") from exc
         response = result.get_response()
-        version = (
-            response.get("model_version") if isinstance(response, dict) else response.model_version
-        )
+        version = response.model_version
         return decode_triton(
             _outputs(result, response), k=k, model_version=f"{self.model}/{version or '1'}"
         )
@@ -139,19 +124,15 @@ class TritonPrimary:
 def _outputs(result: Any, response: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
     """Each output's (datatype, shape, array), read defensively: the answer is untrusted.
 
-    ``response``: the gRPC ``ModelInferResponse`` or the HTTP JSON body. Only the contract's
-    datatypes are decoded; an output named twice, another datatype, or raw bytes that do not
-    fill the announced shape are a ``format`` error, never a library exception.
+    ``response``: the gRPC ``ModelInferResponse``. Only the contract's datatypes are decoded; an
+    output named twice, another datatype, or raw bytes that do not fill the announced shape are
+    a ``format`` error, never a library exception.
     """
-    entries = response.get("outputs", []) if isinstance(response, dict) else response.outputs
     allowed = {spec.dtype for spec in contract.OUTPUTS}
     outputs: dict[str, tuple[str, list[int], np.ndarray]] = {}
-    for entry in entries:
-        if isinstance(entry, dict):
-            name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
-        else:
-            name, datatype, shape = entry.name, entry.datatype, list(entry.shape)
-        if not isinstance(name, str) or name in outputs:
+    for entry in response.outputs:
+        name, datatype, shape = entry.name, entry.datatype, [int(d) for d in entry.shape]
+        if not name or name in outputs:
             raise InvalidAnswer(Rule.FORMAT, f"output {name!r} unnamed or named twice")
         if datatype not in allowed:
             raise InvalidAnswer(Rule.FORMAT, f"output {name} has datatype {datatype!r}")
@@ -159,9 +140,7 @@ def _outputs(result: Any, response: Any) -> dict[str, tuple[str, list[int], np.n
             array = result.as_numpy(name)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise InvalidAnswer(Rule.FORMAT, f"output {name} cannot be decoded: {exc}") from exc
-        if not isinstance(array, np.ndarray) or not isinstance(shape, list):
-            raise InvalidAnswer(Rule.FORMAT, f"output {name} has no data or shape")
-        if not all(type(d) is int for d in shape):
-            raise InvalidAnswer(Rule.FORMAT, f"output {name} has shape {shape!r}")
+        if not isinstance(array, np.ndarray):
+            raise InvalidAnswer(Rule.FORMAT, f"output {name} has no data")
         outputs[name] = (datatype, shape, array)
     return outputs

@@ -279,10 +279,7 @@ def test_service_urls_in_config_resolve(overlay: tuple[str, Docs]) -> None:
         for s in by_kind(docs, "Service")
     }
     host, port = gateway["GATEWAY_TRITON_URL"].split(":")
-    assert (
-        int(port) in services[host]
-        and int(port) == facts.triton_ports()[gateway["GATEWAY_TRITON_PROTOCOL"]]
-    )
+    assert int(port) in services[host] and int(port) == facts.triton_ports()["grpc"]
     mf_host, mf_port = gateway["GATEWAY_MF_URL"].removeprefix("http://").split(":")
     assert int(mf_port) in services[mf_host]
 

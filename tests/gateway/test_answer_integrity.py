@@ -162,7 +162,7 @@ def triton_answer(outputs: list[tuple[str, str, list[int], bytes]], k: int) -> T
     features = UserFeatures(user_id=7, seen_items=tuple(SKIP))
 
     async def call() -> TierResult:
-        primary = TritonPrimary(url="127.0.0.1:1", protocol="grpc")
+        primary = TritonPrimary(url="127.0.0.1:1")
         await primary.close()
         primary._client = FakeGrpcClient(outputs)
         answer = await primary.recommend(features, k=k, exclude=sorted(SKIP), timeout_s=1.0)

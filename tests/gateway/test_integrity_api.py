@@ -50,7 +50,7 @@ class Wire:
         )
 
     async def factory(self, cfg, metrics) -> Components:
-        primary = TritonPrimary(url="127.0.0.1:1", protocol="grpc")
+        primary = TritonPrimary(url="127.0.0.1:1")
         await primary.close()
         primary._client = self.triton
         mf = MfFallback(base_url="http://mf", timeout_s=1.0)

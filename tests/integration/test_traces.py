@@ -182,7 +182,6 @@ def traced(gateway_stack: GatewayStack, tmp_path: Path) -> Iterator[TracedStack]
             **otel,
             GATEWAY_PORT=str(gateway_port),
             GATEWAY_TRITON_URL=f"127.0.0.1:{proxy.port}",
-            GATEWAY_TRITON_PROTOCOL="grpc",
             GATEWAY_MF_URL=f"http://127.0.0.1:{mf_port}",
             GATEWAY_DATASET=DATASET,
             GATEWAY_ARTIFACTS_DIR=str(gateway_stack.layout.artifacts_dir),

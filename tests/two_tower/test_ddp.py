@@ -37,7 +37,8 @@ PARAMS = {"hidden": 16, "side_dim": 4, "seen_pool": 10, "lr": 0.01}
 def test_two_process_ddp_matches_single_process(split_frames, tmp_path):
     from dataclasses import replace
 
-    from two_tower.pipeline import holdout_metrics, train_in_memory
+    from two_tower.pipeline import train_in_memory
+    from two_tower.validation import holdout_metrics
 
     folder, train, test = split_frames
     cmd = [
