@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[all,dev]'
 	@# The Triton server binary ships in this wheel; its Python API pins numpy<2, which Feast
-	@# cannot use, so it goes in without dependencies (DESIGN.md).
+	@# cannot use, so it goes in without dependencies (docs/platform-notes.md).
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0
 	@touch $@
 

@@ -1,4 +1,4 @@
-"""Run the real ``tritonserver`` without Docker (DESIGN.md, "Triton without Docker").
+"""Run the real ``tritonserver`` without Docker (docs/platform-notes.md, "Triton without Docker").
 
 The binary and the Python backend ship inside the ``nvidia-pytriton`` wheel, installed with
 ``--no-deps``; we locate them on disk without importing ``pytriton`` (its import needs numpy<2).

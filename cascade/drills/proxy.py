@@ -1,4 +1,4 @@
-"""A small asyncio TCP fault proxy: what ``tc netem`` would do, for one upstream (DESIGN.md).
+"""A small asyncio TCP fault proxy: what ``tc netem`` would do, for one upstream (docs/platform-notes.md).
 
 The drills put one in front of Triton, Redis and the OTLP collector, and switch its mode while
 traffic flows (the new mode applies to bytes read after the switch, on open connections too):

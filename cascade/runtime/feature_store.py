@@ -67,7 +67,7 @@ def store_config(
 
     ``project`` overrides ``names.project_name()`` (env ``CASCADE_FEAST_PROJECT`` or cascade).
     ``redis_timeout_s`` sets redis-py's socket and connect timeouts (serving path: tens of ms;
-    redis-py's defaults wait seconds against a stopped Redis, DESIGN.md).
+    redis-py's defaults wait seconds against a stopped Redis, docs/platform-notes.md).
     """
     from feast import RepoConfig
 
