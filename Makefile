@@ -52,7 +52,7 @@ bench-serve: $(STAMP)
 loadtest: $(STAMP)
 	$(PY) -m cascade.drills.loadtest
 
-# Fault drills D1-D8 under load, each PASS/FAIL with its figures; report in var/reports/drills.
+# Fault drills D1-D9 under load, each PASS/FAIL with its figures; report in var/reports/drills.
 drill: $(STAMP)
 	$(PY) -m cascade.drills
 

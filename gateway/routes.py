@@ -35,6 +35,7 @@ _ERROR_TEXT = {
     413: "Request body too large",
     422: "Invalid request: malformed user id, k out of range, bad body",
     429: "The client's rate limit is exhausted",
+    431: "Request headers too large",
     500: "Internal error",
     503: "Overloaded (too many requests in flight, or queued past half the deadline) or not ready",
 }
@@ -134,7 +135,7 @@ async def _serve(
 @router.get(
     schemas.RECOMMENDATIONS_PATH + "/{user_id}",
     response_model=schemas.RecommendationResponse,
-    responses={**_OK, **_errors(401, 422, 429, 500, 503)},
+    responses={**_OK, **_errors(401, 422, 429, 431, 500, 503)},
     tags=["recommendations"],
 )
 async def get_recommendations(
@@ -158,7 +159,7 @@ async def get_recommendations(
 @router.post(
     schemas.RECOMMENDATIONS_PATH,
     response_model=schemas.RecommendationResponse,
-    responses={**_OK, **_errors(400, 401, 413, 422, 429, 500, 503)},
+    responses={**_OK, **_errors(400, 401, 413, 422, 429, 431, 500, 503)},
     tags=["recommendations"],
 )
 async def post_recommendations(

@@ -79,10 +79,28 @@ class TritonPythonModel:
             self.device
         )
         self.version = meta.get("artifact_version", "?")
+        self._warm_up(int(meta["recent_items_len"]), int(meta["max_seen_items"]))
         pb_utils.Logger.log_info(
             f"two_tower version {args['model_version']} (artifact {self.version}): "
             f"{len(items)} items, device {self.device}"
         )
+
+    def _warm_up(self, recent_len: int, seen_len: int, rounds: int = 3) -> None:
+        """A few calls on a padding-only row before Triton reports the model ready: TorchScript's
+        profiling executor makes the first calls slow (the first request after a start timed out
+        at the gateway's 100 ms and was served by ALS)."""
+        zeros = torch.zeros(1, dtype=torch.int64, device=self.device)
+        row = {
+            "user_id": zeros,
+            "age_bucket": zeros - 1,
+            "country": zeros,
+            "interaction_count": zeros,
+            "recent_items": torch.full((1, recent_len), -1, dtype=torch.int64, device=self.device),
+            "seen_items": torch.full((1, seen_len), -1, dtype=torch.int64, device=self.device),
+            "k": torch.ones(1, dtype=torch.int64, device=self.device),
+        }
+        for _ in range(rounds):
+            self._top_k(row)
 
     # -- inputs -------------------------------------------------------------------------------
 
