@@ -1,24 +1,42 @@
-"""Structured (JSON lines) logging for Cascade's services. Configured only in entry points."""
+"""Structured (JSON lines) logging for Cascade's services. Configured only in entry points.
+
+Writing a log line never blocks the event loop: the service's code only puts the record on a
+bounded in-memory queue (``_Enqueue``, microseconds); a listener thread formats and writes it.
+When the queue is full (the disk or the collector is slower than the service logs), lines are
+dropped and counted, rather than making requests wait: ``dropped_lines()`` tells how many, and the
+next line that gets through says so. Third-party libraries log at WARNING and above by default
+(httpx alone wrote a line per MF call at INFO).
+"""
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
+import queue
 import sys
 import time
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from opentelemetry import trace
 
 # Attributes every LogRecord has; anything else passed through ``extra=`` becomes a JSON field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+QUEUE_SIZE = 10_000
+THIRD_PARTY = ("httpx", "httpcore", "aiohttp", "urllib3", "grpc", "feast", "asyncio", "botocore")
+
+_listener: QueueListener | None = None
+_enqueue: _Enqueue | None = None
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, service, plus any ``extra`` fields.
 
     Inside a span the line also carries ``trace_id`` and ``span_id`` (hex, as Jaeger shows them),
-    so a log line leads to its trace and back.
+    so a log line leads to its trace and back. Taken when the line is logged (``_Enqueue``), since
+    the writer thread runs outside the request's context.
     """
 
     def __init__(self, service: str) -> None:
@@ -34,29 +52,85 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "service": self._service,
         }
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            entry["trace_id"] = format(context.trace_id, "032x")
-            entry["span_id"] = format(context.span_id, "016x")
+        if not hasattr(record, "trace_id"):
+            _add_span_context(record)
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
+def _add_span_context(record: logging.LogRecord) -> None:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record.trace_id = format(context.trace_id, "032x")
+        record.span_id = format(context.span_id, "016x")
+
+
+class _Enqueue(QueueHandler):
+    """Puts a self-contained copy of each record on the queue; never waits for room."""
+
+    def __init__(self, q: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(q)
+        self.dropped = 0
+        self._reported = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:  # format the traceback now: the frames may be gone later
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        _add_span_context(record)
+        if self.dropped > self._reported:
+            record.msg += f" ({self.dropped - self._reported} log lines dropped before this one)"
+            self._reported = self.dropped
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
 def configure_logging(*, service: str, level: str = "INFO", json_logs: bool = True) -> None:
-    """Route the root logger to stderr, as JSON lines unless ``json_logs`` is false."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Route the root logger, through the queue, to stderr (JSON lines unless ``json_logs``)."""
+    global _listener, _enqueue
+    writer = logging.StreamHandler(sys.stderr)
     if json_logs:
-        handler.setFormatter(JsonFormatter(service))
+        writer.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    stop_logging()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_SIZE)
+    _enqueue = _Enqueue(records)
+    _listener = QueueListener(records, writer, respect_handler_level=False)
+    _listener.start()
+    atexit.register(stop_logging)  # flush what is queued when the process exits
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_enqueue]
     root.setLevel(level.upper())
     # uvicorn's own loggers propagate to ours, so its lines are JSON too.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def stop_logging() -> None:
+    """Write what is queued and stop the writer thread (idempotent)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+def dropped_lines() -> int:
+    """Lines dropped because the queue was full, since logging was configured."""
+    return _enqueue.dropped if _enqueue is not None else 0
