@@ -14,6 +14,8 @@ Imports only the stdlib, locust and gevent: the stock ``locustio/locust`` image 
 - ``CASCADE_LOAD_SHAPE``: ``steady``, ``ramp`` or ``spike`` (``loadtests/shapes.py``); unset:
   Locust's own ``-u``/``-r``/``-t``.
 - ``CASCADE_API_KEY``: sent as ``Authorization: Bearer <key>`` when set.
+- ``CASCADE_LOADTEST_OUTCOMES``: where to write, when Locust stops, every answer's tier,
+  fallback reason and error cause counted per second (``loadtests/outcomes.py``); unset: not kept.
 
 Each request is named after the tier that served it (``X-Served-By``), e.g.
 ``GET /v1/recommendations/[user] [two_tower]``, so Locust's statistics split by tier; a non-2xx
@@ -32,9 +34,10 @@ import time
 from array import array
 from pathlib import Path
 
-from locust import HttpUser, constant_throughput, task
+from locust import HttpUser, constant_throughput, events, task
 
-from loadtests import shapes  # the package is installed here; PYTHONPATH in the Locust image
+# The package is installed here; PYTHONPATH in the Locust image.
+from loadtests import outcomes, shapes
 
 PATH = "/v1/recommendations"
 UNKNOWN_BASE = 10**12  # above any data set's ids
@@ -119,6 +122,34 @@ POPULATION = Population(
     unknown_share=float(os.environ.get("CASCADE_UNKNOWN_SHARE", "0.05")),
 )
 POST_SHARE = float(os.environ.get("CASCADE_POST_SHARE", "0.2"))
+OUTCOMES = outcomes.Outcomes()
+OUTCOMES_PATH = os.environ.get("CASCADE_LOADTEST_OUTCOMES", "")
+
+
+def record(method: str, response: object) -> None:
+    """Count the answer's tier, fallback reason and error cause (``OUTCOMES``)."""
+    status = int(getattr(response, "status_code", 0) or 0)
+    headers = getattr(response, "headers", None) or {}
+    ok = 200 <= status < 300
+    tier = str(headers.get("X-Served-By") or "") if ok else ""
+    # The body is read only when the answer needs it: an error's code, or a reason not in headers.
+    needs_body = not ok or (tier not in ("", "two_tower") and not headers.get("X-Fallback-Reason"))
+    body = getattr(response, "content", None) if needs_body else None
+    OUTCOMES.add(
+        method,
+        status,
+        tier,
+        outcomes.fallback_reason(status, headers, body),
+        outcomes.error_cause(status, body, getattr(response, "error", None)),
+    )
+
+
+def _write_outcomes(**_: object) -> None:
+    if OUTCOMES_PATH:
+        OUTCOMES.write(Path(OUTCOMES_PATH))
+
+
+events.quitting.add_listener(_write_outcomes)  # type: ignore[no-untyped-call]
 
 
 def tier_name(base: str, response: object) -> str:
@@ -147,6 +178,7 @@ class RecommendationUser(HttpUser):
             method, url, json=body, name=base, headers=stamp, catch_response=True
         ) as response:
             response.request_meta["name"] = tier_name(base, response)
+            record(method, response)
             if not 200 <= response.status_code < 300:
                 response.failure(f"HTTP {response.status_code}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cascade.drills.load import CLIENT_ERROR, NOT_SENT, Sample
@@ -183,3 +183,36 @@ def client_error_kinds(samples: Iterable[Sample]) -> dict[str, int]:
         if s.status == CLIENT_ERROR:
             kinds[s.reason or "?"] = kinds.get(s.reason or "?", 0) + 1
     return kinds
+
+
+def fallback_share(samples: Sequence[Sample]) -> float | None:
+    """Share of the eligible answers (200, not ``cold_start``) the primary did not serve."""
+    share = primary_share(samples)
+    return None if share is None else 1.0 - share
+
+
+def shed_share(samples: Sequence[Sample]) -> float | None:
+    """Share of the requests sent that were answered 503."""
+    return sum(s.status == 503 for s in samples) / len(samples) if samples else None
+
+
+def share_recovery_time(
+    samples: Sequence[Sample],
+    *,
+    since: float,
+    share_of: Callable[[Sequence[Sample]], float | None],
+    at_most: float,
+    bucket_s: float = 1.0,
+    horizon_s: float = 60.0,
+) -> float | None:
+    """Seconds from ``since`` to the end of the first ``bucket_s`` window (sliding by half a
+    bucket) where ``share_of(window)`` is at most ``at_most`` (``recovery_time`` for any share,
+    e.g. :func:`fallback_share` or :func:`shed_share`); None if not within ``horizon_s``."""
+    last = max((s.t for s in samples), default=since)
+    start = since
+    while start < since + horizon_s and start <= last:
+        value = share_of(window(samples, start, start + bucket_s))
+        if value is not None and value <= at_most + 1e-9:
+            return start + bucket_s - since
+        start += bucket_s / 2
+    return None

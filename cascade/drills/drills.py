@@ -1,10 +1,11 @@
-"""The fault drills D1-D9, each under open-loop load, with a baseline from the same run.
+"""The fault drills D1-D10, each under open-loop load, with a baseline from the same run.
 
 Each drill: load starts; ``baseline_s`` of healthy traffic; the fault; observation; the fault
 removed (when the drill says so); then figures and :class:`~cascade.drills.analysis.Check`s.
 :func:`run_drills` heals the stack before each drill. :class:`Plan` holds the durations;
 ``Plan.ci()`` is the shortened form the CI test runs (same criteria code). The drills live in
-``model_drills.py`` (D1-D5, D9), ``platform_drills.py`` (D6-D7) and ``otlp_drill.py`` (D8).
+``model_drills.py`` (D1-D5, D9), ``platform_drills.py`` (D6-D7), ``otlp_drill.py`` (D8) and
+``overload_drill.py`` (D10: 2x overload, then recovery).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cascade.drills.model_drills import (
     d9_primary_garbage,
 )
 from cascade.drills.otlp_drill import d8_otlp_blackhole
+from cascade.drills.overload_drill import d10_overload
 from cascade.drills.platform_drills import d6_redis_down, d7_spike
 from cascade.drills.target import DrillTarget
 from cascade.drills.timeline import Plan
@@ -43,6 +45,7 @@ DRILLS: dict[str, Drill] = {
     "D7": d7_spike,
     "D8": d8_otlp_blackhole,
     "D9": d9_primary_garbage,
+    "D10": d10_overload,
 }
 NEEDS_PROXY = {"D3": "triton", "D4": "triton", "D8": "otlp", "D9": "triton"}
 

@@ -5,11 +5,19 @@
 2. Write the known users, most active first, for the locustfile (``CASCADE_LOADTEST_USERS``).
 3. Run ``locust --headless`` with the chosen shape, bounded by ``--duration``, loopback only;
    CSV (full history) and HTML reports into ``--out`` (default ``$CASCADE_HOME/reports/loadtest``).
-4. Plots and ``summary.md`` from the CSVs (``cascade.drills.report.loadtest_report``).
+4. Plots and ``summary.md`` from the CSVs (``cascade.drills.report.loadtest_report``), then the
+   answers by fallback reason and 503 cause (``cascade.drills.outcomes``, from what the
+   locustfile counted) and the gateway's own figures over the run (``cascade.drills.internals``).
+
+``--gateway-cpu 0.5`` (``make loadtest GATEWAY_CPU=0.5``): a machine 2-3x slower. The gateway
+process (``run/stack.json``, else whoever listens on the port) is held to that many CPUs by a
+cgroup quota for the run (``cascade.drills.slow_node``), and the summary says how often the
+quota throttled it. When the quota cannot be applied the run stops before any load, exit 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -20,6 +28,7 @@ from pathlib import Path
 
 import typer
 
+from cascade.cpu_quota import CpuQuotaError
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
 
@@ -42,12 +51,15 @@ class LoadTestConfig:
     scale: str = "demo"
     ready_timeout_s: float = 1200.0
     model_repository: Path | None = None  # for `cascade up`; None: its default (triton_models/)
+    gateway_cpu: float | None = None  # hold the gateway to this many CPUs (None: no quota)
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
         if self.users < 1 or self.user_rps <= 0 or not 1 <= self.duration_s <= 3600:
             raise ValueError("users >= 1, user_rps > 0 and 1 <= duration_s <= 3600 are required")
+        if self.gateway_cpu is not None and self.gateway_cpu <= 0:
+            raise ValueError(f"gateway_cpu must be positive, got {self.gateway_cpu}")
 
 
 def write_users(layout: Layout, dataset: str, path: Path) -> Path | None:
@@ -106,12 +118,14 @@ def run_locust(
     """Locust headless; returns the CSV prefix."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
+    (out_dir / "outcomes.json").unlink(missing_ok=True)  # never a previous run's counts
     env = dict(
         os.environ,
         CASCADE_LOAD_SHAPE=config.shape,
         CASCADE_USERS=str(config.users),
         CASCADE_USER_RPS=str(config.user_rps),
         CASCADE_DURATION_S=str(config.duration_s),
+        CASCADE_LOADTEST_OUTCOMES=str(out_dir / "outcomes.json"),
     )
     if users_file is not None:
         env["CASCADE_LOADTEST_USERS"] = str(users_file)
@@ -146,27 +160,65 @@ def run_locust(
 
 
 def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
-    """Run the whole load test; returns the summary's path."""
+    """Run the whole load test; returns the summary's path. CpuQuotaError: no quota possible."""
+    from cascade.drills import internals
     from cascade.drills.report import loadtest_report
+    from cascade.drills.slow_node import GatewayQuota, cpu_seconds, describe, find_gateway_pid
 
     url = f"http://127.0.0.1:{config.port}"
     stack = None
-    if not http_ok(f"{url}/readyz"):
-        logger.info("nothing ready at %s: starting `cascade up --scale %s`", url, config.scale)
-        stack = start_stack(layout=layout, config=config)
-    try:
-        users = write_users(layout, config.scale, out_dir / "users.txt")
-        started = time.monotonic()
-        prefix = run_locust(
-            url=url, config=config, out_dir=out_dir, users_file=users, key=api_key(layout)
-        )
-        logger.info("locust ran %.0fs", time.monotonic() - started)
-    finally:
-        if stack is not None:
-            stack.stop(grace=20)
-    return loadtest_report(
+    extra: list[str] = []
+    with contextlib.ExitStack() as held:
+        # The group first: a machine that cannot hold the quota stops here, before any load.
+        quota = held.enter_context(GatewayQuota(config.gateway_cpu)) if config.gateway_cpu else None
+        if not http_ok(f"{url}/readyz"):
+            logger.info("nothing ready at %s: starting `cascade up --scale %s`", url, config.scale)
+            stack = start_stack(layout=layout, config=config)
+        try:
+            pid: int | None = None
+            if quota is not None:
+                pid = find_gateway_pid(layout, config.port)
+                quota.add(pid)
+                logger.info("gateway pid %d held to %g CPU (%s)", pid, quota.cpus, quota.quota.path)
+            else:  # its CPU use is still worth a line
+                with contextlib.suppress(CpuQuotaError):
+                    pid = find_gateway_pid(layout, config.port)
+            users = write_users(layout, config.scale, out_dir / "users.txt")
+            before = internals.scrape(url)
+            started, cpu_before = time.monotonic(), cpu_seconds([pid] if pid else [])
+            prefix = run_locust(
+                url=url, config=config, out_dir=out_dir, users_file=users, key=api_key(layout)
+            )
+            took = time.monotonic() - started
+            logger.info("locust ran %.0fs", took)
+            extra.append(internals.markdown(before, internals.scrape(url)))
+            if quota is None and pid is not None:
+                cores = (cpu_seconds([pid]) - cpu_before) / took
+                extra.append(f"- gateway CPU (no quota): {cores:.2f} cores over {took:.0f} s\n")
+            if quota is not None:
+                line = describe(quota.figures())
+                logger.info("%s", line)
+                extra.append(f"## Slow node\n\n- {line}\n")
+                with contextlib.suppress(CpuQuotaError):  # gone: the load test says so
+                    if find_gateway_pid(layout, config.port) not in quota.pids:
+                        extra.append("- the gateway restarted during the run: it then ran free\n")
+        finally:
+            if stack is not None:
+                stack.stop(grace=20)
+    summary = loadtest_report(
         csv_prefix=prefix, out_dir=out_dir, title=f"Cascade load test ({config.shape})"
     )
+    extra.insert(0, _outcomes_section(out_dir / "outcomes.json"))
+    summary.write_text(summary.read_text().rstrip("\n") + "\n\n" + "\n".join(extra))
+    return summary
+
+
+def _outcomes_section(path: Path) -> str:
+    from cascade.drills.outcomes import markdown, read_outcomes
+
+    if not path.is_file():
+        return f"## Answers by fallback reason and 503 cause\n\nnot recorded ({path} missing).\n"
+    return markdown(read_outcomes(path))
 
 
 def main(
@@ -178,6 +230,9 @@ def main(
     scale: str = typer.Option("demo", help="Scale `cascade up` builds when nothing answers."),
     out: str = typer.Option("", help="Report folder (default $CASCADE_HOME/reports/loadtest)."),
     model_repository: str = typer.Option("", help="Triton repository for `cascade up`."),
+    gateway_cpu: float = typer.Option(
+        0.0, help="Hold the gateway to this many CPUs for the run (a slower machine); 0: no quota."
+    ),
 ) -> None:
     """Locust against the local stack (started if needed); CSV, HTML, plots and summary.md."""
     try:
@@ -189,6 +244,7 @@ def main(
             port=port,
             scale=scale,
             model_repository=Path(model_repository) if model_repository else None,
+            gateway_cpu=gateway_cpu or None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -196,6 +252,9 @@ def main(
     out_dir = Path(out) if out else layout.reports_dir / "loadtest"
     try:
         summary = loadtest(config=config, layout=layout, out_dir=out_dir)
+    except CpuQuotaError as exc:
+        typer.echo(f"loadtest: cannot hold the gateway to {gateway_cpu:g} CPU: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
     except (ProcessError, subprocess.TimeoutExpired, FileNotFoundError) as exc:
         typer.echo(f"loadtest failed: {exc}", err=True)
         raise typer.Exit(code=1) from exc

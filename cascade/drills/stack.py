@@ -9,6 +9,9 @@ Redis and the OTLP collector.
                               -> MF service
                               -> [proxy] -> OTLP sink (a tiny collector that answers 200)
 
+With ``gateway_quota`` (``--gateway-cpu``), every gateway process the stack starts (a restart by
+``heal`` included) is moved into that CPU quota before it serves: a machine 2-3x slower.
+
 Everything lives under ``home`` (default ``$CASCADE_HOME/drills``) on free ports; the shared
 Redis at 6379 is never touched. Data and models are built once by ``cascade.stack_build.build``
 (``synthetic:<scale>``) and reused by later runs.
@@ -25,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -33,6 +37,9 @@ from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
+
+if TYPE_CHECKING:
+    from cascade.drills.slow_node import GatewayQuota
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ class DrillStack:
     dataset: str = ""
     users: list[int] = field(default_factory=list)
     triton_settings: object = None
+    gateway_quota: GatewayQuota | None = None  # hold every gateway process to a CPU quota
 
     @property
     def layout(self) -> Layout:
@@ -214,6 +222,8 @@ class DrillStack:
         proc = ManagedProcess("gateway", [sys.executable, "-m", "gateway"],
                               log_path=self.home / "run" / "gateway.log", env=env)  # fmt: skip
         self.procs["gateway"] = proc.start()
+        if self.gateway_quota is not None:
+            self.gateway_quota.add(proc.pid)
         proc.wait_ready(f"{self.url}/readyz", timeout=120)
 
     def restore(self, name: str) -> None:

@@ -44,6 +44,14 @@ class Plan:
     otlp_base_s: float = 20.0  # D8's baselines, one before the hole and one after
     otlp_rate: float = 100.0  # D8 compares two p99s: it needs thousands of samples in each
     warmup_s: float = 1.0  # left out of the baseline (connection setup)
+    # D10: ``overload_rate`` for ``overload_s``, then back to ``rate``, observed ``overload_after_s``.
+    # None: ``overload_factor`` x the capacity measured by a closed loop of ``capacity_s`` at the
+    # drill's start (cascade.drills.overload_drill), so "2x" means the same on any machine.
+    overload_s: float = 30.0
+    overload_rate: float | None = None
+    overload_factor: float = 2.0
+    capacity_s: float = 4.0
+    overload_after_s: float = 15.0
     # Recovery limits are multiplied by ``slack``: 1 in ``make drill`` (the tight figures,
     # printed and judged); more in CI, where the machine is shared and of unknown speed and the
     # test asserts behaviour (it recovered), not speed.
