@@ -45,16 +45,19 @@ bench-offline: $(STAMP)
 bench-triton: $(STAMP)
 	$(PY) -m cascade.bench.triton
 
+# GATEWAY_CPU=0.5 / MF_CPU=0.5: hold the gateways and the bare app / the MF service to half a CPU.
 bench-serve: $(STAMP)
-	$(PY) -m cascade.bench.serve
+	$(PY) -m cascade.bench.serve $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(MF_CPU),--mf-cpu $(MF_CPU))
 
 # Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
+# GATEWAY_CPU=0.5: the gateway held to half a CPU for the run (a machine 2-3x slower; needs root).
 loadtest: $(STAMP)
-	$(PY) -m cascade.drills.loadtest
+	$(PY) -m cascade.drills.loadtest $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU))
 
-# Fault drills D1-D9 under load, each PASS/FAIL with its figures; report in var/reports/drills.
+# Fault drills D1-D10 under load, each PASS/FAIL with its figures; report in var/reports/drills.
+# GATEWAY_CPU=0.5: the drill stack's gateway held to half a CPU.
 drill: $(STAMP)
-	$(PY) -m cascade.drills
+	$(PY) -m cascade.drills $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU))
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """Closed-loop load drivers of the serving benchmark: HTTP (httpx), direct Triton, the Feast read.
 
 Closed loop: ``concurrency`` workers, each sending its next request when the previous one
-answered, for ``duration_s``, after a warm-up. Every driver returns one :class:`BenchRow`.
+answered, for ``duration_s``, after a warm-up. Every driver returns one :class:`BenchRow`;
+``on_measure`` (when given) is called after the warm-up, just before the measured window (the
+CPU meter's ``start``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -30,6 +32,8 @@ class BenchRow:
     p50_ms: float
     p99_ms: float
     served_by: str = ""
+    # CPU ms per request of each process over the measured window (cascade.bench.cpu_meter)
+    cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
 
 
 async def closed_loop(
@@ -96,6 +100,7 @@ async def bench_http(
     duration_s: float,
     users: Sequence[int],
     warmup_s: float = 1.0,
+    on_measure: Callable[[], None] | None = None,
 ) -> BenchRow:
     """``GET path(user)`` on ``base_url``; the tier is the answer's ``X-Served-By`` header."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -107,6 +112,8 @@ async def bench_http(
             return str(r.headers.get("X-Served-By", "ok"))
 
         await closed_loop(call, concurrency=concurrency, duration_s=warmup_s, users=users)
+        if on_measure:
+            on_measure()
         lat, errors, tiers = await closed_loop(
             call, concurrency=concurrency, duration_s=duration_s, users=users
         )
@@ -114,7 +121,13 @@ async def bench_http(
 
 
 async def bench_triton(
-    url: str, *, concurrency: int, duration_s: float, users: Sequence[int], k: int
+    url: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    users: Sequence[int],
+    k: int,
+    on_measure: Callable[[], None] | None = None,
 ) -> BenchRow:
     """Direct Triton over gRPC aio, with the gateway's own request builder."""
     import tritonclient.grpc as grpcclient
@@ -132,6 +145,8 @@ async def bench_triton(
 
     try:
         await closed_loop(call, concurrency=concurrency, duration_s=1.0, users=users)
+        if on_measure:
+            on_measure()
         lat, errors, tiers = await closed_loop(
             call, concurrency=concurrency, duration_s=duration_s, users=users
         )
@@ -140,7 +155,13 @@ async def bench_triton(
     return summarize("triton direct (gRPC)", concurrency, duration_s, lat, errors, tiers)
 
 
-async def bench_features(*, dataset: str, users: Sequence[int], n: int = 500) -> BenchRow:
+async def bench_features(
+    *,
+    dataset: str,
+    users: Sequence[int],
+    n: int = 500,
+    on_measure: Callable[[], None] | None = None,
+) -> BenchRow:
     """``n`` Feast online reads one after the other (concurrency 1)."""
     from cascade.runtime.paths import Layout
     from gateway.tiers.features import FeastFeatureReader
@@ -150,6 +171,8 @@ async def bench_features(*, dataset: str, users: Sequence[int], n: int = 500) ->
     )
     await reader.start()
     lat: list[float] = []
+    if on_measure:
+        on_measure()
     try:
         for i in range(n):
             started = time.perf_counter()

@@ -10,6 +10,7 @@ scoring alone at several catalogue sizes (the inline-vs-thread decision in
 
     python -m cascade.bench.mf_service              # 500 req/s for 20 s, prints a table
     python -m cascade.bench.mf_service --rate 800 --duration 10
+    python -m cascade.bench.mf_service --cpu 0.5     # under a cgroup quota of half a CPU
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # like the service: single-threaded BLAS
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -55,6 +57,8 @@ class BenchResult:
     load_average_before: float  # 1-minute load of the machine when the run started
     server_p50_le_ms: float  # from the service's own histogram (bucket bound, incl. warm-up)
     server_p99_le_ms: float
+    cpu_quota: float | None = None  # CPUs the service was held to (cgroup quota), if any
+    throttled: dict[str, float] | None = None  # the quota's cpu.stat over the measured run
 
 
 def random_model(*, n_users: int, n_items: int, factors: int = FACTORS, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -121,13 +125,24 @@ def bench_service(
     k: int = 20,
     warmup_s: float = 2.0,
     work_dir: Path | None = None,
+    cpu_quota: float | None = None,
 ) -> BenchResult:
-    """Start the service on a random artifact, warm it up, drive it at ``rate``; see module doc."""
+    """Start the service on a random artifact, warm it up, drive it at ``rate``; see module doc.
+
+    ``cpu_quota``: the service runs under a cgroup quota of that many CPUs
+    (``cascade.cpu_quota``; :class:`CpuQuotaError` before anything starts when it cannot)."""
     import psutil
 
+    from cascade.cpu_quota import CpuQuota
     from fallback_mf.artifacts import als_root, save_als
 
-    with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        quota = (
+            stack.enter_context(CpuQuota(f"cascade-bench-mf-{os.getpid()}", cpus=cpu_quota))
+            if cpu_quota is not None
+            else None
+        )
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mf-bench-"))
         root = work_dir or Path(tmp)
         artifacts = root / "artifacts"
         save_als(
@@ -144,6 +159,8 @@ def bench_service(
         with ManagedProcess(
             "mf", [sys.executable, "-m", "fallback_mf"], log_path=root / "mf.log", env=env
         ) as proc:
+            if quota is not None:
+                quota.add(proc.pid)
             proc.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=120)
             driver = [
                 sys.executable,
@@ -161,6 +178,7 @@ def bench_service(
             )
             server = psutil.Process(proc.pid)
             cpu_before = sum(server.cpu_times()[:2])
+            throttled_before = quota.throttled() if quota else {}
             load = os.getloadavg()[0]
             out = subprocess.run(
                 [*driver, f"--rate={rate}", f"--duration={duration_s}"],
@@ -170,6 +188,11 @@ def bench_service(
                 timeout=duration_s + 120,
             )
             server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+            throttled = (
+                {key: round(v - throttled_before[key], 3) for key, v in quota.throttled().items()}
+                if quota
+                else None
+            )
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 server_p50, server_p99 = histogram_quantiles(
                     resp.read().decode(), route=RECOMMENDATIONS_PATH
@@ -182,6 +205,8 @@ def bench_service(
         load_average_before=load,
         server_p50_le_ms=server_p50,
         server_p99_le_ms=server_p99,
+        cpu_quota=cpu_quota,
+        throttled=throttled,
         **figures,
     )
 
@@ -195,6 +220,7 @@ def _main() -> None:
     parser.add_argument("--users", type=int, default=DEMO_USERS)
     parser.add_argument("--items", type=int, default=DEMO_ITEMS)
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--cpu", type=float, help="hold the service to this many CPUs (cgroup)")
     parser.add_argument(
         "--micro", action="store_true", help="also time scoring alone per catalogue size"
     )
@@ -203,7 +229,12 @@ def _main() -> None:
         for n_items, us in scoring_micro().items():
             print(f"scoring one user, {n_items:>7,} items: {us:8.1f} us (median)")
     r = bench_service(
-        rate=args.rate, duration_s=args.duration, n_users=args.users, n_items=args.items, k=args.k
+        rate=args.rate,
+        duration_s=args.duration,
+        n_users=args.users,
+        n_items=args.items,
+        k=args.k,
+        cpu_quota=args.cpu,
     )
     print(
         "| service | items | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms "

@@ -2,13 +2,16 @@
 
 ``cascade up`` (``python -m cascade.stack``) on free ports at the chosen scale (Triton, the MF
 service and the gateway; data and models are built when missing), plus a second gateway with
-``GATEWAY_BREAKER_FORCE_OPEN=true`` (row d: features + ALS). No API keys and no OTLP exporter:
-neither is what is measured.
+``GATEWAY_BREAKER_FORCE_OPEN=true`` (row d: features + ALS) and the bare FastAPI app
+(``cascade.bench.bare_app``, rows e). No API keys and no OTLP exporter: neither is what is
+measured. With ``gateway_cpu``, both gateways and the bare app run under a cgroup CPU quota
+(``cascade.cpu_quota``), each in its own group, and the throttled time is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -16,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cascade.bench.cpu_meter import stack_pids, throttle_delta
+from cascade.cpu_quota import CpuQuota
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
 
@@ -45,12 +50,16 @@ def run_stack_bench(
     log_dir: Path,
     p99_target_ms: float,
     model_repository: Path | None = None,
+    gateway_cpu: float | None = None,
 ) -> dict[str, Any]:
-    """Start the stack and the breaker-open gateway, run ``bench_serve``, stop everything."""
+    """Start the stack, the breaker-open gateway and the bare app, run ``bench_serve``, stop all.
+
+    ``gateway_cpu``: both gateways and the bare app each get a cgroup CPU quota of that many CPUs
+    (created before anything starts: :class:`CpuQuotaError` when it cannot be applied)."""
     from cascade.bench.gateway import bench_serve
 
     host = "127.0.0.1"
-    ports = {n: free_port() for n in ("gw", "mf", "th", "tg", "tm", "open")}
+    ports = {n: free_port() for n in ("gw", "mf", "th", "tg", "tm", "open", "bare")}
     # No API keys on the benchmark's own stack: auth is not what is measured here.
     env = dict(os.environ, GATEWAY_AUTH_ENABLED="false")
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # no collector here: do not time failed exports
@@ -96,39 +105,84 @@ def run_stack_bench(
         log_path=log_dir / "serve-gateway-open.log",
         env=open_env,
     )
+    bare = ManagedProcess(
+        "bare-app",
+        [
+            sys.executable,
+            "-m",
+            "cascade.bench.bare_app",
+            "--host",
+            host,
+            "--port",
+            str(ports["bare"]),
+        ],
+        log_path=log_dir / "serve-bare-app.log",
+        env=env,
+    )
     gw, mf = f"http://{host}:{ports['gw']}", f"http://{host}:{ports['mf']}"
-    try:
-        stack.start()
-        logger.info("bench-serve: starting the %s stack (log %s)", scale, stack.log_path)
-        _wait_ready(
-            {
-                "gateway": gw + "/readyz",
-                "mf": mf + "/readyz",
-                "triton": f"http://{host}:{ports['th']}/v2/models/two_tower/ready",
-            },
-            [stack],
-            timeout_s=ready_timeout_s,
-        )
-        open_gw.start()
-        _wait_ready(
-            {"gateway-open": f"http://{host}:{ports['open']}/readyz"}, [open_gw], timeout_s=120
-        )
-        logger.info("bench-serve: stack ready; measuring (%s s per row)", duration_s)
-        return asyncio.run(
-            bench_serve(
-                gateway_url=gw,
-                triton_url=f"{host}:{ports['tg']}",
-                mf_url=mf,
-                open_gateway_url=f"http://{host}:{ports['open']}",
-                dataset=scale,
-                users=users,
-                concurrencies=concurrencies,
-                duration_s=duration_s,
-                p99_target_ms=p99_target_ms,
+    bare_url = f"http://{host}:{ports['bare']}"
+    with contextlib.ExitStack() as quotas:  # left after the processes are stopped
+        groups: dict[str, CpuQuota] = {}
+        for name in ("gateway", "gateway_open", "bare_app"):
+            if gateway_cpu is not None:
+                quota = CpuQuota(f"cascade-bench-{name}-{os.getpid()}", cpus=gateway_cpu)
+                groups[name] = quotas.enter_context(quota)
+        try:
+            stack.start()
+            logger.info("bench-serve: starting the %s stack (log %s)", scale, stack.log_path)
+            _wait_ready(
+                {
+                    "gateway": gw + "/readyz",
+                    "mf": mf + "/readyz",
+                    "triton": f"http://{host}:{ports['th']}/v2/models/two_tower/ready",
+                },
+                [stack],
+                timeout_s=ready_timeout_s,
             )
-        )
-    finally:
-        if open_gw.proc is not None:
-            open_gw.stop(grace=15)
-        if stack.proc is not None:
-            stack.stop(grace=60)  # `cascade up` stops its children on SIGTERM
+            open_gw.start()
+            bare.start()
+            _wait_ready(
+                {
+                    "gateway-open": f"http://{host}:{ports['open']}/readyz",
+                    "bare-app": bare_url + "/v1/recommendations/0",
+                },
+                [open_gw, bare],
+                timeout_s=120,
+            )
+            pids = {**stack_pids(stack.pid), "gateway_open": open_gw.pid, "bare_app": bare.pid}
+            for name, group in groups.items():
+                if name not in pids:
+                    raise ProcessError(f"no {name} process under cascade up: {pids}")
+                group.add(pids[name])
+            throttled_before = {name: q.throttled() for name, q in groups.items()}
+            logger.info("bench-serve: stack ready %s; measuring (%s s per row)", pids, duration_s)
+            result = asyncio.run(
+                bench_serve(
+                    gateway_url=gw,
+                    triton_url=f"{host}:{ports['tg']}",
+                    mf_url=mf,
+                    open_gateway_url=f"http://{host}:{ports['open']}",
+                    bare_url=bare_url,
+                    pids=pids,
+                    dataset=scale,
+                    users=users,
+                    concurrencies=concurrencies,
+                    duration_s=duration_s,
+                    p99_target_ms=p99_target_ms,
+                )
+            )
+            result["processes"] = pids
+            if groups:
+                result["cpu_quota"] = {
+                    "cpus": gateway_cpu,
+                    "cgroups": {name: str(q.path) for name, q in groups.items()},
+                    "throttled": {
+                        name: throttle_delta(throttled_before[name], q.throttled())
+                        for name, q in groups.items()
+                    },
+                }
+            return result
+        finally:
+            for proc, grace in ((open_gw, 15), (bare, 15), (stack, 60)):
+                if proc.proc is not None:
+                    proc.stop(grace=grace)  # `cascade up` stops its children on SIGTERM

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cascade.bench.closed_loop import BenchRow
@@ -62,9 +62,18 @@ def wrk_row(target: str, concurrency: int, out: str) -> BenchRow:
 
 
 def bench_wrk(
-    target: str, base_url: str, *, concurrency: int, duration_s: float, users: Sequence[int], k: int
+    target: str,
+    base_url: str,
+    *,
+    concurrency: int,
+    duration_s: float,
+    users: Sequence[int],
+    k: int,
+    on_measure: Callable[[], None] | None = None,
 ) -> BenchRow:
-    """The same closed loop with ``wrk`` (C, one thread): far less CPU than a Python client."""
+    """The same closed loop with ``wrk`` (C, one thread): far less CPU than a Python client.
+
+    ``on_measure`` is called between the 1 s warm-up and the measured run."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT % (min(users), max(users), k))
     try:
@@ -75,6 +84,8 @@ def bench_wrk(
             timeout=30,
             check=False,
         )  # warm-up
+        if on_measure:
+            on_measure()
         out = subprocess.run(
             [
                 "wrk",
