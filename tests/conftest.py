@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Before anything imports feast: `import feast` sets PROMETHEUS_MULTIPROC_DIR, and prometheus_client
+# picks its value class (multiprocess or not) when it is first imported. The services import it
+# first too (gateway.metrics at import time, Feast only when the store opens).
+import prometheus_client  # noqa: F401
 import pytest
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,10 @@ class ProcessError(RuntimeError):
     """A managed process exited early or never became ready."""
 
 
+FEAST_PROMETHEUS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+_FEAST_DIR_PREFIX = os.path.join(tempfile.gettempdir(), "feast_metrics_")
+
+
 class ManagedProcess:
     """A child process with its own log file and process group, stopped gracefully.
 
@@ -57,6 +62,11 @@ class ManagedProcess:
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(os.environ if env is None else env)
+        # `import feast` sets PROMETHEUS_MULTIPROC_DIR in its own process (feast/metrics.py); a
+        # child that inherited it would keep its metrics in that process's temporary folder.
+        for name in FEAST_PROMETHEUS_ENV:
+            if self.env.get(name, "").startswith(_FEAST_DIR_PREFIX):
+                del self.env[name]
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from gateway.components import Components, build_breaker, chain_config
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.resilience.chain import FallbackChain
-from gateway.tiers.features import FeaturesUnavailable
+from gateway.tiers.features import FeaturesTimedOut, FeaturesUnavailable
 from gateway.tiers.popular import PopularList
 from gateway.tiers.types import TierResult, UserFeatures
 
@@ -55,7 +55,7 @@ class FakeFeatures:
             try:
                 await asyncio.wait_for(asyncio.Event().wait(), timeout_s)
             except TimeoutError as exc:
-                raise FeaturesUnavailable("feature read timed out") from exc
+                raise FeaturesTimedOut("feature read timed out") from exc
         if user_id not in KNOWN_USERS:
             return None
         return UserFeatures(user_id=user_id, interaction_count=3, seen_items=seen_of(user_id))
