@@ -87,6 +87,47 @@ class ReadTimeout(TimeoutError):
     """The read did not finish within its timeout."""
 
 
+class LagAwareDeadline:
+    """Expires ``deadline`` after ``timeout_s`` of the read, not of the event loop's backlog.
+
+    When the check runs late (the loop was busy with other requests, or the process was
+    throttled by a CPU quota), the reply may already be in the socket with its callbacks queued
+    behind that backlog: giving up then would blame Redis for the gateway's own lag, turn a
+    busy gateway's answers into fallbacks and close a healthy connection (more work next time:
+    the metastable loop of issue 15). So a check that runs more than ``GRACE_S`` late extends
+    the deadline once, by how late it ran (at most ``timeout_s``); a second late check expires
+    it. On a loop that keeps up, the deadline is exactly ``timeout_s``.
+    """
+
+    GRACE_S = 0.002
+
+    def __init__(self, deadline: asyncio.Timeout, timeout_s: float) -> None:
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        self.extended_by = 0.0
+        self._loop = asyncio.get_running_loop()
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._due = self._loop.time() + self.timeout_s
+        self._handle = self._loop.call_at(self._due, self._check)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        late = now - self._due
+        if late > self.GRACE_S and not self.extended_by:
+            self.extended_by = min(late, self.timeout_s)
+            self._due = now + self.extended_by
+            self._handle = self._loop.call_at(self._due, self._check)
+            return
+        self.deadline.reschedule(now)  # expires it: the read is cancelled
+
+
 class UnsupportedLayout(Exception):
     """The store's config or views are outside what this reader decodes; use Feast's read."""
 
@@ -170,14 +211,18 @@ class FeastRedisReader:
         redis-py's errors (``redis.RedisError``, ``OSError``, uvloop's ``RuntimeError`` for a
         transport the peer reset)."""
         client: Any = self.client  # redis-py's execute_command is untyped
-        deadline = asyncio.timeout(timeout_s)
+        deadline = asyncio.timeout(None)
+        watchdog = LagAwareDeadline(deadline, timeout_s)
         try:
             async with deadline:
+                watchdog.start()
                 raw = await client.execute_command("HMGET", self.key(entity_id), *self.fields)
         except TimeoutError as exc:
             if deadline.expired():
                 raise ReadTimeout(f"no reply within {timeout_s * 1000:.0f} ms") from exc
             raise
+        finally:
+            watchdog.cancel()
         return self.decode(raw)
 
     def decode(self, raw: Sequence[bytes | None]) -> dict[str, Any]:

@@ -504,3 +504,33 @@ def test_sqlite_store_reads_through_feast(sqlite_store: str, layout: Layout) -> 
 
     assert uvloop.run(main()) == want
     assert want[UNKNOWN[0]] is None and want[0] is not None
+
+
+def test_the_read_deadline_does_not_count_the_loops_backlog() -> None:
+    """A check that runs late (the loop was busy) extends the deadline once by its lateness; a
+    punctual one expires it. No wall clock is asserted: a 30 ms block is always > 2 ms late."""
+    import time
+
+    from cascade.runtime.feast_redis import LagAwareDeadline
+
+    async def run(block_s: float) -> tuple[float, bool]:
+        loop = asyncio.get_running_loop()
+        deadline = asyncio.timeout(None)
+        watchdog = LagAwareDeadline(deadline, 0.010)
+        expired = False
+        try:
+            async with deadline:
+                watchdog.start()
+                if block_s:
+                    loop.call_soon(time.sleep, block_s)  # the backlog: other requests' work
+                await asyncio.sleep(1.0)  # a read that never answers
+        except TimeoutError:
+            expired = deadline.expired()
+        finally:
+            watchdog.cancel()
+        return watchdog.extended_by, expired
+
+    extended, expired = asyncio.run(run(0.0))
+    assert extended == 0.0 and expired  # on time: exactly the timeout
+    extended, expired = asyncio.run(run(0.030))
+    assert extended > LagAwareDeadline.GRACE_S and expired  # late: one extension, then expiry
