@@ -1,6 +1,7 @@
 """The ALS artifact's on-disk format for its readers: file names, the ``latest`` rule, readers.
 
-Imports only the standard library and numpy, so any consumer (the MF service, the gateway's
+Imports only the standard library, numpy and the runtime core (``cascade.runtime``: the
+checksum and metadata reader every artifact shares), so any consumer (the MF service, the gateway's
 popular tier, tools) can read an artifact without the training stack. The writer, used by
 training, is :mod:`fallback_mf.artifacts`; it takes every name from here.
 
@@ -29,13 +30,14 @@ start with ``.`` (hidden names are the writer's temporary folders).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cascade.runtime import artifact_store
+from cascade.runtime.artifact_store import id_map_sha256
 
 FORMAT_VERSION = 1
 ALS_DIR = "als"
@@ -183,28 +185,12 @@ def read_seen(directory: Path, *, mmap: bool = False) -> SeenItems:
     )
 
 
-def id_map_sha256(user_ids: np.ndarray, item_ids: np.ndarray) -> str:
-    """Checksum of both id maps (int64 bytes), written into and checked against metadata.
-
-    The same digest as ``cascade.runtime.artifact_store.id_map_sha256`` (a test holds them equal).
-    """
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(user_ids, dtype=np.int64).tobytes())
-    h.update(b"|")
-    h.update(np.ascontiguousarray(item_ids, dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
 def read_metadata(directory: Path) -> dict[str, Any]:
-    """Parsed ``metadata.json`` of a version folder."""
-    path = Path(directory) / METADATA_FILE
+    """Parsed ``metadata.json`` of a version folder (``cascade.runtime.artifact_store``'s reader)."""
     try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ArtifactFormatError(f"{path} is missing: not an ALS artifact") from exc
-    except json.JSONDecodeError as exc:
-        raise ArtifactFormatError(f"{path} is not valid JSON: {exc}") from exc
-    return meta
+        return artifact_store.read_metadata(directory, kind="ALS")
+    except artifact_store.ArtifactError as exc:
+        raise ArtifactFormatError(str(exc)) from exc
 
 
 def read_checked(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

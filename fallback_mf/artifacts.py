@@ -75,7 +75,7 @@ def save_als(
             "format_version": FORMAT_VERSION,
             "model_version": version,
             "trained_at": meta.get("trained_at") or datetime.now(UTC).isoformat(timespec="seconds"),
-            "id_map_sha256": fmt.id_map_sha256(model.user_ids, model.item_ids),
+            "id_map_sha256": store.id_map_sha256(model.user_ids, model.item_ids),
             "shapes": {name: list(a.shape) for name, a in arrays.items()},
         }
     )
