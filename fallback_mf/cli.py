@@ -82,6 +82,7 @@ def train_mf(
         "demo",
         "--data",
         "-d",
+        envvar="CASCADE_DATASET",
         help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH.",
     ),
     factors: int = typer.Option(DEFAULT_FACTORS, min=1, help="Latent factors."),

@@ -35,6 +35,7 @@ def train_two_tower(
         "demo",
         "--data",
         "-d",
+        envvar="CASCADE_DATASET",
         help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH.",
     ),
     dim: int = typer.Option(128, min=1, help="Embedding dimension of both towers."),

@@ -94,7 +94,11 @@ def run_evaluation(
 
 def evaluate(
     dataset: str = typer.Option(
-        "demo", "--dataset", "-d", help="Data set name or spec (demo, movielens:PATH, csv:PATH)."
+        "demo",
+        "--dataset",
+        "-d",
+        envvar="CASCADE_DATASET",
+        help="Data set name or spec (demo, movielens:PATH, csv:PATH).",
     ),
     models: str = typer.Option(
         "popular,als", "--models", "-m", help="Comma-separated: popular, als, two_tower."
@@ -212,7 +216,11 @@ def recommend(
         Path, typer.Option("--out", "-o", help="Output CSV: user_id,item_id,rank.")
     ] = _REQUIRED,
     dataset: str = typer.Option(
-        "demo", "--dataset", "-d", help="Data set the model was trained on."
+        "demo",
+        "--dataset",
+        "-d",
+        envvar="CASCADE_DATASET",
+        help="Data set the model was trained on.",
     ),
     full_data: bool = typer.Option(
         False,

@@ -265,3 +265,12 @@ def test_evaluate_trains_als_in_memory_when_no_artifact_matches(home, trained):
     assert result.exit_code == 0, result.output
     assert "als Recall@20 =" in result.output
     assert list_versions(home / "artifacts") == before  # in-memory model is not saved
+
+
+def test_the_data_set_defaults_to_cascade_dataset(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--models", "popular"],
+        env={"CASCADE_HOME": str(tmp_path), "CASCADE_DATASET": "nosuchset"},
+    )
+    assert result.exit_code == 2 and "nosuchset" in result.output
