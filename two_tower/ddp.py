@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch.distributed as dist
 
 from cascade.evaluation.split import SplitParams
 from cascade.runtime.paths import Layout
+from cascade.runtime.procs import free_port
 from two_tower.model import TwoTower
 from two_tower.train import FitHooks, TrainParams
 
@@ -92,6 +94,21 @@ def make_hooks(*, seed: int, checkpoint_dir: Path | None) -> tuple[FitHooks, tor
         checkpoint=checkpoint,
     )
     return hooks, device
+
+
+def torchrun_command(args: list[str], *, nproc: int = 2) -> list[str]:
+    """``python -m torch.distributed.run ... -m two_tower.ddp ARGS`` on one node, free port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--nnodes=1",
+        f"--master_port={free_port()}",
+        "-m",
+        "two_tower.ddp",
+        *args,
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -201,7 +200,7 @@ def bench_triton(
 def bench_training(*, workdir: Path, rows: int, batch_size: int) -> list[dict[str, Any]]:
     """samples/s of one epoch, single process and 2-process DDP, on a sample of demo interactions."""
     from cascade.data.synthetic import generate
-    from cascade.runtime.procs import free_port
+    from two_tower.ddp import torchrun_command
     from two_tower.pipeline import train_in_memory
     from two_tower.train import TrainParams
 
@@ -221,24 +220,18 @@ def bench_training(*, workdir: Path, rows: int, batch_size: int) -> list[dict[st
         }
     ]
     dump = workdir / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--nnodes=1",
-        f"--master_port={free_port()}",
-        "-m",
-        "two_tower.ddp",
-        "--interactions",
-        str(path),
-        "--epochs",
-        "1",
-        "--batch-size",
-        str(batch_size),
-        "--dump-dir",
-        str(dump),
-    ]
+    cmd = torchrun_command(
+        [
+            "--interactions",
+            str(path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            str(batch_size),
+            "--dump-dir",
+            str(dump),
+        ]
+    )
     env = dict(
         os.environ,
         CASCADE_HOME=str(workdir / "home"),

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from cascade.evaluation.split import temporal_split
-from cascade.runtime.procs import free_port
 from tests.two_tower.conftest import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,34 +35,29 @@ PARAMS = {"hidden": 16, "side_dim": 4, "seen_pool": 10, "lr": 0.01}
 def test_two_process_ddp_matches_single_process(split_frames, tmp_path):
     from dataclasses import replace
 
+    from two_tower.ddp import torchrun_command
     from two_tower.pipeline import train_in_memory
     from two_tower.validation import holdout_metrics
 
     folder, train, test = split_frames
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--nnodes=1",
-        f"--master_port={free_port()}",
-        "-m",
-        "two_tower.ddp",
-        "--interactions",
-        str(folder / "train.parquet"),
-        "--test",
-        str(folder / "test.parquet"),
-        "--epochs",
-        "3",
-        "--batch-size",
-        "128",
-        "--dim",
-        "8",
-        "--params",
-        json.dumps(PARAMS),
-        "--dump-dir",
-        str(tmp_path),
-    ]
+    cmd = torchrun_command(
+        [
+            "--interactions",
+            str(folder / "train.parquet"),
+            "--test",
+            str(folder / "test.parquet"),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "128",
+            "--dim",
+            "8",
+            "--params",
+            json.dumps(PARAMS),
+            "--dump-dir",
+            str(tmp_path),
+        ]
+    )
     env = dict(os.environ, CASCADE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
