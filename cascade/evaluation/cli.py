@@ -101,7 +101,10 @@ def evaluate(
         help="Data set name or spec (demo, movielens:PATH, csv:PATH).",
     ),
     models: str = typer.Option(
-        "popular,als", "--models", "-m", help="Comma-separated: popular, als, two_tower."
+        "popular,als,ease,two_tower",
+        "--models",
+        "-m",
+        help="Comma-separated: popular, als, ease, two_tower (one without a model is skipped).",
     ),
     test_fraction: float = typer.Option(
         DEFAULT_TEST_FRACTION, help="Share of each user's latest interactions held out."
@@ -206,7 +209,7 @@ def write_recommendations(
 
 
 def recommend(
-    model: str = typer.Option(..., "--model", "-m", help="popular, als or two_tower."),
+    model: str = typer.Option(..., "--model", "-m", help="popular, als, ease or two_tower."),
     users: Annotated[
         Path,
         typer.Option("--users", "-u", help="One user id per line, or a CSV with a user_id column."),

@@ -7,7 +7,12 @@ evaluation the test interactions must not have been seen in training.
 Adding a model: add a branch to :func:`load_model` that imports lazily and returns a
 ``Recommender`` (``cascade.recommenders``), raising :class:`ModelUnavailable` with a message
 that says how to produce the artifact when there is none. ``two_tower`` is wired that way: it
-calls ``two_tower.recommender.load_two_tower(layout=..., dataset=...)``.
+calls ``two_tower.recommender.load_two_tower(layout=..., dataset=...)``. A model may carry
+``report_params`` (a dict) that the evaluation report prints beside its metrics.
+
+``ease`` (:mod:`cascade.evaluation.ease`) has no artifact: it is fitted in memory on
+``dataset.train`` each time, λ chosen on a hold-out of it split like ``dataset.split``; above
+``ease.MAX_ITEMS`` items it is unavailable (too large), never an error.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from cascade.runtime.paths import Layout
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("popular", "als", "two_tower")
+MODEL_NAMES = ("popular", "als", "ease", "two_tower")
 
 
 def load_model(
@@ -35,6 +40,11 @@ def load_model(
         return PopularityRecommender.from_interactions(dataset.train)
     if name == "als":
         return _load_als(layout=layout, dataset=dataset, train_missing=train_missing)
+    if name == "ease":
+        from cascade.evaluation.ease import fit_ease
+
+        logger.info("EASE: fitting on %s", dataset.describe())
+        return fit_ease(dataset.train, validation=dataset.split)
     if name == "two_tower":
         try:
             from two_tower.recommender import load_two_tower  # type: ignore[import-not-found,unused-ignore]

@@ -46,6 +46,7 @@ class Report:
     models: dict[str, dict[str, Any]]
     seconds: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # a model's report_params
     generated_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -82,9 +83,23 @@ class Report:
         ]
         if gains:
             lines += ["", "; ".join(gains) + "."]
+        for name, params in self.params.items():
+            settings = ", ".join(f"{key} = {_format(value)}" for key, value in params.items())
+            lines += ["", f"Parameters of {name}: {settings}."]
         for name, why in self.skipped.items():
             lines += ["", f"Skipped {name}: {why}"]
         return "\n".join(lines) + "\n"
+
+
+def _format(value: Any) -> str:
+    """A parameter for the markdown report: floats to 4 significant digits, containers inline."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    return str(value)
 
 
 def evaluate(
@@ -105,7 +120,8 @@ def evaluate(
 
     Full ranking over the catalogue, each user's train items excluded (definitions in
     :mod:`cascade.evaluation.metrics`). ``max_users`` samples the evaluated users (seeded).
-    With ``out_dir``, writes the report files there.
+    With ``out_dir``, writes the report files there. A model's ``report_params`` (a dict, when
+    it has one) goes into the report beside its metrics.
     """
     truth = ground_truth(train, test, max_users=max_users, seed=seed)
     results: dict[str, dict[str, Any]] = {}
@@ -130,6 +146,11 @@ def evaluate(
         models=results,
         seconds=seconds,
         skipped=dict(skipped or {}),
+        params={
+            model.name: dict(params)
+            for model in models
+            if isinstance(params := getattr(model, "report_params", None), dict) and params
+        },
     )
     if out_dir is not None:
         write_report(report, out_dir)
