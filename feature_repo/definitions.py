@@ -9,7 +9,8 @@ they read the folder from env ``CASCADE_FEATURES_DIR`` (default: the ``demo`` da
 TTLs (see ``names`` for the reasoning): a point-in-time join takes the newest snapshot at or
 before the event and no older than the TTL, so each TTL exceeds the time a snapshot stays
 current: profile and activity 10 years (activity rows are written only when a user's state
-changes), items 90 days (every item is restated at every snapshot, at most 30 days apart).
+changes), items none (``ttl=0``: an item row is written only when a value changes, and stays
+current until the next one).
 
 ``age_days`` is Float32 because ``cascade.data.features`` writes it as float32 (fractional days).
 """
@@ -83,7 +84,7 @@ def definitions(features_dir: Path) -> list[object]:
         ],
         source=source(n.ITEM_FEATURES),
         online=True,
-        description="Item attributes and popularity snapshots.",
+        description="Item attributes, popularity and age; a row when a bucketed value changes.",
     )
     two_tower = FeatureService(
         name=n.TWO_TOWER_SERVICE,

@@ -70,11 +70,13 @@ ALS_FEATURES = _refs(USER_ACTIVITY)
 #   previous snapshot (weekly, 30 days at large scale). An inactive user's last row stays true
 #   for as long as they are inactive, so the TTL must exceed the longest inactivity gap, not just
 #   the snapshot interval -> 10 years (the synthetic window is 180 days; MovieLens spans years).
-# - item_features: every released item gets a row at every snapshot -> 90 days, three times the
-#   longest snapshot interval (30 days).
+# - item_features: a row is written only when a value the item tower sees changes (release,
+#   a new log2 bucket of popularity or age, and the final state; cascade.data.features), so a
+#   row stays current until the next one, however long that takes (an old film's age bucket
+#   lasts decades) -> 0: no TTL (Feast: "lives forever").
 USER_PROFILE_TTL_DAYS = 3650
 USER_ACTIVITY_TTL_DAYS = 3650
-ITEM_FEATURES_TTL_DAYS = 90
+ITEM_FEATURES_TTL_DAYS = 0
 
 
 def project_name() -> str:

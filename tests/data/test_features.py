@@ -1,4 +1,5 @@
-"""Offline feature tables: point-in-time correctness, final snapshot = full history, layout."""
+"""Offline feature tables: point-in-time correctness, final snapshot = full history, item rows
+written on change, layout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pandas as pd
 import pytest
 
 from cascade.data.dataset import Dataset
-from cascade.data.features import build_feature_tables, user_state, write_feature_tables
+from cascade.data.features import (
+    AGE_DAYS_BUCKETS,
+    POPULARITY_BUCKETS,
+    build_feature_tables,
+    log2_bucket,
+    user_state,
+    write_feature_tables,
+)
 from cascade.data.synthetic import generate
 from cascade.runtime.schema import (
     EVENT_TIMESTAMP,
@@ -78,7 +86,7 @@ def test_no_snapshot_uses_an_interaction_at_or_after_its_stamp(tiny, tables):
     act = tables[USER_ACTIVITY_FILE]
     inter = tiny.interactions
     by_user = {
-        u: g.sort_values("timestamp", ascending=False, kind="stable")
+        u: g.sort_values(["timestamp", "item_id"], ascending=False)
         for u, g in inter.groupby("user_id")
     }
     for row in act.sample(300, random_state=0).itertuples():
@@ -126,7 +134,7 @@ def test_final_snapshot_equals_full_history(tiny, tables):
 
 
 def test_snapshot_boundaries_and_profiles(tiny, tables):
-    stamps = sorted(tables[ITEM_FEATURES_FILE][EVENT_TIMESTAMP].unique())
+    stamps = sorted(tables[USER_ACTIVITY_FILE][EVENT_TIMESTAMP].unique())
     gaps = np.diff(stamps[:-1])
     assert (gaps == pd.Timedelta(days=7)).all()  # weekly by default at this size
     prof = tables[USER_PROFILE_FILE]
@@ -135,8 +143,67 @@ def test_snapshot_boundaries_and_profiles(tiny, tables):
     assert str(prof[EVENT_TIMESTAMP].dtype) == "datetime64[us, UTC]"
     items = tables[ITEM_FEATURES_FILE]
     assert (items.age_days >= 0).all()
+    assert str(items[EVENT_TIMESTAMP].dtype) == "datetime64[us, UTC]"
     monthly = build_feature_tables(tiny, snapshot_every=timedelta(days=30))
-    assert monthly[ITEM_FEATURES_FILE][EVENT_TIMESTAMP].nunique() < len(stamps)
+    assert monthly[USER_ACTIVITY_FILE][EVENT_TIMESTAMP].nunique() < len(stamps)
+
+
+def test_item_rows_do_not_grow_with_snapshot_frequency(tiny, tables):
+    """Item rows are written when a value changes, not restated at every snapshot."""
+    hourly = build_feature_tables(tiny, snapshot_every=timedelta(hours=1))
+    pd.testing.assert_frame_equal(hourly[ITEM_FEATURES_FILE], tables[ITEM_FEATURES_FILE])
+    per_item = tables[ITEM_FEATURES_FILE].groupby("item_id").size()
+    # release + <= 15 age buckets + <= 24 popularity buckets + the final row
+    assert per_item.max() <= 1 + (AGE_DAYS_BUCKETS - 1) + POPULARITY_BUCKETS + 1
+    assert len(tables[ITEM_FEATURES_FILE]) < 20 * len(tiny.items)
+
+
+def test_item_rows_change_only_when_a_bucket_changes(tables):
+    items = tables[ITEM_FEATURES_FILE].sort_values(["item_id", EVENT_TIMESTAMP])
+    pop = log2_bucket(items.popularity.to_numpy(), POPULARITY_BUCKETS)
+    age = log2_bucket(items.age_days.to_numpy(), AGE_DAYS_BUCKETS)
+    same_item = items.item_id.to_numpy()[1:] == items.item_id.to_numpy()[:-1]
+    changed = (pop[1:] != pop[:-1]) | (age[1:] != age[:-1])
+    last = items[EVENT_TIMESTAMP].to_numpy()[1:] == items[EVENT_TIMESTAMP].max()
+    assert (changed | last)[same_item].all()  # a row without a bucket change is the final row
+    assert (np.diff(items.popularity.to_numpy())[same_item] >= 0).all()
+
+
+def test_item_features_at_any_moment_have_the_exact_buckets(tiny, tables):
+    """The newest item row at or before an interaction gives the item tower the buckets of the
+    exact event-time popularity (interactions strictly before) and age."""
+    items = tables[ITEM_FEATURES_FILE].sort_values(EVENT_TIMESTAMP)
+    inter = tiny.interactions
+    release = tiny.items.set_index("item_id").release_date
+    events = inter.sample(300, random_state=5)
+    # also the instants right at and after a popularity change
+    changes = items[items.popularity > 0].sample(100, random_state=6)
+    probes = pd.concat(
+        [
+            events[["item_id", "timestamp"]],
+            changes[["item_id", EVENT_TIMESTAMP]].rename(columns={EVENT_TIMESTAMP: "timestamp"}),
+            changes[["item_id", EVENT_TIMESTAMP]]
+            .rename(columns={EVENT_TIMESTAMP: "timestamp"})
+            .assign(timestamp=lambda d: d.timestamp - pd.Timedelta(microseconds=1)),
+        ]
+    )
+    for item, ts in zip(probes.item_id, probes.timestamp, strict=True):
+        rows = items[(items.item_id == item) & (items[EVENT_TIMESTAMP] <= ts)]
+        if ts < release[item]:
+            assert rows.empty
+            continue
+        row = rows.iloc[-1]
+        exact_pop = int(((inter.item_id == item) & (inter.timestamp < ts)).sum())
+        exact_age = (ts - release[item]) / pd.Timedelta(days=1)
+        assert row.popularity <= exact_pop
+        assert (
+            log2_bucket(np.array([row.popularity]), POPULARITY_BUCKETS)[0]
+            == log2_bucket(np.array([exact_pop]), POPULARITY_BUCKETS)[0]
+        ), (item, ts)
+        assert (
+            log2_bucket(np.array([row.age_days]), AGE_DAYS_BUCKETS)[0]
+            == log2_bucket(np.array([exact_age]), AGE_DAYS_BUCKETS)[0]
+        ), (item, ts)
 
 
 def test_written_files_have_list_columns(tmp_path, tiny, tables):
@@ -167,7 +234,7 @@ def test_snapshots_with_repeated_pairs(tiny):
     act = build_feature_tables(ds)[USER_ACTIVITY_FILE]
     for row in act.sample(200, random_state=2).itertuples():
         hist = inter[(inter.user_id == row.user_id) & (inter.timestamp < row.event_timestamp)]
-        hist = hist.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
+        hist = hist.sort_values(["timestamp", "item_id"], ascending=False)  # history.event_order
         assert row.interaction_count == len(hist)
         assert list(row.seen_items) == list(hist.item_id.drop_duplicates()[:MAX_SEEN_ITEMS])
     latest = act.sort_values(EVENT_TIMESTAMP).groupby("user_id").tail(1).set_index("user_id")

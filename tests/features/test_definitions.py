@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,12 @@ def test_definitions_match_names(tmp_path: Path) -> None:
         assert tuple(f.name for f in view.features) == names.VIEW_FEATURES[name]
         user_view = names.VIEW_JOIN_KEYS[name] == names.USER_JOIN_KEY
         assert view.entities == [names.USER_ENTITY if user_view else names.ITEM_ENTITY]
-        assert view.ttl is not None and view.ttl.total_seconds() > 0
+        ttl_days = {
+            names.USER_PROFILE: names.USER_PROFILE_TTL_DAYS,
+            names.USER_ACTIVITY: names.USER_ACTIVITY_TTL_DAYS,
+            names.ITEM_FEATURES: names.ITEM_FEATURES_TTL_DAYS,  # 0: no TTL (rows on change)
+        }[name]
+        assert view.ttl == timedelta(days=ttl_days)
         assert view.batch_source.path == str(tmp_path.resolve() / names.VIEW_FILES[name])
     entities = {o.name: o.join_key for o in objects if isinstance(o, Entity)}
     assert entities == {
