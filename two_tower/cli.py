@@ -82,7 +82,7 @@ def train_two_tower(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train the Two-Tower model on point-in-time Feast training rows; save a versioned artifact as `latest`."""
+    """Train the Two-Tower model (profile and item features by Feast's point-in-time join, user history at each event's time); save a versioned artifact as `latest`."""
     from cascade.data.dataset import DatasetNotFoundError
     from cascade.data.errors import DataSourceError
     from cascade.runtime.feature_store import FeatureStoreError
@@ -120,7 +120,27 @@ def train_two_tower(
         )
     except (DataSourceError, DatasetNotFoundError, FeatureStoreError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if folder is not None:
+        _echo_training_summary(folder)
     typer.echo(f"two_tower artifact: {folder}")
+
+
+def _echo_training_summary(folder: Path) -> None:
+    """The training set's size and share of empty user histories, with the warning if any."""
+    from two_tower.artifacts import read_metadata
+    from two_tower.training_frames import empty_history_warning
+
+    summary = read_metadata(folder).get("training_set") or {}
+    if "rows" not in summary:
+        return
+    share = float(summary.get("empty_history_share", 0.0))
+    typer.echo(
+        f"training rows: {summary['rows']:,}, user history at event time, "
+        f"{share:.1%} with an empty history"
+    )
+    warning = empty_history_warning(share, int(summary["rows"]))
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
 
 
 def export_two_tower(

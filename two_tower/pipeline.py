@@ -9,10 +9,12 @@ calls. Steps:
    (``val_fraction``, at most ``val_max_users``), their latest interactions (the same temporal
    rule) are held out; the rest is the fit set, so the final model still learns from about 98%
    of the training rows;
-3. point-in-time training rows for the fit interactions from the Feast offline store
-   (``two_tower.training_frames.feast_training_frame`` over
-   ``cascade.features.training.training_frame``, feature service ``two_tower_v1``), encoded with
-   their vocabularies by ``two_tower.prepare.prepare``;
+3. training rows for the fit interactions (``two_tower.training_frames.feast_training_rows``):
+   profile and item features by Feast's point-in-time join (``cascade.features.training.
+   training_frame``, feature service ``two_tower_v1``), the user's history at the exact event
+   time from the fit interactions themselves (``cascade.data.history.EventHistory``); the share
+   of rows with an empty history is logged (a WARNING above half) and saved in the metadata;
+   encoded with their vocabularies by ``two_tower.prepare.prepare``;
 4. training with early stopping on validation Recall@20, then item embeddings over the
    catalogue with features as of the end of the training data;
 5. the same metrics as ALS on the test side (``two_tower.validation.holdout_metrics``), saved in
@@ -24,6 +26,7 @@ calls. Steps:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -50,7 +53,11 @@ from two_tower.train import (
     fit,
     resolve_device,
 )
-from two_tower.training_frames import feast_training_frame, frame_from_interactions
+from two_tower.training_frames import (
+    feast_training_rows,
+    frame_from_interactions,
+    report_empty_history,
+)
 from two_tower.validation import holdout_metrics, validation_split
 
 logger = logging.getLogger(__name__)
@@ -77,9 +84,12 @@ def load_inputs(
     fit, val_fit, val_target = validation_split(
         data.train, fraction=val_fraction, max_users=val_max_users, seed=seed, split=split
     )
-    frame = feast_training_frame(layout=layout, dataset=data.name, interactions=fit, engine=engine)
+    started = time.perf_counter()
+    rows = feast_training_rows(layout=layout, dataset=data.name, interactions=fit, engine=engine)
+    report_empty_history(rows.history)
     prepared = prepare(
-        frame=frame,
+        frame=rows.frame,
+        history=rows.history,
         fit=fit,
         users=ds.users,
         items=ds.items,
@@ -88,8 +98,10 @@ def load_inputs(
         seen_len=seen_len,
     )
     logger.info(
-        "two_tower data: %d training rows, %d users, %d items, %d validation users",
+        "two_tower data: %d training rows (built in %.1f s), %d users, %d items, "
+        "%d validation users",
         len(prepared.training),
+        time.perf_counter() - started,
         len(prepared.user_vocab),
         len(prepared.item_vocab),
         val_target[USER_ID].nunique(),
@@ -135,6 +147,7 @@ def run_train_two_tower(
             "data": data.data_metadata(),
             "params": params.to_dict(),
             "engine": engine,
+            "training_set": training_set_summary(prepared),
             "history": [r.history for r in results],  # one list of epochs per member
             "best_epoch": [r.best_epoch for r in results],
             "train_seconds": round(sum(r.seconds for r in results), 2),
@@ -149,6 +162,15 @@ def run_train_two_tower(
             trained, train=data.train, test=test, users=users
         )
     return save_two_tower(trained, artifacts_dir=layout.artifacts_dir)
+
+
+def training_set_summary(prepared: Prepared) -> dict[str, Any]:
+    """What the metadata records about the training rows (``cascade train`` prints it)."""
+    return {
+        "rows": len(prepared.training),
+        "user_history": "event_time",  # cascade.data.history: strictly before each interaction
+        "empty_history_share": round(prepared.empty_history_share, 4),
+    }
 
 
 def fit_members(
@@ -226,9 +248,11 @@ def train_in_memory(
     fit_df, val_fit, val_target = validation_split(
         interactions, fraction=val_fraction, max_users=DEFAULT_VAL_MAX_USERS, seed=params.seed
     )
-    frame = frame_from_interactions(fit_df, users=users, items=items)
+    rows = frame_from_interactions(fit_df, users=users, items=items)
+    report_empty_history(rows.history)
     prepared = prepare(
-        frame=frame,
+        frame=rows.frame,
+        history=rows.history,
         fit=fit_df,
         users=users,
         items=items,
@@ -244,6 +268,7 @@ def train_in_memory(
     trained.metadata.update(
         {
             "params": params.to_dict(),
+            "training_set": training_set_summary(prepared),
             "history": [r.history for r in results],
             "best_epoch": [r.best_epoch for r in results],
             "samples_per_second": sum(r.samples_per_second for r in results) / len(results),

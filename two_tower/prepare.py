@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cascade.data.history import EventHistory
 from cascade.runtime.schema import ITEM_ID, USER_ID
 from two_tower.data import (
     ItemRows,
@@ -40,11 +41,13 @@ class Prepared:
     n_price_buckets: int
     validate: Callable[[TwoTower], float] | None
     seen_len: int = 1
+    empty_history_share: float = 0.0  # training rows whose user had no earlier interaction
 
 
 def prepare(
     *,
     frame: pd.DataFrame,
+    history: EventHistory,
     fit: pd.DataFrame,
     users: pd.DataFrame,
     items: pd.DataFrame,
@@ -52,7 +55,10 @@ def prepare(
     val_target: pd.DataFrame,
     seen_len: int,
 ) -> Prepared:
-    """Vocabularies, encoded training rows and the validation callback."""
+    """Vocabularies, encoded training rows and the validation callback.
+
+    ``frame`` and ``history``: the training rows (``two_tower.training_frames.TrainingRows``).
+    """
     categories = StringVocab(items["category"].dropna().astype(str))
     user_vocab = np.unique(fit[USER_ID].to_numpy(np.int64))
     item_vocab = np.unique(fit[ITEM_ID].to_numpy(np.int64))
@@ -63,7 +69,7 @@ def prepare(
     keep = codes > 0
     catalogue = item_rows(item_catalogue(items, fit, item_vocab), categories)
     prepared = Prepared(
-        training=training_set(frame, categories, seen_len=seen_len),
+        training=training_set(frame, history, categories, seen_len=seen_len),
         catalogue=catalogue,
         user_vocab=user_vocab,
         item_vocab=item_vocab,
@@ -74,6 +80,7 @@ def prepare(
         n_price_buckets=int(max(items["price_bucket"].max(), 0)) + 2,
         validate=None,
         seen_len=seen_len,
+        empty_history_share=history.empty_share(),
     )
     if len(val_target):
         prepared.validate = recall_validator(

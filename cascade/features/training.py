@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -152,22 +153,30 @@ def training_frame(
     *,
     feature_service: str = names.TWO_TOWER_SERVICE,
     engine: Engine = "auto",
+    views: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Point-in-time features of ``feature_service`` for each row of ``entity_df``.
 
     ``entity_df`` needs ``event_timestamp`` and the join keys of the service's views
-    (``user_id``, and ``item_id`` for ``two_tower_v1``). See the module docstring for the
-    engines and the output types.
+    (``user_id``, and ``item_id`` for ``two_tower_v1``). ``views`` limits the join to those
+    views of the service (the Two-Tower's training rows join the profile and item views and take
+    the user's history at event time from the log instead: ``cascade.data.history``). See the
+    module docstring for the engines and the output types.
     """
-    views = _service_views(store, feature_service)
-    needed = {TS} | {v.join_key for v in views}
+    service_views = _service_views(store, feature_service)
+    if views is not None:
+        unknown = set(views) - {v.name for v in service_views}
+        if unknown:
+            raise ValueError(f"feature service {feature_service} has no views {sorted(unknown)}")
+        service_views = [v for v in service_views if v.name in views]
+    needed = {TS} | {v.join_key for v in service_views}
     missing = needed - set(entity_df.columns)
     if missing:
         raise ValueError(f"entity_df lacks columns {sorted(missing)} for {feature_service}")
     base = entity_df.reset_index(drop=True)
     ts = _utc_ns(base[TS])
     out = base.copy()
-    for view in views:
+    for view in service_views:
         started = time.perf_counter()
         keys = pd.DataFrame({view.join_key: base[view.join_key].astype(np.int64), TS: ts})
         pairs = keys.drop_duplicates(ignore_index=True)
