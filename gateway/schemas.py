@@ -8,6 +8,8 @@ in the ``X-Served-By`` header and the request id in ``X-Request-ID``. Errors ans
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated
 
@@ -61,6 +63,23 @@ class ScoredItem(BaseModel):
 
     item_id: int = Field(ge=0, le=MAX_USER_ID)
     score: float = Field(allow_inf_nan=False, description="a finite number, never null")
+
+
+class UnservableItems(ValueError):
+    """Items that break the response model: a bug upstream of the response (answered 500)."""
+
+
+def check_items(item_ids: Sequence[int], scores: Sequence[float]) -> None:
+    """What the response model requires of the items, checked in plain Python (the hot path):
+    ids integers in [0, MAX_USER_ID], scores finite numbers, as many scores as ids."""
+    if len(item_ids) != len(scores):
+        raise UnservableItems(f"{len(item_ids)} item ids but {len(scores)} scores")
+    for item in item_ids:
+        if type(item) is not int or not 0 <= item <= MAX_USER_ID:
+            raise UnservableItems(f"item id {item!r} out of range")
+    for score in scores:
+        if type(score) is not float or not math.isfinite(score):
+            raise UnservableItems(f"score {score!r} is not a finite float")
 
 
 class RecommendationResponse(BaseModel):

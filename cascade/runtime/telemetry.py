@@ -2,10 +2,13 @@
 
 - ``OTEL_SERVICE_NAME`` (default: the service's own name), ``OTEL_RESOURCE_ATTRIBUTES``.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: where spans go (OTLP
-  over HTTP/protobuf; Jaeger ingests OTLP natively on 4318). Unset: spans are created (so trace
-  ids still reach logs and the ``traceparent`` header) but not exported.
-- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: default ``parentbased_traceidratio``
-  with ratio 1.0.
+  over HTTP/protobuf; Jaeger ingests OTLP natively on 4318). Unset: nothing is exported, so
+  only requests whose caller sent a sampled ``traceparent`` are recorded (``parentbased`` over
+  ``always_off``); the others get non-recording spans, which still carry a trace id to the logs
+  and the ``traceparent`` sent upstream. Recording spans nobody exports cost the gateway about
+  a tenth of its CPU per request.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: with an exporter, default
+  ``parentbased_traceidratio`` with ratio 1.0 (set a lower ratio at production rates).
 - ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_EXPORT_TIMEOUT``: the
   batch processor's bounded queue. A full queue drops spans; an unreachable collector never
   blocks or fails a request, because export runs on the processor's own thread.
@@ -23,17 +26,25 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+)
 
 logger = logging.getLogger(__name__)
 
 EXPORT_BATCH_SIZE = 128
 
 
-def _sampler() -> Sampler | None:
-    # The SDK reads OTEL_TRACES_SAMPLER itself when it is set; our default is parent-based 100%.
+def _sampler(*, exporting: bool) -> Sampler | None:
+    # The SDK reads OTEL_TRACES_SAMPLER itself when it is set; our default is parent-based 100%
+    # when spans are exported, parent-based never otherwise (nothing would read them).
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return None
+    if not exporting:
+        return ParentBased(ALWAYS_OFF)
     return ParentBasedTraceIdRatio(float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")))
 
 
@@ -51,16 +62,17 @@ def _export_batch_size() -> int | None:
 def configure_tracing(*, service_name: str) -> TracerProvider:
     """Install a global TracerProvider for this process and return it (call ``shutdown`` on exit)."""
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    sampler = _sampler()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    exporting = bool(endpoint) and os.environ.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
+    sampler = _sampler(exporting=exporting)
     provider = (
         TracerProvider(resource=resource, sampler=sampler)
         if sampler
         else TracerProvider(resource=resource)
     )
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if endpoint and os.environ.get("OTEL_TRACES_EXPORTER", "otlp") != "none":
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # The exporter reads the endpoint, headers and timeout from OTEL_* itself.

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from tritonclient.grpc import InferResult, service_pb2
+from tritonclient.grpc import service_pb2
 
 from gateway.errors import UpstreamError
 from gateway.tiers.mf import MfFallback
@@ -141,7 +141,7 @@ def plausible_outputs(draw: st.DrawFn, k: int) -> list[tuple[str, str, list[int]
 
 
 class FakeGrpcClient:
-    """Answers every infer with the ``ModelInferResponse`` it was given."""
+    """Triton's gRPC stub: answers every ``ModelInfer`` with the response it was given."""
 
     def __init__(self, outputs: list[tuple[str, str, list[int], bytes]]) -> None:
         self.response = service_pb2.ModelInferResponse(model_name="two_tower", model_version="1")
@@ -151,11 +151,8 @@ class FakeGrpcClient:
             out.shape.extend(shape)
             self.response.raw_output_contents.append(raw)
 
-    async def infer(self, *args: object, **kwargs: object) -> InferResult:
-        return InferResult(self.response)
-
-    async def close(self) -> None:
-        return None
+    async def ModelInfer(self, *args: object, **kwargs: object) -> service_pb2.ModelInferResponse:
+        return self.response
 
 
 def triton_answer(outputs: list[tuple[str, str, list[int], bytes]], k: int) -> TierResult:
@@ -164,7 +161,7 @@ def triton_answer(outputs: list[tuple[str, str, list[int], bytes]], k: int) -> T
     async def call() -> TierResult:
         primary = TritonPrimary(url="127.0.0.1:1")
         await primary.close()
-        primary._client = FakeGrpcClient(outputs)
+        primary._stub = FakeGrpcClient(outputs)
         answer = await primary.recommend(features, k=k, exclude=sorted(SKIP), timeout_s=1.0)
         return check_answer(answer, k=k, skip=SKIP, catalogue=POPULAR)
 
@@ -420,3 +417,42 @@ def test_each_broken_mf_rule_is_named(mf_wire: MfWire, body: bytes, rule: Rule) 
     with pytest.raises(InvalidAnswer) as caught:
         mf_wire.call(200, "application/json", body, 2)
     assert caught.value.rule is rule
+
+
+@HYPOTHESIS
+@given(
+    ids=st.lists(st.one_of(st.integers(-5, 2**64), st.floats(), st.booleans()), max_size=4),
+    scores=st.lists(st.one_of(st.floats(), st.integers(-5, 5)), max_size=4),
+)
+def test_the_hot_path_item_check_agrees_with_the_response_model(
+    ids: list[object], scores: list[object]
+) -> None:
+    """``schemas.check_items`` (plain Python, run on every answer) refuses exactly what the
+    response model would refuse, for answers whose ids and scores have the types tiers produce."""
+    from pydantic import ValidationError
+
+    from gateway.schemas import RecommendationResponse, UnservableItems, check_items
+
+    body = {
+        "user_id": 1,
+        "items": [{"item_id": i, "score": s} for i, s in zip(ids, scores, strict=False)],
+        "served_by": "popular",
+        "fallback_reason": None,
+        "model_version": "popular/1",
+        "request_id": "r",
+    }
+    typed = all(type(i) is int for i in ids) and all(type(s) is float for s in scores)
+    try:
+        check_items(ids, scores)  # type: ignore[arg-type]
+        ours = True
+    except UnservableItems:
+        ours = False
+    if len(ids) != len(scores) or not typed:
+        assert not ours  # tiers give ints and floats; anything else is refused outright
+        return
+    try:
+        RecommendationResponse.model_validate(body)
+        model = True
+    except ValidationError:
+        model = False
+    assert ours == model

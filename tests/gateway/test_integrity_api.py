@@ -52,7 +52,7 @@ class Wire:
     async def factory(self, cfg, metrics) -> Components:
         primary = TritonPrimary(url="127.0.0.1:1")
         await primary.close()
-        primary._client = self.triton
+        primary._stub = self.triton
         mf = MfFallback(base_url="http://mf", timeout_s=1.0)
         await mf.client.aclose()
         mf.client = httpx.AsyncClient(
@@ -105,7 +105,7 @@ def test_every_response_is_valid_whatever_the_upstreams_answer(
     w, client = wire
     outputs = data.draw(st.one_of(plausible_outputs(K), st.lists(triton_output(K), max_size=3)))
     w.triton = FakeGrpcClient(outputs)
-    client.app.state.components.primary._client = w.triton
+    client.app.state.components.primary._stub = w.triton
     w.mf_status = mf_status
     w.mf_body = data.draw(plausible_mf_body(K))
     r = client.get(f"{URL}/7?k={K}")
