@@ -1,6 +1,8 @@
 """Wall time and peak memory of generating a synthetic data set and its feature tables.
 
 Each run happens in a fresh Python process, so its peak RSS is the run's own.
+
+    python -m cascade.data.bench [SCALE [PROFILE]]     # default: demo sessions
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import subprocess
 import sys
 from typing import Any
+
+from cascade.data.profiles import DEFAULT_PROFILE, Profile
 
 _CHILD = r"""
 import json, resource, sys, tempfile, time
@@ -21,9 +25,9 @@ def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
-scale = sys.argv[1]
+scale, profile = sys.argv[1], sys.argv[2]
 t0, c0 = time.perf_counter(), cpu()
-ds = generate(scale=scale)
+ds = generate(scale=scale, profile=profile)
 t1, c1 = time.perf_counter(), cpu()
 gen_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tables = build_feature_tables(ds)
@@ -34,6 +38,7 @@ with tempfile.TemporaryDirectory() as tmp:
     t3 = time.perf_counter()
 print(json.dumps({
     "scale": scale,
+    "profile": profile,
     "users": len(ds.users),
     "items": len(ds.items),
     "interactions": len(ds.interactions),
@@ -51,16 +56,19 @@ print(json.dumps({
 """
 
 
-def bench_generate(scale: str, *, timeout_s: float = 1800) -> dict[str, Any]:
-    """Generate ``scale``, build and write its feature tables in a subprocess; return the figures.
+def bench_generate(
+    scale: str, *, profile: Profile = DEFAULT_PROFILE, timeout_s: float = 1800
+) -> dict[str, Any]:
+    """Generate ``scale`` in ``profile``, build and write its feature tables in a subprocess;
+    return the figures.
 
-    Keys: scale, users, items, interactions, activity_rows, generate_s, features_s, write_s,
+    Keys: scale, profile, users, items, interactions, activity_rows, generate_s, features_s, write_s,
     wall_s (all three), generate_cpu_s, features_cpu_s, cpu_s (user + system CPU seconds: a
     figure that other load on the machine does not inflate), generate_peak_rss_mb (peak resident set after generation alone) and
     peak_rss_mb (the subprocess's peak over the whole run).
     """
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, scale],
+        [sys.executable, "-c", _CHILD, scale, Profile(profile).value],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -73,4 +81,6 @@ def bench_generate(scale: str, *, timeout_s: float = 1800) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(bench_generate(sys.argv[1] if len(sys.argv) > 1 else "demo"), indent=2))
+    scale = sys.argv[1] if len(sys.argv) > 1 else "demo"
+    profile = Profile(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_PROFILE
+    print(json.dumps(bench_generate(scale, profile=profile), indent=2))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 import typer
 
 from cascade.data.errors import DataSourceError
+from cascade.data.profiles import Profile
 
 
 def data(
@@ -18,6 +20,16 @@ def data(
         "(header user_id,item_id,timestamp[,rating]).",
     ),
     seed: int = typer.Option(42, "--seed", help="Seed of the synthetic generator."),
+    profile: Annotated[
+        Profile | None,
+        typer.Option(
+            "--profile",
+            help="Synthetic data only: sessions (default: bursts, item-to-item transitions, "
+            "popularity drift) or uniform (independent draws at uniform times, the old "
+            "generator).",
+            show_default=False,
+        ),
+    ] = None,
     name: str | None = typer.Option(
         None, "--name", help="Folder name under CASCADE_HOME/datasets."
     ),
@@ -47,12 +59,15 @@ def data(
             name=name,
             snapshot_every=timedelta(days=snapshot_days) if snapshot_days else None,
             force=force,
+            profile=profile,
         )
     except DataSourceError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from None
-    rows = read_manifest(directory)["rows"]
+    manifest = read_manifest(directory)
+    rows = manifest["rows"]
+    drawn = f" ({manifest['profile']})" if manifest.get("profile") else ""
     typer.echo(
-        f"data set {directory.name}: {rows['users']:,} users, {rows['items']:,} items, "
+        f"data set {directory.name}{drawn}: {rows['users']:,} users, {rows['items']:,} items, "
         f"{rows['interactions']:,} interactions -> {directory}"
     )

@@ -15,6 +15,7 @@ from cascade.data.features import (
     write_feature_tables,
 )
 from cascade.data.loaders import load, parse_spec, source_file
+from cascade.data.profiles import DEFAULT_PROFILE, Profile
 from cascade.runtime.paths import Layout
 from cascade.runtime.schema import FEATURES_DIR, USER_ACTIVITY_FILE
 
@@ -58,12 +59,15 @@ def resolve_dataset(
     name: str | None = None,
     snapshot_every: timedelta | None = None,
     force: bool = False,
+    profile: Profile | None = None,
 ) -> Path:
     """The folder of the data set ``spec`` names, built (with its feature tables) if missing.
 
     ``spec`` is a plain name of an existing folder (``demo``), or ``synthetic:SCALE``,
-    ``movielens:PATH``, ``csv:PATH``. A folder whose manifest matches the spec, seed and
-    threshold is reused unless ``force``; ``name`` overrides the folder name.
+    ``movielens:PATH``, ``csv:PATH``. A folder whose manifest matches the spec, seed, profile
+    (synthetic data; default :data:`~cascade.data.profiles.DEFAULT_PROFILE`) and threshold is
+    reused unless ``force``; ``name`` overrides the folder name. Another profile rebuilds the
+    same folder (``synthetic:demo`` is ``demo`` whatever its profile).
     """
     if ":" not in spec:
         directory = layout.dataset_dir(spec)
@@ -80,18 +84,22 @@ def resolve_dataset(
             ) from None
         return directory
     kind, _ = parse_spec(spec)
+    if kind != "synthetic" and profile is not None:
+        raise DataSourceError(f"a profile applies to synthetic:SCALE data only, not to {spec!r}")
     directory = layout.dataset_dir(
         name or dataset_name(spec, positive_threshold=positive_threshold)
     )
     wanted: dict[str, Any] = {"source": spec, "positive_threshold": positive_threshold}
     if kind == "synthetic":
+        profile = profile or DEFAULT_PROFILE
         wanted["seed"] = seed
+        wanted["profile"] = profile.value
     if snapshot_every is not None:
         wanted["snapshot_days"] = snapshot_every.total_seconds() / 86_400
     if not force and _up_to_date(directory, wanted):
         logger.info("data set %s is up to date at %s", spec, directory)
         return directory
-    ds = load(spec, positive_threshold=positive_threshold, seed=seed)
+    ds = load(spec, positive_threshold=positive_threshold, seed=seed, profile=profile)
     ds.name = directory.name
     every = snapshot_every or default_snapshot_every(len(ds.interactions))
     tables = build_feature_tables(ds, snapshot_every=every)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cascade.data.cli import data
 from cascade.data.errors import DataSourceError
+from cascade.data.profiles import Profile
 from cascade.data.resolve import dataset_name, resolve_dataset
 from cascade.runtime.paths import Layout
 from cascade.runtime.schema import FEATURES_DIR, MANIFEST_FILE, USER_ACTIVITY_FILE
@@ -82,3 +83,57 @@ def test_resolve_csv_names_folder_by_stem_and_hash(tmp_path):
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     assert manifest["rows"]["interactions"] == 2 and manifest["positive_threshold"] == 4
     assert (folder / FEATURES_DIR / USER_ACTIVITY_FILE).is_file()
+
+
+def test_cli_profile_is_part_of_the_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    manifest_path = tmp_path / "datasets" / "tiny" / MANIFEST_FILE
+    first = CliRunner().invoke(_app(), ["-s", "synthetic:tiny"])
+    assert first.exit_code == 0, first.output
+    assert "data set tiny (sessions):" in first.output
+    sessions = json.loads(manifest_path.read_text())
+    assert sessions["profile"] == "sessions"
+    switched = CliRunner().invoke(_app(), ["-s", "synthetic:tiny", "--profile", "uniform"])
+    assert switched.exit_code == 0, switched.output
+    assert "data set tiny (uniform):" in switched.output
+    uniform = json.loads(manifest_path.read_text())
+    assert uniform["profile"] == "uniform"  # the same folder, rebuilt
+    assert uniform["interactions_sha256"] != sessions["interactions_sha256"]
+    mtime = manifest_path.stat().st_mtime_ns
+    again = CliRunner().invoke(_app(), ["-s", "synthetic:tiny", "--profile", "uniform"])
+    assert again.exit_code == 0 and manifest_path.stat().st_mtime_ns == mtime  # reused
+    back = CliRunner().invoke(_app(), ["-s", "synthetic:tiny"])  # the default again: rebuilt
+    assert back.exit_code == 0
+    assert (
+        json.loads(manifest_path.read_text())["interactions_sha256"]
+        == (sessions["interactions_sha256"])
+    )
+
+
+def test_resolve_rebuilds_a_folder_from_before_profiles(tmp_path):
+    layout = Layout(home=tmp_path)
+    folder = resolve_dataset("synthetic:tiny", layout=layout, profile=Profile.UNIFORM)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    del manifest["profile"]  # what a folder written before profiles holds
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    resolve_dataset("synthetic:tiny", layout=layout, profile=Profile.UNIFORM)
+    assert json.loads((folder / MANIFEST_FILE).read_text())["profile"] == "uniform"
+
+
+def test_cli_bad_profile_exits_2_naming_the_choices(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    result = CliRunner().invoke(_app(), ["-s", "synthetic:tiny", "--profile", "bursty"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())  # typer may box and wrap it
+    assert "Invalid value for '--profile'" in text and "'sessions', 'uniform'" in text
+    assert not (tmp_path / "datasets").exists()
+
+
+def test_cli_profile_with_a_file_source_exits_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
+    src = tmp_path / "clicks.csv"
+    src.write_text("user_id,item_id,timestamp\n1,2,100\n")
+    result = CliRunner().invoke(_app(), ["-s", f"csv:{src}", "--profile", "uniform"])
+    assert result.exit_code == 2
+    assert "a profile applies to synthetic:SCALE data only" in result.output
+    assert "Traceback" not in result.output

@@ -1,6 +1,9 @@
-"""The synthetic generator: determinism, schema, power-law popularity, time and planted taste."""
+"""The synthetic generator in its default profile: determinism, schema, power-law popularity,
+time and planted taste. What the profiles add or keep: tests/data/test_profiles.py."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -89,8 +92,9 @@ def test_write_read_round_trip(tmp_path, tiny):
     pd.testing.assert_frame_equal(back.users, tiny.users)
     pd.testing.assert_frame_equal(back.items, tiny.items)
     assert back.scale == "tiny" and back.seed == 7 and back.source == "synthetic:tiny"
-    manifest = (out / MANIFEST_FILE).read_text()
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert "interactions_sha256" in manifest and "created_at" in manifest
+    assert manifest["profile"] == "sessions"
 
 
 def test_read_dataset_names_the_missing_file(tmp_path, tiny):
