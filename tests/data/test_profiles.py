@@ -56,7 +56,7 @@ def test_sessions_is_the_default():
     ],
 )
 def test_uniform_reproduces_the_generator_before_profiles(seed, rows, interactions, users, items):
-    # Fingerprints taken from the generator at commit 9d6fbfa, before profiles existed.
+    # Fingerprints of cascade/data/synthetic.py as of 1443e6a, the generator before profiles.
     ds = generate(scale="tiny", seed=seed, profile="uniform")
     assert len(ds.interactions) == rows
     assert _fingerprint(ds.interactions) == interactions
