@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= demo
 
-.PHONY: install system-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
+.PHONY: install system-deps bench-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ install: $(STAMP)
 # promtool/prometheus (Debian package) for the alert-rule tests and the scrape test.
 system-deps:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+# wrk (Debian package) drives the serving benchmark: a C client costs ~50x less CPU per request
+# than a Python one, so on two cores the driver does not starve what it measures.
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 up: $(STAMP)
 	$(VENV)/bin/cascade up --scale $(SCALE)
@@ -46,7 +51,7 @@ bench-triton: $(STAMP)
 	$(PY) -m cascade.bench.triton
 
 # GATEWAY_CPU=0.5 / MF_CPU=0.5: hold the gateways and the bare app / the MF service to half a CPU.
-bench-serve: $(STAMP)
+bench-serve: $(STAMP) bench-deps
 	$(PY) -m cascade.bench.serve $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(MF_CPU),--mf-cpu $(MF_CPU))
 
 # Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
