@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.telemetry import configure_tracing
 from gateway import background, gc_watch
 from gateway.components import Components, build_components
@@ -105,7 +106,10 @@ def create_app(
         # FastAPI's native telemetry adds spans and metrics per request (~0.7 ms of CPU measured
         # by the MF service); ours are one span tree and the middleware's metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        docs_url=None,  # served from this process, not a CDN: serve_docs_offline below
+        redoc_url=None,
     )
+    serve_docs_offline(app)
     app.state.settings, app.state.metrics, app.state.security = settings, metrics, security
     app.state.admission, app.state.components_factory = admission, components or build_components
     # Outermost last: GatewayMiddleware (request id, 413, metrics, last resort) > limits (431,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.telemetry import configure_tracing
 from fallback_mf.schemas import ErrorResponse
 from fallback_mf.service.api import router
@@ -99,7 +100,10 @@ def create_app(settings: MfSettings | None = None, *, loader: Loader = load_arti
         # FastAPI's native telemetry would add spans for dependency resolution, serialization...
         # (5 spans a request, measured ~0.7 ms of CPU here); our middleware makes one server span.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        docs_url=None,  # served from this process, not a CDN: serve_docs_offline below
+        redoc_url=None,
     )
+    serve_docs_offline(app)
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics

@@ -4,7 +4,7 @@ One pure ASGI middleware, :class:`AuthMiddleware`, inside ``GatewayMiddleware`` 
 request metrics) and :class:`gateway.edge.limits.LimitsMiddleware` (431, 503):
 
 - Open: ``/healthz``, ``/readyz`` and the API description (``/openapi.json``, ``/docs``,
-  ``/redoc``): they reveal nothing a client of a public API does not already see.
+  ``/redoc`` and their assets under ``/docs-assets/``): they reveal nothing a client of a public API does not already see.
 - ``/metrics``: never opened by a client key (it shows every client's traffic). With
   ``GATEWAY_METRICS_TOKEN`` set it needs ``Authorization: Bearer <metrics token>``; without
   one it answers loopback peers only (the local stack, a sidecar), 403 for anyone else.
@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+OPEN_PREFIXES = ("/docs-assets/",)  # Swagger UI's and ReDoc's own files (no data)
 METRICS_PATH = "/metrics"
 WWW_AUTHENTICATE = 'Bearer realm="cascade"'
 UNAUTHORIZED_DETAIL = "missing or invalid credentials"
@@ -165,7 +166,11 @@ class AuthMiddleware:
         self.metrics = security.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         if scope["path"] == METRICS_PATH:

@@ -180,6 +180,7 @@ def test_unknown_and_upstream_paths_are_not_served(client: AppClient, k: Keys) -
     assert own == {
         "/openapi.json",
         "/docs",
+        "/docs-assets",
         "/docs/oauth2-redirect",
         "/redoc",
         "/healthz",
