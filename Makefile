@@ -56,8 +56,9 @@ bench-serve: $(STAMP) bench-deps
 
 # Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
 # GATEWAY_CPU=0.5: the gateway held to half a CPU for the run (a machine 2-3x slower; needs root).
+# DURATION=30 (seconds of load), USERS=40 (Locust users, 5 req/s each), SHAPE=steady|ramp|spike.
 loadtest: $(STAMP)
-	$(PY) -m cascade.drills.loadtest $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU))
+	$(PY) -m cascade.drills.loadtest $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(SHAPE),--shape $(SHAPE))
 
 # Fault drills D1-D10 under load, each PASS/FAIL with its figures; report in var/reports/drills.
 # GATEWAY_CPU=0.5: the drill stack's gateway held to half a CPU.
