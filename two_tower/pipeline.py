@@ -34,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from cascade.data.dataset import read_dataset
+from cascade.data.dataset import read_side_tables
 from cascade.evaluation.model_data import prepare_data
 from cascade.evaluation.split import SplitParams
 from cascade.recommenders import PopularityRecommender
@@ -80,7 +80,7 @@ def load_inputs(
     """``(ModelData, test, users, items, Prepared)`` for ``spec``."""
     data, test = prepare_data(layout=layout, spec=spec, split=split)
     assert data.directory is not None
-    ds = read_dataset(data.directory)
+    users, items = read_side_tables(data.directory)  # the interactions are in data already
     fit, val_fit, val_target = validation_split(
         data.train, fraction=val_fraction, max_users=val_max_users, seed=seed, split=split
     )
@@ -91,8 +91,8 @@ def load_inputs(
         frame=rows.frame,
         history=rows.history,
         fit=fit,
-        users=ds.users,
-        items=ds.items,
+        users=users,
+        items=items,
         val_fit=val_fit,
         val_target=val_target,
         seen_len=seen_len,
@@ -106,7 +106,7 @@ def load_inputs(
         len(prepared.item_vocab),
         val_target[USER_ID].nunique(),
     )
-    return data, test, ds.users, ds.items, prepared
+    return data, test, users, items, prepared
 
 
 def run_train_two_tower(

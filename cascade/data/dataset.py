@@ -155,6 +155,19 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return data
 
 
+def read_side_tables(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The users and items tables of a data set folder, without its interactions."""
+    directory = Path(directory)
+    missing = [f for f in (USERS_FILE, ITEMS_FILE) if not (directory / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"data set at {directory} is incomplete: missing {', '.join(missing)}"
+        )
+    users = conform(pd.read_parquet(directory / USERS_FILE), USER_COLUMNS, USER_DTYPES)
+    items = conform(pd.read_parquet(directory / ITEMS_FILE), ITEM_COLUMNS, ITEM_DTYPES)
+    return users, items
+
+
 def read_dataset(directory: Path) -> Dataset:
     """Read a data set folder written by :func:`write_dataset`."""
     directory = Path(directory)

@@ -211,12 +211,10 @@ def log2_bucket(values: np.ndarray, n_buckets: int) -> np.ndarray:
     return out
 
 
-def _popularity_stamps(pos: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(item position, stamp) where an item's popularity bucket changes: one microsecond after
-    the instant whose events carry the count into a new bucket (a row stamped T counts only
-    interactions before T)."""
-    order = np.lexsort((ts, pos))
-    p, t = pos[order], ts[order]
+def _popularity_stamps(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(item position, stamp) where an item's popularity bucket changes, from its events sorted
+    by (item, time): one microsecond after the instant whose events carry the count into a new
+    bucket (a row stamped T counts only interactions before T)."""
     n = len(p)
     if n == 0:
         return p, t
@@ -235,38 +233,47 @@ def _popularity_stamps(pos: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.
 def _counts_before(
     ev_pos: np.ndarray, ev_ts: np.ndarray, pos: np.ndarray, stamps: np.ndarray
 ) -> np.ndarray:
-    """For each (pos, stamp): the events of that item with a timestamp strictly before stamp."""
-    keys = np.r_[ev_pos, pos]
-    times = np.r_[ev_ts, stamps]
-    is_event = np.r_[np.ones(len(ev_pos), np.int64), np.zeros(len(pos), np.int64)]
-    # item, then time, then queries before events at the same time (strictly before)
-    order = np.lexsort((is_event, times, keys))
-    k, ev = keys[order], is_event[order]
-    seen = np.cumsum(ev)
-    starts = np.r_[True, k[1:] != k[:-1]]
-    base = np.maximum.accumulate(np.where(starts, np.arange(len(k)), 0))
-    before_item = seen[base] - ev[base]  # events counted before this item's first key
-    counts = seen - before_item - ev  # events of the item strictly before (queries: ev = 0)
-    out = np.empty(len(pos), dtype=np.int64)
-    out[order[ev == 0] - len(ev_pos)] = counts[ev == 0]
+    """For each (pos, stamp): the events of that item strictly before ``stamp``, from the events
+    sorted by (item, time). (item, time) becomes one sorted int64 key, ``item * span + time``
+    with times relative to the first event; where that could overflow, times are first replaced
+    by their rank among the event times (slower: a hash of every time)."""
+    out = np.zeros(len(pos), dtype=np.int64)
+    if len(ev_ts) == 0:
+        return out
+    t0 = int(ev_ts.min())
+    ask = stamps > t0  # no event is before a stamp at or before the first event
+    q_pos, q_t = pos[ask], stamps[ask]
+    span = int(ev_ts.max()) - t0 + 2
+    n_items = int(max(ev_pos.max(), q_pos.max() if len(q_pos) else 0)) + 1
+    if n_items * span < 2**62:
+        ev_time, q_time = ev_ts - t0, np.minimum(q_t - t0, span - 1)
+    else:
+        times = np.unique(ev_ts)
+        span = len(times) + 1
+        ev_time, q_time = np.searchsorted(times, ev_ts), np.searchsorted(times, q_t)
+    ev_key = ev_pos * span + ev_time  # sorted: events are sorted by (item, time)
+    first = np.searchsorted(ev_key, q_pos * span)
+    out[ask] = np.searchsorted(ev_key, q_pos * span + q_time) - first
     return out
 
 
-def _item_features(ds: Dataset, final_stamp: int) -> pd.DataFrame:
+def _item_features(ds: Dataset, first_stamp: int, final_stamp: int) -> pd.DataFrame:
     """Item rows written when a value the item tower sees changes, not at every snapshot.
 
     Per item: a row at release; one when the log2 bucket of ``age_days`` changes (release +
     2**k - 1 days); one when the log2 bucket of ``popularity`` changes (a microsecond after the
     interaction that carries the count into the next bucket); and one at ``final_stamp`` with the
-    exact final values (what materialization puts online). Each row holds the exact values at its
-    stamp, from interactions strictly before it. Between two rows the exact popularity and age
-    stay in the row's buckets, so the point-in-time join gives the item tower the same input as
-    an exact event-time computation (up to float32 rounding right at an age boundary), at most
-    ~40 rows per item however often snapshots are taken, where restating every item at every
-    snapshot grew with the snapshot frequency (issue 14: 4.2 GB at 10-minute snapshots). A row
-    stays current until the next one, however long that takes, so the view has no TTL.
-    Bucketing was chosen over a separate event-time computation of popularity because it keeps
-    Feast the system of record for item features (offline join and online store) at no loss.
+    exact final values (what materialization puts online). Rows before ``first_stamp`` (the
+    first interaction) collapse into the newest of them: nothing is asked about that time. Each
+    row holds the exact values at its stamp, from interactions strictly before it. Between two
+    rows the exact popularity and age stay in the row's buckets, so the point-in-time join gives
+    the item tower the same input as an exact event-time computation (up to float32 rounding
+    right at an age boundary), in at most ~40 rows per item however often snapshots are taken,
+    where restating every item at every snapshot grew with the snapshot frequency (issue 14:
+    4.2 GB at 10-minute snapshots). A row stays current until the next one, however long that
+    takes, so the view has no TTL. Bucketing was chosen over a separate event-time computation
+    of popularity because it keeps Feast the system of record for item features (offline join
+    and online store) at no loss for the model.
     """
     items = ds.items.sort_values(ITEM_ID).reset_index(drop=True)
     ids = items[ITEM_ID].to_numpy(np.int64)
@@ -276,9 +283,12 @@ def _item_features(ds: Dataset, final_stamp: int) -> pd.DataFrame:
     if len(pos) and (pos.max() >= len(ids) or not np.array_equal(ids[pos], inter_items)):
         raise ValueError("interactions reference item ids missing from the items table")
     ts = timestamps_us(ds.interactions[TIMESTAMP])
+    order = np.lexsort((ts, pos))
+    ev_pos, ev_ts = pos[order], ts[order]
+    del order, pos, ts, inter_items
     every_item = np.arange(len(ids), dtype=np.int64)
     age_steps = (2 ** np.arange(AGE_DAYS_BUCKETS, dtype=np.int64) - 1) * _DAY_US  # 0 = release
-    pop_pos, pop_stamps = _popularity_stamps(pos, ts)
+    pop_pos, pop_stamps = _popularity_stamps(ev_pos, ev_ts)
     row_pos = np.r_[np.repeat(every_item, len(age_steps)), pop_pos, every_item]
     row_stamps = np.r_[
         (release[:, None] + age_steps[None, :]).ravel(),
@@ -287,16 +297,20 @@ def _item_features(ds: Dataset, final_stamp: int) -> pd.DataFrame:
     ]
     live = (row_stamps <= final_stamp) & (release[row_pos] <= final_stamp)
     row_pos, row_stamps = row_pos[live], row_stamps[live]
-    keys = pd.DataFrame({"p": row_pos, "t": row_stamps}).drop_duplicates()
-    keys = keys.sort_values(["p", "t"], ignore_index=True)
-    row_pos, row_stamps = keys["p"].to_numpy(np.int64), keys["t"].to_numpy(np.int64)
+    order = np.lexsort((row_stamps, row_pos))
+    row_pos, row_stamps = row_pos[order], row_stamps[order]
+    next_same_item = np.r_[row_pos[1:] == row_pos[:-1], False]
+    next_stamp = np.r_[row_stamps[1:], np.iinfo(np.int64).max]
+    # drop repeated stamps, and rows before the first interaction that a later one also precedes
+    keep = ~next_same_item | ((next_stamp != row_stamps) & (next_stamp > first_stamp))
+    row_pos, row_stamps = row_pos[keep], row_stamps[keep]
     out = pd.DataFrame(
         {
             ITEM_ID: ids[row_pos],
             EVENT_TIMESTAMP: pd.to_datetime(row_stamps, unit="us", utc=True).astype(_TS_DTYPE),
             "category": items["category"].to_numpy()[row_pos],
             "price_bucket": items["price_bucket"].to_numpy(np.int64)[row_pos],
-            "popularity": _counts_before(pos, ts, row_pos, row_stamps),
+            "popularity": _counts_before(ev_pos, ev_ts, row_pos, row_stamps),
             "age_days": (np.maximum(row_stamps - release[row_pos], 0) / _DAY_US).astype(np.float32),
         }
     )
@@ -334,10 +348,12 @@ def build_feature_tables(
     logger.info(
         "building feature tables for %s: %d snapshots every %s", ds.name, len(stamps), every
     )
+    # Items first: their sort of the interactions peaks while the activity lists do not exist yet.
+    items = _item_features(ds, int(ts.min()), stamps[-1])
     return {
         USER_PROFILE_FILE: _user_profile(ds),
         USER_ACTIVITY_FILE: _user_activity(ds.interactions, stamps),
-        ITEM_FEATURES_FILE: _item_features(ds, stamps[-1]),
+        ITEM_FEATURES_FILE: items,
     }
 
 

@@ -17,7 +17,13 @@ or ``AUTO_FEAST_MAX_ROWS`` entity pairs (Feast's file store is far too slow ther
   left-joined back onto the entity rows: a dropped pair becomes missing values for that view
   only, which is the correct point-in-time answer.
 - ``engine="asof"``: ``pandas.merge_asof`` over the same parquet sources and TTLs, read from
-  the same registry. Much faster on real sizes (figures at ``AUTO_FEAST_MAX_SOURCE_ROWS``).
+  the same registry, row by row in time order (no de-duplication and merge back: on 8M entity
+  rows of ``large`` a view took 6 s of CPU instead of 25 s, with less memory). Much faster on
+  real sizes (figures at ``AUTO_FEAST_MAX_SOURCE_ROWS``).
+
+``views`` limits the join to some views of the service: the Two-Tower's training rows join
+``user_profile`` and ``item_features`` and take the user's history at event time from the log
+(``two_tower.training_frames``).
 
 The result keeps the entity rows in their order with their columns, then the features under
 their plain names (feature names are unique across Cascade's views): integer features as
@@ -128,14 +134,19 @@ def _feast_view(store: FeatureStore, view: _View, pairs: pd.DataFrame) -> pd.Dat
     return got[[view.join_key, TS, *view.features]]
 
 
-def _asof_view(view: _View, pairs: pd.DataFrame) -> pd.DataFrame:
+def _asof_view(view: _View, keys: pd.DataFrame) -> pd.DataFrame:
+    """The view's features for every row of ``keys`` (join key, event time), in their order.
+
+    Row by row rather than per distinct pair: the answer depends only on the pair, and skipping
+    the de-duplication and the merge back halves the peak memory on 16M rows.
+    """
     source = pd.read_parquet(view.path, columns=[view.join_key, TS, *view.features])
     source = source.rename(columns={TS: "__feature_ts"})
     source["__feature_ts"] = _utc_ns(source["__feature_ts"])
     source = source.sort_values("__feature_ts", kind="stable")
-    left = pairs.sort_values(TS, kind="stable")
+    order = np.argsort(keys[TS].astype("int64").to_numpy(), kind="stable")  # ns, not objects
     got = pd.merge_asof(
-        left,
+        keys.iloc[order],
         source,
         left_on=TS,
         right_on="__feature_ts",
@@ -144,7 +155,9 @@ def _asof_view(view: _View, pairs: pd.DataFrame) -> pd.DataFrame:
         allow_exact_matches=True,  # a snapshot at T covers interactions strictly before T
         tolerance=pd.Timedelta(view.ttl) if view.ttl is not None else None,
     )
-    return got[[view.join_key, TS, *view.features]]
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return got[view.features].iloc[back].reset_index(drop=True)
 
 
 def training_frame(
@@ -179,27 +192,29 @@ def training_frame(
     for view in service_views:
         started = time.perf_counter()
         keys = pd.DataFrame({view.join_key: base[view.join_key].astype(np.int64), TS: ts})
-        pairs = keys.drop_duplicates(ignore_index=True)
         chosen = engine
+        pairs = None
+        if engine in ("auto", "feast") and view.source_rows <= AUTO_FEAST_MAX_SOURCE_ROWS:
+            pairs = keys.drop_duplicates(ignore_index=True)
         if engine == "auto":
-            small = view.source_rows <= AUTO_FEAST_MAX_SOURCE_ROWS
-            chosen = "feast" if small and len(pairs) <= AUTO_FEAST_MAX_ROWS else "asof"
+            chosen = "feast" if pairs is not None and len(pairs) <= AUTO_FEAST_MAX_ROWS else "asof"
         if chosen == "feast":
+            pairs = keys.drop_duplicates(ignore_index=True) if pairs is None else pairs
             got = _feast_view(store, view, pairs)
+            # A left merge keeps the entity rows' order; pairs are unique, so none multiplies.
+            joined = keys.merge(got, on=[view.join_key, TS], how="left", validate="many_to_one")
         elif chosen == "asof":
-            got = _asof_view(view, pairs)
+            joined = _asof_view(view, keys)
         else:
             raise ValueError(f"unknown engine {engine!r}")
-        # A left merge keeps the entity rows' order; pairs are unique, so no row multiplies.
-        joined = keys.merge(got, on=[view.join_key, TS], how="left", validate="many_to_one")
         for feature in view.features:
             # Same RangeIndex as `out` (both come from `base`), so assignment aligns row by row.
             out[feature] = _normalize(joined[feature], view.kinds[feature])
+        del joined
         logger.info(
-            "%s: %d rows (%d distinct) via %s in %.2fs",
+            "%s: %d rows via %s in %.2fs",
             view.name,
             len(keys),
-            len(pairs),
             chosen,
             time.perf_counter() - started,
         )

@@ -40,6 +40,12 @@ MAT: dict[str, Any] = {
     "bytes_per_key": 293.6,
     "per_view": {"user_profile": {"engine": "direct"}},
 }
+ROWS: dict[str, Any] = {
+    "seconds": 320.0,
+    "process_peak_rss_mb": 5000.0,
+    "rows": 16_000_000,
+    "empty_history_share": 0.05,
+}
 EVAL: dict[str, Any] = {
     "seconds": 10.0,
     "peak_rss_mb": 500.0,
@@ -52,7 +58,7 @@ EVAL: dict[str, Any] = {
 def test_render_judges_the_large_targets() -> None:
     results: dict[str, dict[str, dict[str, Any]]] = {
         "demo": {"evaluation": EVAL, "materialize": {"error": "exit 1: no Redis"}},
-        "large": {"generate": GEN, "materialize": MAT, "als_train": ALS},
+        "large": {"generate": GEN, "materialize": MAT, "als_train": ALS, "two_tower_rows": ROWS},
     }
     text = offline.render(results, footer="_footer_")
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
@@ -60,6 +66,8 @@ def test_render_judges_the_large_targets() -> None:
     assert rows["ALS training (15 it, 64 factors)"].endswith("| < 240 s | yes |")
     assert "300.0 MiB (used_memory delta)" in text and "| reported |" in text
     assert rows["evaluation (popularity + ALS)"].endswith("| >= 1.5x | yes |")
+    assert rows["Two-Tower training set"].endswith("| < 300 s, < 8 GB | NO |")  # 320 s
+    assert "5.0% with an empty user history" in text
     assert "exit 1: no Redis" in text
     assert text.rstrip().endswith("_footer_")
 
@@ -82,8 +90,11 @@ def test_steps_on_tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert als["iterations"] == 15 and als["factors"] == 64 and als["seconds"] > 0
     ev = offline.step("tiny", "evaluation", timeout_s=120)
     assert set(ev["recall@20"]) == {"popular", "als"}
+    monkeypatch.delenv("REDIS_URL", raising=False)  # the join reads parquet; apply needs no Redis
+    rows = offline.step("tiny", "two_tower_rows", timeout_s=300)
+    assert rows["rows"] > 0 and 0 < rows["empty_history_share"] < 0.5, rows
     tiny: dict[str, dict[str, dict[str, Any]]] = {
-        "tiny": {"generate": gen, "als_train": als, "evaluation": ev}
+        "tiny": {"generate": gen, "als_train": als, "evaluation": ev, "two_tower_rows": rows}
     }
     assert "tiny" in offline.render(tiny, footer="")
 

@@ -241,3 +241,18 @@ def test_snapshots_with_repeated_pairs(tiny):
     full = user_state(inter).set_index("user_id")
     for u in full.index[:50]:
         np.testing.assert_array_equal(latest.loc[u, "seen_items"], full.loc[u, "seen_items"])
+
+
+@pytest.mark.parametrize("item_scale", [1, 2**41])  # 2**41: the key would overflow; ranks instead
+def test_item_counts_before_a_stamp(item_scale: int) -> None:
+    from cascade.data.features import _counts_before
+
+    rng = np.random.default_rng(0)
+    ev_pos = rng.integers(0, 50, 5000) * item_scale
+    ev_ts = rng.integers(10**15, 10**15 + 10**6, 5000)
+    order = np.lexsort((ev_ts, ev_pos))
+    ev_pos, ev_ts = ev_pos[order], ev_ts[order]
+    pos = rng.integers(0, 55, 2000) * item_scale
+    stamps = np.r_[rng.integers(10**15 - 10, 10**15 + 10**6 + 10, 1990), ev_ts[:10]]
+    want = [int(((ev_pos == p) & (ev_ts < s)).sum()) for p, s in zip(pos, stamps, strict=True)]
+    assert _counts_before(ev_pos, ev_ts, pos, stamps).tolist() == want
