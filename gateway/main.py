@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: GatewayMetrics = app.state.metrics
     provider = configure_tracing(service_name="gateway")
     built = await app.state.components_factory(settings, metrics)
+    built.chain.saturated = app.state.admission.saturated  # skip ALS while the loop is overloaded
     app.state.components = built
     await app.state.security.start()
     snap = built.popular.snapshot

@@ -47,6 +47,12 @@ class GatewayMetrics:
         self.errors = Counter(
             "gateway_errors", "Error responses by code", ["route", "code"], registry=r
         )
+        self.fallbacks_skipped = Counter(
+            "gateway_fallbacks_skipped",
+            "Fallback tiers not tried (cause saturated: the event loop was overloaded, popular served)",
+            ["tier", "cause"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "gateway_fallbacks",
             "Responses not served by the primary, by reason",

@@ -31,6 +31,7 @@ class AdaptiveLimit:
     decrease: float = 0.9
     increase: float = 1.0
     _value: float = field(init=False)
+    _last_lag_s: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         if self.ceiling < 0 or self.floor < 1:
@@ -45,8 +46,13 @@ class AdaptiveLimit:
         """Requests allowed in flight now (0: unlimited)."""
         return int(self._value) if self.ceiling else 0
 
+    def saturated(self) -> bool:
+        """Whether the newest loop-lag reading was above the target (new work only queues)."""
+        return self._last_lag_s > self.lag_target_s
+
     def observe_lag(self, lag_s: float) -> int:
         """Adjust to one loop-lag reading; returns the new limit."""
+        self._last_lag_s = lag_s
         if self.ceiling:
             if lag_s > self.lag_target_s:
                 self._value = max(float(self.floor), self._value * self.decrease)

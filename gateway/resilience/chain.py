@@ -9,6 +9,11 @@ tier when the time left cannot cover at least ``min_tier_ms`` of it:
    timeout of ``primary_timeout_ms`` (the breaker's slow-call threshold) or the time left.
    Failure: ``timeout`` or ``error``.
 3. ALS (MF service, ``mf_timeout_ms``). A user it never saw: ``cold_start``, go to popular.
+   Skipped while the event loop is saturated (``saturated()``, the admission limit's view of
+   the loop lag) after a timeout (features or primary): a fallback must cost less than the path
+   it replaces, and an HTTP call to ALS costs the gateway more CPU than the primary's gRPC call,
+   so under overload it would deepen the overload that caused the timeout. Popular answers
+   instead (counted in ``gateway_fallbacks_skipped_total``); the skip ends with the lag.
 4. popular, in memory: always answers.
 
 Every remote tier's answer is checked before it is served (``gateway.tiers.validation``, the rules
@@ -40,6 +45,9 @@ from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway")
+
+# Fallback reasons that a saturated loop causes (a deadline missed), as opposed to a fault.
+_OVERLOAD_REASONS = frozenset({FallbackReason.FEATURES_UNAVAILABLE, FallbackReason.TIMEOUT})
 
 # Time kept back for the popular tier and the response itself.
 _RESERVE_S = 0.002
@@ -105,6 +113,7 @@ class FallbackChain:
         primary: PrimaryTier | None = None,
         fallback: FallbackTier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        saturated: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.popular = popular
@@ -114,6 +123,7 @@ class FallbackChain:
         self.primary = primary
         self.fallback = fallback
         self.clock = clock
+        self.saturated = saturated
         self._log = ThrottledLog(logger)
 
     async def recommend(
@@ -149,7 +159,9 @@ class FallbackChain:
         elif reason is None:
             reason = FallbackReason.ERROR  # features read fine but no primary is configured
 
-        if self.fallback is not None:
+        if self.fallback is not None and self._too_busy_for_als(reason):
+            self.metrics.fallbacks_skipped.labels(tier=Tier.ALS.value, cause="saturated").inc()
+        elif self.fallback is not None:
             result, als_reason = await self._call_fallback(user_id, k, exclude_all, skip, deadline)
             if result is not None:
                 return Outcome(result, Tier.ALS, reason, feature_state)
@@ -163,6 +175,10 @@ class FallbackChain:
         return Outcome(result, Tier.POPULAR, reason, feature_state)
 
     # -- steps -------------------------------------------------------------------------------
+
+    def _too_busy_for_als(self, reason: FallbackReason | None) -> bool:
+        """After a timeout on a saturated loop, ALS would only add to the overload."""
+        return reason in _OVERLOAD_REASONS and self.saturated()
 
     def _left(self, deadline: float) -> float:
         return deadline - self.clock() - _RESERVE_S
