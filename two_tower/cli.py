@@ -39,26 +39,35 @@ def train_two_tower(
         help="Data set name or spec: demo, synthetic:demo, movielens:PATH, csv:PATH.",
     ),
     dim: int = typer.Option(128, min=1, help="Embedding dimension of both towers."),
-    epochs: int = typer.Option(2, min=1, help="Most epochs; early stopping may end sooner."),
+    epochs: int = typer.Option(20, min=1, help="Most epochs; early stopping may end sooner."),
     batch_size: int = typer.Option(1024, min=2, help="Rows per batch (= in-batch negatives)."),
     lr: float = typer.Option(0.004, min=0.0, help="Adam learning rate."),
     lr_schedule: str = typer.Option(
         "constant", help="constant, or cosine (decays to 1% of --lr over all --epochs)."
     ),
     members: int = typer.Option(
-        2, min=1, max=8, help="Towers trained with their own seeds and averaged (1: one tower)."
+        1, min=1, max=8, help="Towers trained with their own seeds and averaged (1: one tower)."
     ),
     history_dropout: float = typer.Option(
-        0.5, min=0.0, max=0.99, help="Share of history items hidden per training row."
+        0.2, min=0.0, max=0.99, help="Share of history items hidden per training row."
     ),
     temperature: float = typer.Option(0.03, min=0.0, help="Softmax temperature."),
     uniform_negatives: int = typer.Option(
         0, min=0, help="Extra uniformly sampled negatives per batch."
     ),
     seen_pool: int = typer.Option(
-        0, min=0, help="Newest seen items mean-pooled into the user tower (0: off)."
+        500, min=0, max=500, help="Newest distinct seen items the user tower pools (0: off)."
     ),
-    patience: int = typer.Option(1, min=1, help="Epochs without validation gain before stopping."),
+    seen_attention: bool = typer.Option(
+        True, "--seen-attention/--seen-mean", help="Attention pooling of the seen set, or its mean."
+    ),
+    seq_layers: int = typer.Option(
+        1,
+        min=0,
+        help="Self-attention layers over the recent items (0: their mean).",
+    ),
+    heads: int = typer.Option(2, min=1, help="Attention heads (a divisor of --dim)."),
+    patience: int = typer.Option(2, min=1, help="Epochs without validation gain before stopping."),
     engine: str = typer.Option(
         "asof", help="Point-in-time join: 'asof' (fast) or 'feast' (get_historical_features)."
     ),
@@ -103,6 +112,9 @@ def train_two_tower(
             temperature=temperature,
             uniform_negatives=uniform_negatives,
             seen_pool=seen_pool,
+            seen_attention=seen_attention,
+            seq_layers=seq_layers,
+            heads=heads,
             patience=patience,
             seed=seed,
             device=device,
@@ -130,7 +142,14 @@ def _echo_training_summary(folder: Path) -> None:
     from two_tower.artifacts import read_metadata
     from two_tower.training_frames import empty_history_warning
 
-    summary = read_metadata(folder).get("training_set") or {}
+    meta = read_metadata(folder)
+    if "train_seconds" in meta:
+        epochs = [len(h) for h in meta.get("history", [])]
+        typer.echo(
+            f"training: {meta['train_seconds']:.0f} s, epochs run {epochs}, best epoch "
+            f"{meta.get('best_epoch')}, peak memory {meta.get('peak_rss_mb', float('nan')):.0f} MiB"
+        )
+    summary = meta.get("training_set") or {}
     if "rows" not in summary:
         return
     share = float(summary.get("empty_history_share", 0.0))

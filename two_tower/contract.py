@@ -14,10 +14,19 @@ user_id        INT64  [1]                  the data set's own user id (>= 0)
 age_bucket     INT64  [1]                  Feast ``user_profile:age_bucket`` (-1 if missing)
 country        INT64  [1]                  ``country_code(Feast user_profile:country)``
 interaction_count INT64 [1]                Feast ``user_activity:interaction_count``
-recent_items   INT64  [RECENT_ITEMS_LEN]   newest first, right-padded with PAD_ITEM (-1)
-seen_items     INT64  [MAX_SEEN_ITEMS]     items to exclude, right-padded with PAD_ITEM (-1)
+recent_items   INT64  [RECENT_ITEMS_LEN]   Feast ``recent_items``: newest first, repeats kept,
+                                           right-padded with PAD_ITEM (-1)
+seen_items     INT64  [MAX_SEEN_ITEMS]     Feast ``seen_items`` as stored: distinct, newest
+                                           first, right-padded; the tower's long history, and
+                                           never recommended
+exclude_items  INT64  [MAX_EXCLUDE_ITEMS]  the request's ``exclude`` ids: never recommended,
+                                           not history; right-padded
 k              INT32  [1]                  1 <= k <= MAX_K
 ============== ====== ==================== ==================================================
+
+``seen_items`` and ``exclude_items`` are apart because the user tower reads ``seen_items`` in
+order as the user's history (``two_tower.encoders``): ids a client asks to exclude must not
+pose as the newest things the user saw. Both are masked out of the answer.
 
 Outputs, per row, width = the largest k in the request:
 
@@ -32,7 +41,7 @@ buffer filled with their first byte, and the stub dies). Integer tensors travel 
 are unaffected. The model keeps a vocabulary of codes, so the hash never needs reversing.
 
 Errors (a Triton error for that request; the model stays ready): wrong dtype or shape, a negative
-``user_id``, an item id below -1, ``k`` outside ``[1, MAX_K]``. A ``user_id`` the model has not
+``user_id``, an item id below -1 (in any list), ``k`` outside ``[1, MAX_K]``. A ``user_id`` the model has not
 seen in training is not an error: it gets the out-of-vocabulary user embedding, and its features
 and recent items still personalise the result. Unknown item ids in ``recent_items`` are ignored;
 unknown ids in ``seen_items`` cannot be recommended anyway.
@@ -51,6 +60,7 @@ RECENT_ITEMS_LEN = 20
 MAX_SEEN_ITEMS = 500
 PAD_ITEM = -1
 
+MAX_EXCLUDE_ITEMS = 500  # the gateway's default max_exclude; more are cut (validation still guards)
 MAX_K = 100
 MAX_BATCH_SIZE = 64
 # Dynamic batching: how long Triton may hold a request to form a larger batch.
@@ -79,6 +89,7 @@ COUNTRY = "country"
 INTERACTION_COUNT = "interaction_count"
 RECENT_ITEMS = "recent_items"
 SEEN_ITEMS = "seen_items"
+EXCLUDE_ITEMS = "exclude_items"
 K = "k"
 
 ITEM_IDS = "item_ids"
@@ -91,6 +102,7 @@ INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(INTERACTION_COUNT, "INT64", (1,)),
     TensorSpec(RECENT_ITEMS, "INT64", (RECENT_ITEMS_LEN,)),
     TensorSpec(SEEN_ITEMS, "INT64", (MAX_SEEN_ITEMS,)),
+    TensorSpec(EXCLUDE_ITEMS, "INT64", (MAX_EXCLUDE_ITEMS,)),
     TensorSpec(K, "INT32", (1,)),
 )
 

@@ -110,6 +110,7 @@ def export_to_triton(
         "max_k": contract.MAX_K,
         "recent_items_len": contract.RECENT_ITEMS_LEN,
         "max_seen_items": contract.MAX_SEEN_ITEMS,
+        "max_exclude_items": contract.MAX_EXCLUDE_ITEMS,
         "dim": trained.model.cfg.out_dim,
         "n_items": len(trained.item_ids),
         "trained_at": trained.metadata.get("trained_at"),

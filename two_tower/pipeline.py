@@ -6,17 +6,19 @@ calls. Steps:
 1. the training side of the evaluation split (``cascade.evaluation.model_data.prepare_data``, the
    same split ALS and ``cascade evaluate`` use), or every interaction with ``split=None``;
 2. a validation hold-out (``two_tower.validation.validation_split``): for a seeded sample of users
-   (``val_fraction``, at most ``val_max_users``), their latest interactions (the same temporal
-   rule) are held out; the rest is the fit set, so the final model still learns from about 98%
-   of the training rows;
+   (``val_fraction``, at most ``val_max_users``, at least 2,000 or all eligible users when
+   fewer), their latest interactions (the same temporal rule) are held out; the rest is the fit
+   set, so the final model still learns from about 98% of the training rows;
 3. training rows for the fit interactions (``two_tower.training_frames.feast_training_rows``):
    profile and item features by Feast's point-in-time join (``cascade.features.training.
    training_frame``, feature service ``two_tower_v1``), the user's history at the exact event
    time from the fit interactions themselves (``cascade.data.history.EventHistory``); the share
    of rows with an empty history is logged (a WARNING above half) and saved in the metadata;
    encoded with their vocabularies by ``two_tower.prepare.prepare``;
-4. training with early stopping on validation Recall@20, then item embeddings over the
-   catalogue with features as of the end of the training data;
+4. training with early stopping on validation Recall@20 (``patience`` epochs without a gain,
+   up to ``epochs``; the best epoch's weights are kept), then item embeddings over the catalogue
+   with features as of the end of the training data; training seconds and the process's peak
+   memory are saved in the metadata;
 5. the same metrics as ALS on the test side (``two_tower.validation.holdout_metrics``), saved in
    ``metadata.json``.
 
@@ -26,6 +28,7 @@ calls. Steps:
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -155,6 +158,7 @@ def run_train_two_tower(
                 sum(r.samples_per_second for r in results) / len(results), 1
             ),
             "device": str(device),
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
     if evaluate_test and split is not None and len(test):
@@ -162,6 +166,11 @@ def run_train_two_tower(
             trained, train=data.train, test=test, users=users
         )
     return save_two_tower(trained, artifacts_dir=layout.artifacts_dir)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (data, training set and model)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def training_set_summary(prepared: Prepared) -> dict[str, Any]:
@@ -273,6 +282,7 @@ def train_in_memory(
             "best_epoch": [r.best_epoch for r in results],
             "samples_per_second": sum(r.samples_per_second for r in results) / len(results),
             "train_seconds": sum(r.seconds for r in results),
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
     return trained

@@ -107,6 +107,9 @@ def build_model(prepared: Prepared, params: TrainParams) -> TwoTower | TowerEnse
         hidden=params.hidden,
         side_dim=params.side_dim,
         seen_pool=params.seen_pool,
+        seen_attention=int(params.seen_attention),
+        seq_layers=params.seq_layers,
+        heads=params.heads,
         user_id_embedding=int(params.user_id_embedding),
         members=params.members,
     )

@@ -10,10 +10,12 @@ mapped to indices outside the network with :class:`StringVocab` (the item tower 
 offline). Index 0 is "unknown" everywhere.
 
 User tower: user id embedding (row 0 = out-of-vocabulary), age bucket, country, log2-bucketed
-interaction count, the mean of the item-id embeddings of the recent items (short-term taste) and
-of the newest ``seen_pool`` seen items (long-term taste, in the spirit of asymmetric matrix
-factorisation), both sharing the item tower's id embedding, through a two-layer MLP plus a
-linear skip.
+interaction count, and two readers of the history (:mod:`two_tower.encoders`), both over the item
+tower's id embedding: the recent items in order (``seq_layers`` self-attention layers with learned
+positions; 0: their mean) for the short-term taste, and the newest ``seen_pool`` distinct seen
+items (up to the 500 the online store holds; attention pooling queried by the sequence vector
+when ``seen_attention``, else their mean) for the long-term taste; through a two-layer MLP plus
+a linear skip. Lists are right-padded, so each batch is cut to its longest list first.
 Item tower: item id embedding, category, price bucket, log2-bucketed popularity and age.
 Both emit L2-normalised vectors, scored by dot product.
 """
@@ -28,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from two_tower.contract import RECENT_ITEMS_LEN
+from two_tower.encoders import RecentSequenceEncoder, SeenSetPooling
 
 COUNT_BUCKETS = 24  # log2 buckets: counts up to ~16M
 AGE_DAYS_BUCKETS = 16
@@ -46,7 +51,10 @@ class TwoTowerConfig:
     dim: int = 64
     hidden: int = 128
     side_dim: int = 16
-    seen_pool: int = 0  # newest seen items mean-pooled into the user tower (0: off)
+    seen_pool: int = 0  # newest seen items pooled into the user tower (0: off)
+    seen_attention: int = 0  # 1: attention pooling of the seen set (SeenSetPooling); 0: mean
+    seq_layers: int = 0  # self-attention layers over the recent items; 0: their mean
+    heads: int = 2  # attention heads of both readers
     user_id_embedding: int = 1  # 0: no per-user parameters (features and history only)
     members: int = 1  # independently trained towers averaged (see TowerEnsemble)
 
@@ -124,6 +132,16 @@ class UserTower(nn.Module):
         self.country = nn.Embedding(cfg.n_countries, cfg.side_dim)
         self.count = nn.Embedding(COUNT_BUCKETS, cfg.side_dim)
         self.seen_pool = cfg.seen_pool
+        self.sequence = (
+            RecentSequenceEncoder(cfg.dim, RECENT_ITEMS_LEN, cfg.seq_layers, cfg.heads)
+            if cfg.seq_layers > 0
+            else None
+        )
+        self.seen_attention = (
+            SeenSetPooling(cfg.dim, cfg.heads, cfg.seen_pool)
+            if cfg.seen_attention and cfg.seen_pool
+            else None
+        )
         self.use_user_id = bool(cfg.user_id_embedding)
         width = 3 * cfg.dim + 3 * cfg.side_dim
         self.mlp = nn.Sequential(
@@ -150,11 +168,28 @@ class UserTower(nn.Module):
         users = lookup(self.user_vocab, user_id)
         if not self.use_user_id:
             users = torch.zeros_like(users)
+        recent_index = self._index(recent_items)
+        recent_keep = self._keep(recent_index)
+        recent_emb = self.item_embedding(recent_index)
+        sequence = self.sequence
+        if sequence is not None:
+            short = sequence(recent_emb, recent_keep)
+        else:
+            short = _masked_mean(recent_emb, recent_keep)
+        seen_index = self._index(seen_items[:, : self.seen_pool])
+        seen_keep = self._keep(seen_index)
+        pooling = self.seen_attention
+        if pooling is not None:
+            kept = seen_keep.nonzero()  # packed: (row, rank) of every kept item
+            rows, ranks = kept[:, 0], kept[:, 1]
+            long = pooling(self.item_embedding(seen_index[rows, ranks]), rows, ranks, short)
+        else:
+            long = _masked_mean(self.item_embedding(seen_index), seen_keep)
         x = torch.cat(
             [
                 self.user_embedding(users),
-                self._pool(recent_items),
-                self._pool(seen_items[:, : self.seen_pool]),
+                short,
+                long,
                 self.age(_bucket(age_bucket, self.n_age_buckets)),
                 self.country(lookup(self.country_vocab, country)),
                 self.count(log2_bucket(interaction_count, self.count_buckets)),
@@ -163,17 +198,24 @@ class UserTower(nn.Module):
         )
         return F.normalize(self.mlp(x) + self.skip(x), dim=-1)
 
-    def _pool(self, items: Tensor) -> Tensor:
-        """Mean item-id embedding of the known items in each row (zeros for none)."""
-        index = lookup(self.item_vocab, items.contiguous())
+    def _index(self, items: Tensor) -> Tensor:
+        """Vocabulary indices of a right-padded list, cut to the batch's longest list (>= 1)."""
+        longest = int((items >= 0).sum(dim=1).max()) if items.shape[0] > 0 else 0
+        return lookup(self.item_vocab, items[:, : max(longest, 1)].contiguous())
+
+    def _keep(self, index: Tensor) -> Tensor:
+        """Known items, less the ones history dropout hides in training."""
         keep = index > 0
         if self.training and self.history_dropout > 0.0:
             keep = keep & (torch.rand(index.shape, device=index.device) >= self.history_dropout)
-        mask = keep.to(torch.float32).unsqueeze(-1)
-        pooled: Tensor = (self.item_embedding(index) * mask).sum(dim=1) / mask.sum(dim=1).clamp(
-            min=1.0
-        )
-        return pooled
+        return keep
+
+
+def _masked_mean(emb: Tensor, keep: Tensor) -> Tensor:
+    """Mean of the kept rows of ``emb`` (n, L, d) per row; zeros for none."""
+    mask = keep.to(emb.dtype).unsqueeze(-1)
+    pooled: Tensor = (emb * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    return pooled
 
 
 class ItemTower(nn.Module):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from two_tower.contract import MAX_SEEN_ITEMS
 from two_tower.data import ItemRows, TrainingSet
 from two_tower.model import TwoTower
 
@@ -42,19 +43,22 @@ class TrainParams:
     dim: int = 128
     hidden: int = 128
     side_dim: int = 16
-    seen_pool: int = 0  # off by default: +2.5x step time on demo for +0.001 Recall@20
-    members: int = 2  # towers trained and averaged (TowerEnsemble); 1: a single tower
+    seen_pool: int = 500  # newest distinct seen items the user tower pools (0: off)
+    seen_attention: bool = True  # attention pooling of the seen set (False: their mean)
+    seq_layers: int = 1  # self-attention layers over the recent items (0: their mean)
+    heads: int = 2  # attention heads of the seen-set pooling and the sequence encoder
+    members: int = 1  # towers trained and averaged (TowerEnsemble); 1: a single tower
     user_id_embedding: bool = False  # demo Recall@20 0.2233 with it, 0.2356 without (it memorises)
-    epochs: int = 2
+    epochs: int = 20
     batch_size: int = 1024
     lr: float = 0.004
     lr_schedule: str = "constant"  # or "cosine": from lr down to 1% of it over all planned steps
     weight_decay: float = 0.0
-    history_dropout: float = 0.5  # share of history items hidden per training row (see model)
+    history_dropout: float = 0.2  # share of history items hidden per training row (see model)
     temperature: float = 0.03
     uniform_negatives: int = 0
     logq_correction: bool = True
-    patience: int = 1
+    patience: int = 2
     seed: int = 42
     device: str = "auto"
     threads: int = 1  # 0: the CPUs this process may use; >1 is slower on a busy 2-core box
@@ -67,6 +71,10 @@ class TrainParams:
         """Refuse values that cannot train."""
         if self.dim < 1 or self.hidden < 1 or self.side_dim < 1:
             raise ValueError("dim, hidden and side_dim must be >= 1")
+        if not 0 <= self.seen_pool <= MAX_SEEN_ITEMS:
+            raise ValueError(f"seen_pool must be in [0, {MAX_SEEN_ITEMS}]")
+        if self.seq_layers < 0 or self.heads < 1 or self.dim % self.heads:
+            raise ValueError("seq_layers must be >= 0 and heads >= 1, a divisor of dim")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
         if self.lr <= 0 or self.temperature <= 0 or self.weight_decay < 0:
@@ -254,9 +262,20 @@ def fit(
                 hooks.checkpoint(epoch, model)
         else:
             stale += 1
-            if stale >= params.patience:
-                logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+            if stale >= params.patience and epoch < params.epochs:
+                logger.info(
+                    "early stop after epoch %d of at most %d: %d epochs without a validation "
+                    "gain (best epoch %d)",
+                    epoch,
+                    params.epochs,
+                    stale,
+                    best_epoch,
+                )
                 break
+    else:
+        logger.info(
+            "ran all %d epochs without early stopping (best epoch %d)", params.epochs, best_epoch
+        )
     model.load_state_dict(best_state)
     model.user_tower.history_dropout = 0.0  # training only; the exported tower never drops
     model.eval()

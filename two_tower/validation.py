@@ -22,6 +22,7 @@ from two_tower.model import TwoTower
 from two_tower.recommender import TwoTowerRecommender, item_vectors
 
 EVAL_MAX_USERS = 20_000
+VAL_MIN_USERS = 2_000  # validation users at least (all eligible users when fewer)
 
 
 def validation_split(
@@ -31,15 +32,20 @@ def validation_split(
     max_users: int,
     seed: int,
     split: SplitParams | None = None,
+    min_users: int = VAL_MIN_USERS,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(fit, val_fit, val_target)``: sampled users' latest interactions held out of ``fit``.
 
-    ``val_fit`` is the sampled users' part of ``fit`` (their history for validation).
+    The sample is ``fraction`` of the eligible users, at most ``max_users`` but at least
+    ``min_users`` (all eligible users when fewer): early stopping on ~100 users picks an epoch
+    by noise (issue 14). ``fraction <= 0`` turns validation off. ``val_fit`` is the sampled
+    users' part of ``fit`` (their history for validation).
     """
     split = split or SplitParams()
     counts = train[USER_ID].value_counts()
     eligible = np.sort(counts.index[counts >= split.min_interactions].to_numpy(np.int64))
-    n = min(max_users, math.ceil(fraction * len(eligible)))
+    wanted = max(min_users, min(max_users, math.ceil(fraction * len(eligible))))
+    n = min(len(eligible), wanted)
     if n == 0 or fraction <= 0:
         empty = train.iloc[0:0]
         return train, empty, empty

@@ -99,6 +99,9 @@ def _request_arrays(rng: np.random.Generator, n_items: int, n_users: int) -> dic
         contract.SEEN_ITEMS: np.array(
             [contract.pad_items(seen.tolist(), contract.MAX_SEEN_ITEMS)], np.int64
         ),
+        contract.EXCLUDE_ITEMS: np.array(
+            [contract.pad_items([], contract.MAX_EXCLUDE_ITEMS)], np.int64
+        ),
         contract.K: np.array([[20]], np.int32),
     }
 

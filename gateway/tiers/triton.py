@@ -48,8 +48,8 @@ _GRPC_CHANNEL_ARGS = [
 def input_arrays(
     features: UserFeatures, *, k: int, exclude: Sequence[int]
 ) -> dict[str, np.ndarray]:
-    """The contract's input tensors for one user, by name, each of shape ``[1, *dims]``."""
-    seen = list(dict.fromkeys([*exclude, *features.seen_items]))
+    """The contract's input tensors for one user, by name, each of shape ``[1, *dims]``:
+    the online store's values as it holds them, the request's ``exclude`` apart."""
     rows: dict[str, list[int]] = {
         contract.USER_ID: [features.user_id],
         contract.AGE_BUCKET: [features.age_bucket],
@@ -58,7 +58,8 @@ def input_arrays(
         contract.RECENT_ITEMS: contract.pad_items(
             list(features.recent_items), contract.RECENT_ITEMS_LEN
         ),
-        contract.SEEN_ITEMS: contract.pad_items(seen, contract.MAX_SEEN_ITEMS),
+        contract.SEEN_ITEMS: contract.pad_items(list(features.seen_items), contract.MAX_SEEN_ITEMS),
+        contract.EXCLUDE_ITEMS: contract.pad_items(list(exclude), contract.MAX_EXCLUDE_ITEMS),
         contract.K: [k],
     }
     return {

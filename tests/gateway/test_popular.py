@@ -76,7 +76,7 @@ def test_parse_row() -> None:
 def test_triton_inputs_follow_the_contract() -> None:
     import tritonclient.grpc as grpcclient
 
-    from gateway.tiers.triton import build_inputs
+    from gateway.tiers.triton import build_inputs, input_arrays
     from gateway.tiers.types import UserFeatures
     from two_tower import contract
 
@@ -93,3 +93,7 @@ def test_triton_inputs_follow_the_contract() -> None:
     for tensor, spec in zip(inputs, contract.INPUTS, strict=True):
         assert tensor.datatype() == spec.dtype
         assert tensor.shape() == [1, *spec.dims]
+    # the store's seen list as it is (the tower reads it as history); exclusions apart
+    arrays = input_arrays(feats, k=10, exclude=[99])
+    assert arrays[contract.SEEN_ITEMS][0, :4].tolist() == [5, 6, 7, contract.PAD_ITEM]
+    assert arrays[contract.EXCLUDE_ITEMS][0, :2].tolist() == [99, contract.PAD_ITEM]

@@ -69,12 +69,14 @@ def test_history_dropout_trains_hides_items_only_in_training_and_is_off_after(
     assert tower.history_dropout == 0.0  # the exported / evaluated tower never drops
     items = tower.item_vocab[:4].repeat(64, 1)
     tower.eval()
-    full = tower._pool(items)
+    full = tower._keep(tower._index(items))
     tower.history_dropout = 0.5
-    assert torch.equal(tower._pool(items), full)  # eval mode: no dropout even when set
+    assert torch.equal(tower._keep(tower._index(items)), full)  # eval mode: no dropout
     tower.train()
     try:
-        assert not torch.equal(tower._pool(items), full)  # training: some rows lose items
+        assert not torch.equal(
+            tower._keep(tower._index(items)), full
+        )  # training: some rows lose items
     finally:
         tower.history_dropout = 0.0
         tower.eval()

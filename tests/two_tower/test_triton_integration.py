@@ -1,7 +1,8 @@
 """A real tritonserver on an exported tiny model, called over HTTP and gRPC.
 
-Checks: the served top-k equals the offline model's top-k for sampled users; bad input gets a
-clear Triton error (400) and the model stays ready.
+Checks: the served top-k equals the offline model's top-k for sampled users, with and without a
+request's ``exclude_items`` (excluded, and not read as history); bad input gets a clear Triton
+error (400) and the model stays ready.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def _wire_rows(state, users):
             [contract.pad_items(list(r), contract.MAX_SEEN_ITEMS) for r in table["seen_items"]],
             np.int64,
         ),
+        contract.EXCLUDE_ITEMS: np.full((n, contract.MAX_EXCLUDE_ITEMS), -1, np.int64),
         contract.K: np.full((n, 1), K, np.int32),
     }
 
@@ -110,6 +112,24 @@ def test_served_top_k_equals_offline_top_k(client, offline):
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
 
 
+def test_excluded_items_are_masked_and_not_history(client, offline):
+    """Excluding a user's top 3 gives the offline answer with the same exclusion: the other
+    items keep their scores, so the exclusions did not change the user vector."""
+    module, c = client
+    rec, state = offline
+    users = state["user_id"].to_numpy()[:3]
+    plain, _ = rec.recommend(users, k=K)
+    exclude = [row[:3] for row in plain]
+    arrays = _wire_rows(state, users)
+    arrays[contract.EXCLUDE_ITEMS] = np.array(
+        [contract.pad_items(list(e), contract.MAX_EXCLUDE_ITEMS) for e in exclude], np.int64
+    )
+    ids, scores = _infer(module, c, arrays)
+    expected_ids, expected_scores = rec.recommend(users, k=K, exclude=exclude)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+
+
 def test_per_row_k_pads_and_seen_items_are_excluded(client, offline):
     module, c = client
     _, state = offline
@@ -130,6 +150,7 @@ def _bad_cases(state):
     k_big = dict(base, k=np.full((2, 1), contract.MAX_K + 1, np.int32))
     neg_user = dict(base, user_id=np.array([[-5], [1]], np.int64))
     bad_item = dict(base, seen_items=np.full((2, contract.MAX_SEEN_ITEMS), -7, np.int64))
+    bad_exclude = dict(base, exclude_items=np.full((2, contract.MAX_EXCLUDE_ITEMS), -7, np.int64))
     short = dict(base, recent_items=base[contract.RECENT_ITEMS][:, :5].copy())
     wrong_dtype = dict(base, user_id=base[contract.USER_ID].astype(np.int32))
     return [
@@ -137,6 +158,7 @@ def _bad_cases(state):
         (k_big, None, "out of range"),
         (neg_user, None, "invalid user_id"),
         (bad_item, None, "invalid item id"),
+        (bad_exclude, None, "invalid item id in exclude_items"),
         (short, None, "recent_items"),
         (wrong_dtype, {contract.USER_ID: "INT32"}, "data-type"),
     ]

@@ -79,13 +79,17 @@ class TritonPythonModel:
             self.device
         )
         self.version = meta.get("artifact_version", "?")
-        self._warm_up(int(meta["recent_items_len"]), int(meta["max_seen_items"]))
+        self._warm_up(
+            int(meta["recent_items_len"]),
+            int(meta["max_seen_items"]),
+            int(meta.get("max_exclude_items", 1)),
+        )
         pb_utils.Logger.log_info(
             f"two_tower version {args['model_version']} (artifact {self.version}): "
             f"{len(items)} items, device {self.device}"
         )
 
-    def _warm_up(self, recent_len: int, seen_len: int, rounds: int = 3) -> None:
+    def _warm_up(self, recent_len: int, seen_len: int, exclude_len: int, rounds: int = 3) -> None:
         """A few calls on a padding-only row before Triton reports the model ready: TorchScript's
         profiling executor makes the first calls slow (the first request after a start timed out
         at the gateway's 100 ms and was served by ALS)."""
@@ -97,6 +101,9 @@ class TritonPythonModel:
             "interaction_count": zeros,
             "recent_items": torch.full((1, recent_len), -1, dtype=torch.int64, device=self.device),
             "seen_items": torch.full((1, seen_len), -1, dtype=torch.int64, device=self.device),
+            "exclude_items": torch.full(
+                (1, exclude_len), -1, dtype=torch.int64, device=self.device
+            ),
             "k": torch.ones(1, dtype=torch.int64, device=self.device),
         }
         for _ in range(rounds):
@@ -122,7 +129,12 @@ class TritonPythonModel:
             raise BadRequest(f"k={bad} out of range: 1 <= k <= {self.max_k}")
         recent = self._int_input(request, "recent_items")
         seen = self._int_input(request, "seen_items")
-        for name, items in (("recent_items", recent), ("seen_items", seen)):
+        exclude = self._int_input(request, "exclude_items")
+        for name, items in (
+            ("recent_items", recent),
+            ("seen_items", seen),
+            ("exclude_items", exclude),
+        ):
             if bool((items < -1).any()):
                 raise BadRequest(f"invalid item id in {name}: ids are >= 0, -1 pads")
         return {
@@ -132,6 +144,7 @@ class TritonPythonModel:
             "interaction_count": self._int_input(request, "interaction_count").reshape(n),
             "recent_items": recent.reshape(n, -1),
             "seen_items": seen.reshape(n, -1),
+            "exclude_items": exclude.reshape(n, -1),
             "k": k,
         }
 
@@ -150,9 +163,9 @@ class TritonPythonModel:
             )
             scores = users @ self.item_emb_t
             n, n_items = scores.shape
-            seen = _lookup(self.item_ids, rows["seen_items"])
             mask = torch.zeros((n, n_items + 1), dtype=torch.bool, device=self.device)
-            mask.scatter_(1, seen, True)
+            mask.scatter_(1, _lookup(self.item_ids, rows["seen_items"]), True)
+            mask.scatter_(1, _lookup(self.item_ids, rows["exclude_items"]), True)
             scores.masked_fill_(mask[:, 1:], NEG_INF)
             width = int(rows["k"].max())
             top = min(width, n_items)
