@@ -4,9 +4,13 @@
    PING, else Feast's SQLite online store.
 2. Data and features: the data set, Feast ``apply`` + ``materialize`` (full when the registry is
    new or on ``rematerialize``, incremental otherwise).
-3. Models: ALS when ``artifacts/als/latest`` is missing; the Two-Tower when the Triton model
-   repository holds no version (trained and exported; skipped with a warning when its training
-   code is unavailable).
+3. Models that match the data set being served: every artifact records the data it was trained
+   on (name, interactions checksum, split). ALS is trained when ``artifacts/als/latest`` is
+   missing or was trained on other data (``SCALE=tiny make up`` then ``make up`` must not serve
+   tiny's model to demo); the Two-Tower is exported when the newest Triton version is missing or
+   comes from an artifact trained on other data (a matching artifact is exported, or one is
+   trained), skipped with a warning when its training code is unavailable. Each replacement
+   says in a WARNING what did not match.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cascade.runtime.paths import Layout
 from fallback_mf import artifact_format as fmt
@@ -61,7 +66,9 @@ def build(
     from cascade.features import store
     from cascade.runtime import feature_store
 
-    dataset = resolve_dataset(spec, layout=layout).name
+    directory = resolve_dataset(spec, layout=layout)
+    dataset = directory.name
+    serving = _data_identity(directory)
     new_registry = not (
         feature_store.store_dir(layout=layout, dataset=dataset) / "registry.db"
     ).exists()
@@ -75,31 +82,94 @@ def build(
         sum(v.rows for v in report.views),
         report.seconds,
     )
-    if not _has_als(layout):
+    if not _als_matches(layout, serving):
         from fallback_mf.cli import run_train_mf  # implicit, scipy: only when training
 
         logger.info("training ALS on %s (all interactions)", dataset)
         run_train_mf(layout=layout, spec=dataset, split=None, progress=False)
     if not with_two_tower:
         return dataset, False
-    return dataset, _ensure_two_tower(layout=layout, dataset=dataset, repository=model_repository)
+    return dataset, _ensure_two_tower(
+        layout=layout, dataset=dataset, serving=serving, repository=model_repository
+    )
 
 
-def _has_als(layout: Layout) -> bool:
-    """Whether the ALS ``latest`` pointer resolves (text file or symlink: the one rule)."""
+def _data_identity(directory: Path) -> dict[str, Any]:
+    """What an artifact trained on all of this data set records under ``data``."""
+    from cascade.data.dataset import read_manifest
+
+    manifest = read_manifest(directory)
+    return {"dataset": directory.name, "checksum": manifest.get("interactions_sha256")}
+
+
+def trained_on(meta: dict[str, Any], serving: dict[str, Any]) -> str | None:
+    """None when an artifact's metadata says it was trained on all of ``serving``'s data, else
+    what differs (for the log)."""
+    data = meta.get("data") or {}
+    if data.get("split") is not None:
+        return f"it was trained on a split of {data.get('dataset')}, not on all of it"
+    if data.get("checksum") != serving["checksum"] or not serving["checksum"]:
+        return (
+            f"it was trained on {data.get('dataset')!r} (checksum "
+            f"{str(data.get('checksum'))[:12]}), not {serving['dataset']!r} (checksum "
+            f"{str(serving['checksum'])[:12]})"
+        )
+    return None
+
+
+def _als_matches(layout: Layout, serving: dict[str, Any]) -> bool:
+    """Whether ALS ``latest`` resolves (text file or symlink: the one rule) and was trained on
+    the data being served."""
     try:
-        fmt.resolve_latest(fmt.als_root(layout.artifacts_dir))
+        latest = fmt.resolve_latest(fmt.als_root(layout.artifacts_dir))
+        meta = fmt.read_metadata(latest)
     except (fmt.ArtifactFormatError, OSError):
+        return False
+    mismatch = trained_on(meta, serving)
+    if mismatch:
+        logger.warning("ALS %s is not served: %s; training one", latest.name, mismatch)
         return False
     return True
 
 
-def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool:
-    """True when ``repository`` holds a Two-Tower version (training and exporting one if needed)."""
+def _served_two_tower_mismatch(
+    *, layout: Layout, repository: Path, versions: list[int], serving: dict[str, Any]
+) -> str | None:
+    """None when Triton's newest version comes from an artifact trained on the served data."""
+    import json
+
+    from two_tower.export import model_dir
+
+    newest = model_dir(repository) / str(versions[-1])
+    try:
+        exported = json.loads((newest / "metadata.json").read_text())
+        name = str(exported["artifact_version"])
+        artifact_meta = json.loads(
+            (layout.artifacts_dir / "two_tower" / name / "metadata.json").read_text()
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        return f"its training artifact cannot be read ({exc})"
+    mismatch = trained_on(artifact_meta, serving)
+    return f"{newest} ({name}): {mismatch}" if mismatch else None
+
+
+def _ensure_two_tower(
+    *, layout: Layout, dataset: str, serving: dict[str, Any], repository: Path
+) -> bool:
+    """True when ``repository``'s newest Two-Tower version was trained on the served data
+    (exporting a matching artifact, or training one, when not)."""
     from two_tower.export import TEMPLATE_NAME, list_versions, model_dir
 
-    if list_versions(repository):
-        return True
+    versions = list_versions(repository)
+    if versions:
+        mismatch = _served_two_tower_mismatch(
+            layout=layout, repository=repository, versions=versions, serving=serving
+        )
+        if mismatch is None:
+            return True
+        logger.warning(
+            "Two-Tower version %s is not served: %s; exporting one", versions[-1], mismatch
+        )
     template = model_dir(repository) / TEMPLATE_NAME
     if not template.is_file():  # a repository outside the source tree: copy the tracked template
         from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
@@ -107,16 +177,15 @@ def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool
         template.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, template)
     try:
-        from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
+        from two_tower.artifacts import load_two_tower_artifact
         from two_tower.export import export_to_triton
         from two_tower.pipeline import run_train_two_tower
         from two_tower.train import TrainParams
     except ImportError as exc:
         logger.warning("Two-Tower training is not available (%s): starting without Triton", exc)
         return False
-    try:
-        artifact = latest_dir(layout.artifacts_dir)
-    except ArtifactError:
+    artifact = _matching_two_tower_artifact(layout, serving)
+    if artifact is None:
         logger.info("training the Two-Tower on %s (all interactions)", dataset)
         trained = run_train_two_tower(
             layout=layout, spec=dataset, split=None, params=TrainParams(progress=False)
@@ -127,3 +196,18 @@ def _ensure_two_tower(*, layout: Layout, dataset: str, repository: Path) -> bool
     result = export_to_triton(load_two_tower_artifact(artifact), repository=repository)
     logger.info("exported Two-Tower %s to %s", artifact.name, result.version_dir)
     return True
+
+
+def _matching_two_tower_artifact(layout: Layout, serving: dict[str, Any]) -> Path | None:
+    """The newest Two-Tower artifact trained on all of the served data, if any."""
+    from two_tower.artifacts import ArtifactError, list_versions, read_metadata
+
+    for directory in sorted(
+        list_versions(layout.artifacts_dir), key=lambda p: p.name, reverse=True
+    ):
+        try:
+            if trained_on(read_metadata(directory), serving) is None:
+                return directory
+        except ArtifactError:
+            continue
+    return None
