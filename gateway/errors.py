@@ -15,6 +15,10 @@ The front-door refusals are answered by pure ASGI middlewares before any route r
 ``ErrorResponse`` shape: 401 ``unauthorized`` and 429 ``rate_limited`` (``gateway/edge/security.py``),
 431 ``headers_too_large`` and 503 ``overloaded`` (``gateway/edge/limits.py``), 413
 ``payload_too_large`` and the last-resort 500 ``internal`` (``gateway/edge/middleware.py``).
+Those refusals (everything but the 500) go through :func:`refuse`, which marks the request as
+refused at the edge: its request metrics are labelled ``route="refused"``, so the SLO, the
+alerts and the autoscaling signals (which select the recommendation routes) never count a
+request that no route served (an unauthenticated flood must not page anyone or add replicas).
 Domain, routing, body-decoding (400, 404, 405) and validation (422) errors are rendered by the
 handlers in ``gateway/handlers.py``. All of them write the body with :func:`error_body`.
 
@@ -86,6 +90,10 @@ def error_response(
     )
 
 
+REFUSED_KEY = "refused"  # scope["state"]: True when the edge refused the request (see refuse)
+REFUSED_ROUTE = "refused"  # the route label of such a request in the request metrics
+
+
 async def send_error(
     send: Send,
     scope: Scope,
@@ -104,3 +112,19 @@ async def send_error(
     raw += [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def refuse(
+    send: Send,
+    scope: Scope,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """An edge refusal (401, 403, 413, 429, 431, 503 shed before the route): marked in the
+    scope's state, so the request metrics count it under ``route="refused"``, then answered
+    with :func:`send_error`."""
+    scope.setdefault("state", {})[REFUSED_KEY] = True
+    await send_error(send, scope, status=status, code=code, detail=detail, headers=headers)

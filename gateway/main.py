@@ -27,6 +27,7 @@ from gateway.edge.middleware import GatewayMiddleware
 from gateway.edge.security import AuthMiddleware, build_security
 from gateway.handlers import install_error_handlers
 from gateway.metrics import GatewayMetrics
+from gateway.readiness import UpstreamReadiness
 from gateway.routes import openapi_with_limits, router
 from gateway.settings import GatewaySettings
 
@@ -44,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     built = await app.state.components_factory(settings, metrics)
     built.chain.saturated = app.state.admission.saturated  # skip ALS while the loop is overloaded
     app.state.components = built
+    app.state.readiness = UpstreamReadiness(built)
     await app.state.security.start()
     snap = built.popular.snapshot
     metrics.popular_items.set(len(snap.items) if snap else 0)
@@ -120,7 +122,8 @@ def create_app(
                        max_header_bytes=settings.max_header_bytes,
                        queue_shed_s=settings.queue_shed_s)  # fmt: skip
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       request_start_header=settings.request_start_header)  # fmt: skip
+                       request_start_header=settings.request_start_header,
+                       trusted_proxies=settings.trusted_proxies)  # fmt: skip
     install_error_handlers(app, metrics)
     app.include_router(router)
     app.openapi = lambda: openapi_with_limits(app, settings)  # type: ignore[method-assign]

@@ -6,6 +6,7 @@ and written into the OpenAPI spec by :func:`openapi_with_limits`.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -20,9 +21,10 @@ from gateway.components import Components
 from gateway.deps import PrincipalDep
 from gateway.edge.auth import Principal
 from gateway.edge.middleware import route_label
-from gateway.edge.queue_time import ARRIVED_KEY, queue_shed_detail
+from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, apply_pending_stamp, queue_shed_detail
 from gateway.errors import BadRequest, error_response
 from gateway.metrics import GatewayMetrics
+from gateway.readiness import UpstreamReadiness
 from gateway.settings import GatewaySettings
 
 tracer = trace.get_tracer("gateway")
@@ -85,7 +87,12 @@ async def _serve(
     if len(exclude) > settings.max_exclude:
         raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
     request_id: str = request.state.request_id
-    late = queue_shed_detail(request.scope.get("state", {}), settings.queue_shed_s)
+    state = request.scope["state"]
+    if PENDING_KEY in state:  # X-Request-Start from a peer that is not our ingress: now believed
+        waited = apply_pending_stamp(state, time.time())
+        if waited is not None:
+            metrics.upstream_queue_seconds.observe(waited)
+    late = queue_shed_detail(state, settings.queue_shed_s)
     if late is not None:  # queued too long before reaching the handler: it would miss its deadline
         request.app.state.security.metrics.shed.labels(reason="queue_time").inc()
         metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
@@ -184,16 +191,12 @@ async def readyz(request: Request) -> Response:
     """
     comps: Components = request.app.state.components
     cfg: GatewaySettings = request.app.state.settings
+    readiness: UpstreamReadiness = request.app.state.readiness  # one probe per 2 s at most
     checks = {
         "popular": comps.popular.version or "missing",
         "breaker": comps.breaker.state,
-        "triton": "unconfigured",
-        "mf": "unconfigured",
+        **(await readiness.checks()),
     }
-    if comps.primary is not None:
-        checks["triton"] = "ready" if await comps.primary.ready(timeout_s=0.2) else "down"
-    if comps.fallback is not None:
-        checks["mf"] = "ready" if await comps.fallback.ready(timeout_s=0.2) else "down"
     ready = comps.popular.loaded and (bool(cfg.triton_url) or bool(cfg.mf_url))
     return _json(
         {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -25,7 +25,8 @@ MAX_USER_ID = 2**63 - 1
 # Ids inside JSON bodies stay below 2**53: every JSON parser (JavaScript's too) reads them exactly,
 # and a float-rounded id (9.223372036854776e18) cannot slip past a bound.
 MAX_JSON_ID = 2**53 - 1
-ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID)]
+# strict: a JSON ``true`` or ``1.0`` is not an id (lax pydantic reads them as 1).
+ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID, strict=True)]
 
 
 class Tier(StrEnum):
@@ -51,8 +52,10 @@ class RecommendationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_JSON_ID, description="the data set's own user id")
-    k: int = Field(20, ge=1, description="how many items; at most the gateway's max_k")
+    user_id: int = Field(
+        ge=0, le=MAX_JSON_ID, strict=True, description="the data set's own user id"
+    )
+    k: int = Field(20, ge=1, strict=True, description="how many items; at most the gateway's max_k")
     exclude: list[ItemId] = Field(
         default_factory=list, description="item ids never to return (besides the user's history)"
     )

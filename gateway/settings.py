@@ -46,6 +46,8 @@ variable                            default                    meaning
 ``GATEWAY_MAX_HEADER_BYTES``        ``8192``                   larger request headers answer 431
 ``GATEWAY_GC_FREEZE``               ``true``                   freeze startup objects (short GC pauses)
 ``GATEWAY_REQUEST_START_HEADER``    ``X-Request-Start``        ingress arrival stamp; empty: ignore it
+``GATEWAY_TRUSTED_PROXIES``         empty                      CIDRs whose stamp is believed before
+                                                               auth; others' only after it
 ``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
 =================================== ========================== ==========================================
 
@@ -71,6 +73,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.runtime.paths import Layout
+from gateway.edge.queue_time import trusted_peers
 from gateway.resilience.breaker import BreakerConfig
 from two_tower import contract
 
@@ -142,6 +145,7 @@ class GatewaySettings(BaseSettings):
     max_header_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
     gc_freeze: bool = True
     request_start_header: str = Field(default="X-Request-Start", max_length=64)
+    trusted_proxies: str = ""  # "10.0.0.0/8,192.168.0.5": the ingress; empty: none
 
     log_level: str = "INFO"
     json_logs: bool = True
@@ -185,6 +189,7 @@ class GatewaySettings(BaseSettings):
             raise ValueError("HS256 needs jwt_secret of at least 32 characters")
         if "RS256" in algorithms and self.jwt_public_key_file is None:
             raise ValueError("RS256 needs jwt_public_key_file")
+        trusted_peers(self.trusted_proxies)  # ValueError for a malformed CIDR
         if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
             raise ValueError("metrics_token must have at least 16 characters")
         return self

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 JWT_ALGORITHMS = ("HS256", "RS256")  # the only ones ever accepted
-_SUBJECT = re.compile(r"^[A-Za-z0-9._@:-]{1,128}$")
+_SUBJECT = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class JwtVerifier:
         except jwt.InvalidTokenError:
             return None, "jwt_invalid"
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             return None, "jwt_invalid"
         return Principal(client=subject, key_id="jwt", method="jwt"), "ok"
 

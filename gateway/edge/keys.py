@@ -44,9 +44,9 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "csk"
 FILE_FORMAT = "cascade-api-keys/1"
 KEYS_FILE_ENV = "GATEWAY_API_KEYS_FILE"
-_KEY_RE = re.compile(r"^csk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
-_CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KEY_RE = re.compile(r"csk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{12}")
+_CLIENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Compared against when the key id is unknown, so both paths cost one hash and one comparison.
 _DUMMY_HASH = "sha256:" + "0" * 64
 
@@ -89,13 +89,13 @@ def generate_key() -> tuple[str, str]:
 
 def parse_key_id(key: str) -> str | None:
     """The key id of a well-formed key, else None."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.fullmatch(key)
     return match.group(1) if match else None
 
 
 def valid_client(name: str) -> bool:
     """Client names: 1-64 characters of ``[A-Za-z0-9._-]`` (they become metric labels)."""
-    return bool(_CLIENT_RE.match(name))
+    return bool(_CLIENT_RE.fullmatch(name))
 
 
 def _record(raw: dict[str, Any]) -> ApiKeyRecord:
@@ -112,7 +112,7 @@ def _record(raw: dict[str, Any]) -> ApiKeyRecord:
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyFileError(f"bad key entry {raw!r:.120}: {exc!r}") from exc
     if (
-        not _KEY_ID_RE.match(rec.key_id)
+        not _KEY_ID_RE.fullmatch(rec.key_id)
         or not rec.hash.startswith("sha256:")
         or not valid_client(rec.client)
     ):

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.edge.admission import AdaptiveLimit
 from gateway.edge.queue_time import queue_shed_detail
-from gateway.errors import send_error
+from gateway.errors import refuse
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -111,7 +111,7 @@ class LimitsMiddleware:
         size = sum(len(k) + len(v) + 4 for k, v in headers)  # "name: value\r\n"
         if size > self.max_header_bytes or len(headers) > self.max_headers:
             self.metrics.shed.labels(reason="headers").inc()
-            await send_error(
+            await refuse(
                 send,
                 scope,
                 status=431,
@@ -123,7 +123,7 @@ class LimitsMiddleware:
         if shed is not None:
             reason, detail = shed
             self.metrics.shed.labels(reason=reason).inc()
-            await send_error(
+            await refuse(
                 send,
                 scope,
                 status=503,

@@ -14,6 +14,11 @@ Pure ASGI (not ``BaseHTTPMiddleware``) to keep the per-request overhead in micro
   first; chunked bodies are counted while read).
 - ``gateway_requests_total``, ``gateway_request_seconds``, ``gateway_in_flight``, labelled by
   route (a fixed set, so clients cannot blow up label cardinality) and the ``X-Served-By`` tier.
+  A request the edge refused (``gateway.errors.refuse``: 401, 403, 413, 429, 431, 503 shed
+  before the route) is labelled ``route="refused"``: the SLO and scaling rules select the
+  recommendation routes, so refusals never reach them.
+- ``X-Request-Start`` (``gateway.edge.queue_time``): applied here only for a peer in
+  ``GATEWAY_TRUSTED_PROXIES``; from anyone else it waits for authentication (the route handler).
 """
 
 from __future__ import annotations
@@ -26,15 +31,15 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.edge.queue_time import ARRIVED_KEY, upstream_wait
-from gateway.errors import send_error
+from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, trusted_peers, upstream_wait
+from gateway.errors import REFUSED_KEY, REFUSED_ROUTE, refuse, send_error
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
 from gateway.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
 
@@ -58,11 +63,13 @@ class GatewayMiddleware:
         metrics: GatewayMetrics,
         max_body_bytes: int,
         request_start_header: str = "",
+        trusted_proxies: str = "",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.request_start = request_start_header.lower().encode("latin-1")
+        self.trusted = trusted_peers(trusted_proxies)
         self._log = ThrottledLog(logger)
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count(1)
@@ -76,19 +83,25 @@ class GatewayMiddleware:
         # Arrival on the chain's clock: the deadline and queue-time shedding count from here,
         # or from the ingress's stamp, so the wait in the socket before uvicorn counts too.
         arrived = time.monotonic()
-        if self.request_start:
-            waited = upstream_wait(headers.get(self.request_start), time.time())
-            if waited is not None:
-                self.metrics.upstream_queue_seconds.observe(waited)
-                arrived -= waited
-        scope.setdefault("state", {})[ARRIVED_KEY] = arrived
+        state = scope.setdefault("state", {})
+        stamp = headers.get(self.request_start) if self.request_start else None
+        if stamp:
+            client = scope.get("client")
+            if self.trusted is not None and client is not None and self.trusted(client[0]):
+                waited = upstream_wait(stamp, time.time())
+                if waited is not None:
+                    self.metrics.upstream_queue_seconds.observe(waited)
+                    arrived -= waited
+            else:  # not from our ingress: believed only once the request is authenticated
+                state[PENDING_KEY] = stamp
+        state[ARRIVED_KEY] = arrived
         sent_id = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = (
             sent_id
-            if _SAFE_ID.match(sent_id)
+            if _SAFE_ID.fullmatch(sent_id)
             else f"{self._id_prefix}{next(self._id_counter):016x}"
         )
-        scope.setdefault("state", {})["request_id"] = request_id
+        state["request_id"] = request_id
         route = route_label(scope["path"])
         status = 500
         tier = "none"
@@ -130,6 +143,8 @@ class GatewayMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             method = scope["method"]
+            if state.get(REFUSED_KEY):
+                route = REFUSED_ROUTE
             self.metrics.requests.labels(
                 route=route, method=method, status=str(status), tier=tier
             ).inc()
@@ -152,4 +167,4 @@ class GatewayMiddleware:
     async def _too_large(self, send: Send, scope: Scope) -> None:
         self.metrics.errors.labels(route="any", code="payload_too_large").inc()
         detail = f"request body exceeds {self.max_body_bytes} bytes"
-        await send_error(send, scope, status=413, code="payload_too_large", detail=detail)
+        await refuse(send, scope, status=413, code="payload_too_large", detail=detail)

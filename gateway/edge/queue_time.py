@@ -11,15 +11,26 @@ waited too long is refused at once (a cheap 503) instead of being served too lat
 Accepted forms: ``t=<seconds>`` with a fraction (nginx ``$msec``), or whole milliseconds or
 microseconds since the epoch, with or without ``t=``. A stamp that does not parse, lies in the
 future by more than ``MAX_SKEW_S`` (clock skew) or is older than ``MAX_WAIT_S`` is ignored: the
-request is then timed from the middleware as before. A client that forges the header can only
-shorten its own request's budget; an ingress must overwrite (not append to) the header.
+request is then timed from the middleware as before. An ingress must overwrite (not append to)
+the header.
+
+Who is believed (issue 20, item 4): a stamp is honoured at the edge, before authentication,
+only when the peer is a configured proxy (``GATEWAY_TRUSTED_PROXIES``, CIDRs: the ingress). From
+any other peer it is kept aside (``PENDING_KEY``) and applied only once the request is
+authenticated (the route handler, :func:`apply_pending_stamp`): an anonymous client with a 30 s
+old stamp gets the 401 it deserves, never a 503 that would feed the 5xx alert and the
+autoscaler; an authenticated client that forges it only shortens its own budget.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import time
+from collections.abc import Callable
 
 ARRIVED_KEY = "arrived"  # scope["state"]: time.monotonic() of the arrival (ingress or middleware)
+PENDING_KEY = "request_start"  # scope["state"]: a stamp from an untrusted peer, not yet applied
 MAX_SKEW_S = 1.0  # a stamp this far in the future is clock skew: ignored
 MAX_WAIT_S = 60.0  # older than this: a stale or bogus stamp, ignored
 _MS_FLOOR = 1e11  # seconds since the epoch stay below this until the year 5138
@@ -73,3 +84,44 @@ def queue_shed_detail(state: dict[str, object], threshold_s: float) -> str | Non
         return None
     queued = queued_for(state, time.monotonic())
     return queued_detail(queued) if queued is not None and queued > threshold_s else None
+
+
+def trusted_peers(cidrs: str) -> Callable[[str], bool] | None:
+    """A predicate "this peer address is a configured proxy" for a comma-separated CIDR list
+    (``"10.0.0.0/8, 192.168.1.7"``), or None when the list is empty (no peer is trusted).
+    Answers are cached per address (a handful of ingress pods), so the hot path pays one dict
+    lookup. Raises ValueError for a malformed entry."""
+    networks = tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in cidrs.split(",")
+        if part.strip()
+    )
+    if not networks:
+        return None
+
+    @functools.lru_cache(maxsize=4096)
+    def trusted(host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        address = mapped or address
+        return any(address in network for network in networks)
+
+    return trusted
+
+
+def apply_pending_stamp(state: dict[str, object], now_wall: float) -> float | None:
+    """Apply a stamp kept aside for an untrusted peer (``PENDING_KEY``) now that the request is
+    authenticated: move ``state[ARRIVED_KEY]`` back by the wait. Returns the wait, or None when
+    there was no usable stamp."""
+    raw = state.pop(PENDING_KEY, None)
+    if not isinstance(raw, bytes):
+        return None
+    waited = upstream_wait(raw, now_wall)
+    arrived = state.get(ARRIVED_KEY)
+    if waited is None or not isinstance(arrived, float):
+        return None
+    state[ARRIVED_KEY] = arrived - waited
+    return waited

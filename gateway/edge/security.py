@@ -52,7 +52,7 @@ from gateway.edge.auth import (
 from gateway.edge.keys import KeyFileError, KeyRing, parse_key_id
 from gateway.edge.limits import SecurityMetrics
 from gateway.edge.ratelimit import RateLimiter
-from gateway.errors import send_error
+from gateway.errors import refuse
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
@@ -209,7 +209,7 @@ class AuthMiddleware:
                 self.metrics.client_requests.labels(
                     client=client, key_id=key_id, status="429"
                 ).inc()
-                await send_error(
+                await refuse(
                     send,
                     scope,
                     status=429,
@@ -234,7 +234,7 @@ class AuthMiddleware:
             ).inc()
 
     async def _unauthorized(self, scope: Scope, send: Send) -> None:
-        await send_error(
+        await refuse(
             send,
             scope,
             status=401,
@@ -254,7 +254,7 @@ class AuthMiddleware:
                 await self._unauthorized(scope, send)
                 return
         elif not is_loopback(scope):
-            await send_error(
+            await refuse(
                 send,
                 scope,
                 status=403,

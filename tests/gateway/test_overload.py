@@ -91,11 +91,11 @@ def stamp(seconds_ago: float) -> dict[str, str]:
 
 
 def test_a_request_that_waited_upstream_past_the_threshold_is_shed_before_the_app() -> None:
-    """The wait in the socket / ingress counts: refused at once, before auth and the chain."""
+    """The wait in the socket / ingress counts: refused at once, before auth and the chain,
+    when the peer is a configured proxy (the in-process client is 127.0.0.1)."""
     fakes = Fakes()
-    app = create_app(
-        make_settings(deadline_ms=250, queue_shed_fraction=0.5), components=fakes.factory
-    )
+    settings = make_settings(deadline_ms=250, queue_shed_fraction=0.5, trusted_proxies="127.0.0.1")
+    app = create_app(settings, components=fakes.factory)
     with AppClient(app) as client:
         late = client.get(f"{URL}/1?k=5", headers=stamp(0.3))
         fresh = client.get(f"{URL}/1?k=5", headers=stamp(0.01))
