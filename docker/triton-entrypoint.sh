@@ -1,23 +1,44 @@
 #!/bin/sh
 # Start tritonserver on Cascade's model repository. Settings come from the environment, extra
 # arguments are appended (they win over the defaults below):
+#   TRITON_ADMIN_KEY         (required)   the value of the triton-admin-key header that the
+#                                         model-repository, model-config, logging, trace and
+#                                         shared-memory APIs need (HTTP and gRPC), as in local
+#                                         mode (two_tower/triton_server.py); from a Secret
 #   TRITON_MODEL_REPOSITORY  /models      repository root (config.pbtxt + generated versions)
 #   TRITON_MODEL_CONFIG_NAME (unset)      "gpu" selects configs/gpu.pbtxt (KIND_GPU); unset: CPU
 #   TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT   8000 / 8001 / 8002
-#   TRITON_POLL_SECS         30           repository poll: a new exported version loads live
+#   TRITON_POLL_SECS         30           how often the loader looks for a new exported version
+#                                         (0: never; a new version then needs a restart)
 #   OTEL_EXPORTER_OTLP_ENDPOINT (unset)   e.g. http://jaeger:4318: Triton's own OTel spans
 #   TRITON_TRACE_RATE        1            trace one request in N (Triton joins the caller's
 #                                         trace through the traceparent header)
+#   CASCADE_TOOLS_DIR        /opt/cascade where model_manifest.py is (tests point it elsewhere)
+#
+# Model control is explicit: nothing in the repository loads unless asked. At start every
+# version folder of two_tower must match its sha256 manifest (two_tower/manifest.py) or the
+# container exits; then Triton loads two_tower. A loader next to the server
+# (`model_manifest.py watch`) checks the folders every TRITON_POLL_SECS and, when they changed
+# and verify, asks Triton over loopback, with the admin header, to load them.
 set -eu
 
+: "${TRITON_ADMIN_KEY:?TRITON_ADMIN_KEY must be set: the admin header value for Triton restricted APIs}"
+repository="${TRITON_MODEL_REPOSITORY:-/models}"
+http_port="${TRITON_HTTP_PORT:-8000}"
+tools="${CASCADE_TOOLS_DIR:-/opt/cascade}"
+restricted="model-repository,model-config,logging,trace,shared-memory:triton-admin-key=${TRITON_ADMIN_KEY}"
+
 set -- \
-    --model-repository="${TRITON_MODEL_REPOSITORY:-/models}" \
+    --model-repository="${repository}" \
     --http-port="${TRITON_HTTP_PORT:-8000}" \
     --grpc-port="${TRITON_GRPC_PORT:-8001}" \
     --metrics-port="${TRITON_METRICS_PORT:-8002}" \
-    --model-control-mode=poll \
-    --repository-poll-secs="${TRITON_POLL_SECS:-30}" \
+    --model-control-mode=explicit \
+    --load-model=two_tower \
+    --exit-on-error=true \
     --strict-readiness=true \
+    --http-restricted-api="${restricted}" \
+    --grpc-restricted-protocol="${restricted}" \
     "$@"
 
 if [ -n "${TRITON_MODEL_CONFIG_NAME:-}" ]; then
@@ -36,6 +57,16 @@ if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
         --trace-config "opentelemetry,url=${collector}/v1/traces" \
         --trace-config "opentelemetry,resource=service.name=${OTEL_SERVICE_NAME:-triton}" \
         "$@"
+fi
+
+# Refuse to start on a version folder that does not match its manifest.
+python3 "${tools}/model_manifest.py" verify "${repository}/two_tower"
+
+if [ "${TRITON_POLL_SECS:-30}" != "0" ]; then
+    # Outlives this shell: after the exec below it is tritonserver's child, stopped with the
+    # container. It reaches Triton over loopback; the admin key stays in the environment.
+    python3 "${tools}/model_manifest.py" watch "${repository}/two_tower" \
+        --url "http://127.0.0.1:${http_port}" --interval "${TRITON_POLL_SECS:-30}" &
 fi
 
 exec tritonserver "$@"

@@ -27,6 +27,9 @@ RUN python3 -m pip install --index-url "${TORCH_INDEX_URL}" \
 COPY --chown=1000:1000 triton_models/ /models/
 COPY docker/healthcheck.py /opt/cascade/healthcheck.py
 COPY docker/triton-entrypoint.sh /opt/cascade/triton-entrypoint.sh
+# The manifest check + loader (stdlib only): the entrypoint verifies the version folders against
+# their sha256 manifests before Triton loads them (model control is explicit).
+COPY two_tower/manifest.py /opt/cascade/model_manifest.py
 
 # The base image's unprivileged user (uid 1000).
 USER 1000:1000

@@ -1,0 +1,114 @@
+"""The version folder's sha256 manifest: written last, any difference refuses the load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from two_tower import manifest
+from two_tower.manifest import ManifestError
+
+
+def _version(model_dir: Path, version: int) -> Path:
+    folder = model_dir / str(version)
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (folder / "item_ids.npy").write_bytes(b"\x93NUMPY" + bytes(range(64)))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "x.bin").write_bytes(b"x")
+    return folder
+
+
+def test_written_manifest_verifies_and_is_sha256sum_compatible(tmp_path: Path) -> None:
+    folder = _version(tmp_path / "two_tower", 1)
+    path = manifest.write_manifest(folder)
+    assert path.name == manifest.MANIFEST_NAME
+    manifest.verify_manifest(folder)
+    assert sorted(manifest.read_manifest(folder)) == ["item_ids.npy", "model.py", "sub/x.bin"]
+    check = subprocess.run(
+        ["sha256sum", "--check", "--strict", manifest.MANIFEST_NAME],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("change", ["edit", "extra", "missing", "no_manifest", "symlink"])
+def test_any_difference_is_refused(tmp_path: Path, change: str) -> None:
+    folder = _version(tmp_path / "two_tower", 1)
+    manifest.write_manifest(folder)
+    if change == "edit":
+        (folder / "model.py").write_text("import os; os.system('id')\n")
+    elif change == "extra":
+        (folder / "evil.py").write_text("print('hi')\n")
+    elif change == "missing":
+        (folder / "sub" / "x.bin").unlink()
+    elif change == "no_manifest":
+        (folder / manifest.MANIFEST_NAME).unlink()
+    else:
+        (folder / "link.py").symlink_to(folder / "model.py")
+    with pytest.raises(ManifestError):
+        manifest.verify_manifest(folder)
+
+
+def test_manifest_paths_may_not_leave_the_folder(tmp_path: Path) -> None:
+    folder = _version(tmp_path / "two_tower", 1)
+    (folder / manifest.MANIFEST_NAME).write_text("0" * 64 + "  ../../etc/passwd\n")
+    with pytest.raises(ManifestError, match="leaves the folder"):
+        manifest.read_manifest(folder)
+
+
+def test_pycache_is_ignored(tmp_path: Path) -> None:
+    folder = _version(tmp_path / "two_tower", 1)
+    manifest.write_manifest(folder)
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    manifest.verify_manifest(folder)
+
+
+def test_verify_model_checks_every_version(tmp_path: Path) -> None:
+    model_dir = tmp_path / "two_tower"
+    with pytest.raises(ManifestError, match="no version"):
+        manifest.verify_model(model_dir)
+    manifest.write_manifest(_version(model_dir, 1))
+    manifest.write_manifest(_version(model_dir, 2))
+    assert manifest.verify_model(model_dir) == [1, 2]
+    (model_dir / "1" / "model.py").write_text("tampered\n")
+    with pytest.raises(ManifestError):
+        manifest.verify_model(model_dir)
+
+
+def test_fingerprint_changes_with_a_new_or_rewritten_version(tmp_path: Path) -> None:
+    model_dir = tmp_path / "two_tower"
+    manifest.write_manifest(_version(model_dir, 1))
+    first = manifest.fingerprint(model_dir)
+    folder = _version(model_dir, 2)
+    second = manifest.fingerprint(model_dir)
+    assert second != first and second[-1] == (2, "")
+    manifest.write_manifest(folder)
+    assert manifest.fingerprint(model_dir) != second
+
+
+def test_script_cli_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
+    """The Triton image runs the file as a script (/opt/cascade/model_manifest.py), no package."""
+    model_dir = tmp_path / "two_tower"
+    _version(model_dir, 1)
+    script = tmp_path / "model_manifest.py"
+    script.write_text(Path(manifest.__file__).read_text())
+    env = {"PATH": os.environ["PATH"]}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-I", str(script), *args], capture_output=True, text=True, env=env
+        )
+
+    assert run("verify", str(model_dir)).returncode == 1
+    assert run("write-newest", str(model_dir)).returncode == 0
+    ok = run("verify", str(model_dir))
+    assert ok.returncode == 0, ok.stderr
+    assert run("watch", str(model_dir), "--url", "http://127.0.0.1:1").returncode == 1  # no key
