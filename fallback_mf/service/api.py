@@ -7,7 +7,7 @@ import logging
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from fallback_mf.schemas import (
     MODEL_VERSION_HEADER,
@@ -18,6 +18,7 @@ from fallback_mf.schemas import (
     ReloadRequest,
     ReloadResponse,
 )
+from fallback_mf.service.admin import ReloadThrottle, check_admin
 from fallback_mf.service.deps import MetricsDep, SettingsDep, StoreDep
 from fallback_mf.service.errors import InvalidRequest, ReloadFailed
 from fallback_mf.service.metrics import CONTENT_TYPE
@@ -130,16 +131,30 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
 @router.post(
     RELOAD_PATH,
     tags=["internal"],
-    responses={409: {"model": ErrorResponse, "description": "the artifact could not be loaded"}},
+    responses={
+        401: {"model": ErrorResponse, "description": "MF_ADMIN_TOKEN is set and was not sent"},
+        403: {"model": ErrorResponse, "description": "no MF_ADMIN_TOKEN: loopback peers only"},
+        409: {"model": ErrorResponse, "description": "the artifact could not be loaded"},
+        429: {"model": ErrorResponse, "description": "within MF_RELOAD_MIN_INTERVAL_S of the last"},
+    },
 )
 async def reload_model(
-    store: StoreDep, metrics: MetricsDep, body: Annotated[ReloadRequest | None, Body()] = None
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    body: Annotated[ReloadRequest | None, Body()] = None,
 ) -> ReloadResponse:
     """INTERNAL (not for clients; keep it off the public ingress): load a model version and swap it in.
 
-    Without a ``version``, loads what ``latest`` names (or the pinned ``MF_VERSION``). Requests
-    in flight finish on the old model; none is dropped. On failure the old model keeps serving.
+    Needs ``Authorization: Bearer $MF_ADMIN_TOKEN``, or a loopback peer when no token is set;
+    at most one call per ``MF_RELOAD_MIN_INTERVAL_S`` (429 otherwise). Without a ``version``,
+    loads what ``latest`` names (or the pinned ``MF_VERSION``). Requests in flight finish on the
+    old model; none is dropped. On failure the old model keeps serving.
     """
+    check_admin(request, settings)
+    throttle: ReloadThrottle = request.app.state.reload_throttle
+    throttle.admit()
     try:
         previous, current, changed = await store.reload(body.version if body else None)
     except ReloadFailed:

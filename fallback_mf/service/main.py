@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.telemetry import configure_tracing
 from fallback_mf.schemas import ErrorResponse
+from fallback_mf.service.admin import ReloadThrottle
 from fallback_mf.service.api import router
 from fallback_mf.service.errors import MfServiceError, ReloadFailed
 from fallback_mf.service.metrics import ServiceMetrics
@@ -36,7 +37,7 @@ async def _render_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning(
             "%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.detail
         )
-    return JSONResponse(status_code=exc.status_code, content=body.model_dump())
+    return JSONResponse(status_code=exc.status_code, content=body.model_dump(), headers=exc.headers)
 
 
 async def _follow_latest(store: ModelStore, metrics: ServiceMetrics, interval_s: float) -> None:
@@ -106,6 +107,7 @@ def create_app(settings: MfSettings | None = None, *, loader: Loader = load_arti
     serve_docs_offline(app)
     app.state.settings = settings
     app.state.store = store
+    app.state.reload_throttle = ReloadThrottle(settings.reload_min_interval_s)
     app.state.metrics = metrics
     app.state.tracer_provider = tracer_provider
     app.include_router(router)

@@ -17,6 +17,10 @@ variable                   default                 meaning
 ``MF_INLINE_MAX_ITEMS``    ``10000``               catalogues up to this size are scored on the event
                                                    loop; larger ones in a worker thread
 ``MF_RELOAD_INTERVAL_S``   ``30``                  how often ``latest`` is checked; ``0`` disables
+``MF_ADMIN_TOKEN``         unset                   bearer token for ``POST /admin/reload``; unset:
+                                                   loopback peers only (403 for anyone else)
+``MF_RELOAD_MIN_INTERVAL_S`` ``10``                at most one ``/admin/reload`` per this many
+                                                   seconds (429 + ``Retry-After``); ``0``: no limit
 ``MF_LOG_LEVEL``           ``INFO``                root log level
 ``MF_JSON_LOGS``           ``true``                JSON lines on stderr (false: plain text)
 ========================== ======================= ==================================================
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.runtime.paths import Layout
@@ -54,11 +58,20 @@ class MfSettings(BaseSettings):
     max_exclude: int = Field(default=1000, ge=0, le=100_000)
     inline_max_items: int = Field(default=10_000, ge=0)
     reload_interval_s: float = Field(default=30.0, ge=0.0)
+    admin_token: SecretStr | None = None
+    reload_min_interval_s: float = Field(default=10.0, ge=0.0, le=3600.0)
     log_level: str = "INFO"
     json_logs: bool = True
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _check(self) -> MfSettings:
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("admin_token must have at least 16 characters")
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
         if self.version is not None and ("/" in self.version or self.version in {"", ".", ".."}):

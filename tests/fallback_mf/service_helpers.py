@@ -65,6 +65,7 @@ class FakeArtifacts:
 
 
 def settings_for(artifacts: FakeArtifacts, **overrides: object) -> MfSettings:
+    overrides.setdefault("reload_min_interval_s", 0)  # tests reload back to back
     return MfSettings(artifacts_dir=artifacts.root, reload_interval_s=0, **overrides)
 
 

@@ -68,7 +68,7 @@ def test_default_loader_serves_the_artifact(artifacts_dir: Path) -> None:
 def test_follows_a_symlinked_latest_and_refuses_a_tampered_artifact(artifacts_dir: Path) -> None:
     root = als_root(artifacts_dir)
     save_als(tiny_model(seed=2), artifacts_dir=artifacts_dir, version="v2", update_latest=False)
-    settings = MfSettings(artifacts_dir=root, reload_interval_s=0)
+    settings = MfSettings(artifacts_dir=root, reload_interval_s=0, reload_min_interval_s=0)
     with AppClient(create_app(settings)) as client:
         (root / "latest").unlink()
         (root / "latest").symlink_to("v2")

@@ -35,6 +35,7 @@ def test_real_process_serves_reloads_and_stops_cleanly(tmp_path: Path) -> None:
         MF_PORT=str(port),
         MF_ARTIFACTS_DIR=str(als_root(artifacts)),
         MF_RELOAD_INTERVAL_S="0",
+        MF_RELOAD_MIN_INTERVAL_S="0",  # the test reloads back to back
         OTEL_EXPORTER_OTLP_ENDPOINT="",
     )
     base = f"http://127.0.0.1:{port}"
