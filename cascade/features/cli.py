@@ -46,7 +46,7 @@ def apply(dataset: str = DATASET_OPTION) -> None:
     except (feature_store.FeatureStoreError, redis.RedisError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(
-        f"applied Feast definitions for {dataset!r} (project {names.project_name()}, "
+        f"applied Feast definitions for {dataset!r} (project {names.project_name(dataset)}, "
         f"online store {feature_store.online_store_kind()}, registry "
         f"{feature_store.store_dir(layout=layout, dataset=dataset) / 'registry.db'})"
     )

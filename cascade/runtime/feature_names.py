@@ -7,10 +7,11 @@ them, and ``feature_repo/definitions.py`` builds the Feast objects from them.
 from __future__ import annotations
 
 import os
+import re
 
 from cascade.runtime import schema
 
-DEFAULT_PROJECT = "cascade"
+DEFAULT_PROJECT = "cascade"  # the prefix; the project is cascade_<data set> unless overridden
 PROJECT_ENV = "CASCADE_FEAST_PROJECT"  # override to isolate tests (Redis keys include the project)
 
 # Entities: name and join key. Both keys are int64 ids, kept as the data set has them.
@@ -79,6 +80,11 @@ USER_ACTIVITY_TTL_DAYS = 3650
 ITEM_FEATURES_TTL_DAYS = 0
 
 
-def project_name() -> str:
-    """The Feast project: env ``CASCADE_FEAST_PROJECT`` or ``cascade``."""
-    return os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT
+def project_name(dataset: str) -> str:
+    """The Feast project of ``dataset``: env ``CASCADE_FEAST_PROJECT``, else ``cascade_<dataset>``
+    (letters, digits and ``_``). Redis keys include the project, so two data sets served from one
+    Redis never overwrite each other's features (``SCALE=tiny make up`` beside a demo stack)."""
+    override = os.environ.get(PROJECT_ENV)
+    if override:
+        return override
+    return f"{DEFAULT_PROJECT}_{re.sub(r'[^A-Za-z0-9_]', '_', dataset)}"

@@ -65,7 +65,8 @@ def store_config(
 ) -> RepoConfig:
     """Feast config for ``dataset``: file registry, file offline store, Redis or SQLite online.
 
-    ``project`` overrides ``names.project_name()`` (env ``CASCADE_FEAST_PROJECT`` or cascade).
+    ``project`` overrides ``names.project_name(dataset)`` (env ``CASCADE_FEAST_PROJECT``, else
+    ``cascade_<dataset>``).
     ``redis_timeout_s`` sets redis-py's socket and connect timeouts (serving path: tens of ms;
     redis-py's defaults wait seconds against a stopped Redis, docs/platform-notes.md).
     """
@@ -85,7 +86,7 @@ def store_config(
     else:
         online = {"type": "sqlite", "path": str(folder / "online.db")}
     return RepoConfig(
-        project=project or names.project_name(),
+        project=project or names.project_name(dataset),
         provider="local",
         registry=str(folder / "registry.db"),
         online_store=online,

@@ -58,7 +58,8 @@ def test_config_follows_environment(
         ",socket_timeout=0.05,socket_connect_timeout=0.05"
     )
     monkeypatch.delenv(names.PROJECT_ENV)
-    assert feature_store.store_config(layout=layout, dataset="x").project == names.DEFAULT_PROJECT
+    assert feature_store.store_config(layout=layout, dataset="x").project == "cascade_x"
+    assert names.project_name("a-b.c") == "cascade_a_b_c"
 
 
 @pytest.mark.parametrize("engine", ["feast", "direct"])
