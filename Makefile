@@ -51,8 +51,9 @@ bench-triton: $(STAMP)
 	$(PY) -m cascade.bench.triton
 
 # GATEWAY_CPU=0.5 / MF_CPU=0.5: hold the gateways and the bare app / the MF service to half a CPU.
+# SCALE=tiny (default demo), DURATION=3 (seconds per row).
 bench-serve: $(STAMP) bench-deps
-	$(PY) -m cascade.bench.serve $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(MF_CPU),--mf-cpu $(MF_CPU))
+	$(PY) -m cascade.bench.serve --scale $(SCALE) $(if $(DURATION),--duration $(DURATION)) $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(MF_CPU),--mf-cpu $(MF_CPU))
 
 # Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
 # GATEWAY_CPU=0.5: the gateway held to half a CPU for the run (a machine 2-3x slower; needs root).
