@@ -158,7 +158,9 @@ async def bench_serve(
             gateway_vs_bare=throughput_ratio(best, bare_best),
         )
     singles = {r.target: r for r in rows if r.concurrency == 1}
-    g = singles.get(f"{PRIMARY}, wrk") or singles.get(PRIMARY)
+    # The same (Python) driver as the Triton and Feast rows: a wrk row's p50 lacks the driver's
+    # own time, and subtracting Python-driven upstream p50s from it gave negative overheads.
+    g = singles.get(PRIMARY)
     t = singles.get("triton direct (gRPC)")
     f = singles.get("feast online read")
     if g and t:
