@@ -15,6 +15,7 @@ from cascade import keys_cli, stack
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
+from cascade.runtime.redact import redact_root_handlers
 from fallback_mf import cli as mf_cli
 from two_tower import cli as two_tower_cli
 
@@ -54,6 +55,7 @@ def _configure(
 ) -> None:
     level = logging.DEBUG if verbose else os.environ.get("CASCADE_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_root_handlers()  # no credential (a REDIS_URL password) in any line the CLI logs
 
 
 if __name__ == "__main__":

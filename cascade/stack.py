@@ -37,6 +37,7 @@ import typer
 
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, http_ok
+from cascade.runtime.redact import redact_root_handlers, redact_url
 from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store
 from cascade.supervisor import Child, Stack
 
@@ -157,7 +158,7 @@ def _banner(
             f"  gateway      {gw}  (OpenAPI: {gw}/docs)",
             f"  MF service   http://{INTERNAL_HOST}:{ports.mf}",
             f"  Triton       {triton}",
-            f"  online store {redis_url or 'SQLite (' + str(layout.feast_dir) + ')'}",
+            f"  online store {redact_url(redis_url) if redis_url else 'SQLite (' + str(layout.feast_dir) + ')'}",
             f"  logs         {layout.run_dir}/<name>.log",
             f"  metrics      {gw}/metrics, http://{INTERNAL_HOST}:{ports.mf}/metrics"
             + (f", http://{INTERNAL_HOST}:{ports.triton_metrics}/metrics" if with_triton else ""),
@@ -342,4 +343,5 @@ if __name__ == "__main__":
         level=os.environ.get("CASCADE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_root_handlers()
     typer.run(up_command)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.runtime.paths import Layout
+from cascade.runtime.redact import redact_url
 from fallback_mf import artifact_format as fmt
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def choose_online_store(redis_url: str | None) -> str | None:
     if redis_reachable(url):
         os.environ["REDIS_URL"] = url
         return url
-    logger.warning("Redis at %s does not answer: using the SQLite online store", url)
+    logger.warning("Redis at %s does not answer: using the SQLite online store", redact_url(url))
     os.environ.pop("REDIS_URL", None)
     return None
 

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cascade.runtime.api_docs import serve_docs_offline
+from cascade.runtime.redact import redact_url
 from cascade.runtime.telemetry import configure_tracing
 from gateway import background, gc_watch
 from gateway.components import Components, build_components
@@ -63,8 +64,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logger.info(
         "gateway ready: popular=%s primary=%s mf=%s",
         built.popular.version,
-        settings.triton_url or "-",
-        settings.mf_url or "-",
+        redact_url(settings.triton_url),
+        redact_url(settings.mf_url),
     )
     try:
         yield

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cascade.runtime.service_logging import REQUEST_ID
 from gateway import schemas
 from gateway.components import Components
 from gateway.deps import PrincipalDep
@@ -87,6 +88,7 @@ async def _serve(
     if len(exclude) > settings.max_exclude:
         raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
     request_id: str = request.state.request_id
+    REQUEST_ID.set(request_id)  # log lines name the request, never the user (issue 20)
     state = request.scope["state"]
     if PENDING_KEY in state:  # X-Request-Start from a peer that is not our ingress: now believed
         waited = apply_pending_stamp(state, time.time())

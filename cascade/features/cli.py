@@ -15,7 +15,9 @@ DATASET_OPTION = typer.Option(
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    from cascade.runtime.redact import redact  # an error may quote REDIS_URL: never its password
+
+    typer.echo(f"error: {redact(message)}", err=True)
     return typer.Exit(code=2)
 
 

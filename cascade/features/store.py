@@ -36,6 +36,7 @@ from cascade.runtime.feature_store import (
     open_store,
 )
 from cascade.runtime.paths import Layout
+from cascade.runtime.redact import redact, redact_url
 
 if TYPE_CHECKING:
     from feast import FeatureView
@@ -126,7 +127,9 @@ def check_online_store() -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise FeatureStoreError(f"Redis at {REDIS_URL_ENV}={url} is unreachable: {exc}") from exc
+        raise FeatureStoreError(
+            f"Redis at {REDIS_URL_ENV}={redact_url(url)} is unreachable: {redact(str(exc))}"
+        ) from exc
     finally:
         client.close()
 

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from cascade.runtime import feature_names as names
 from cascade.runtime.paths import Layout
+from cascade.runtime.redact import redact_url
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -31,7 +32,9 @@ def redis_connection_string(url: str) -> str:
     """Turn ``redis://[:password@]host:port/db`` into Feast's ``host:port,db=N[,...]`` form."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss"):
-        raise FeatureStoreError(f"{REDIS_URL_ENV}={url!r}: expected redis://host:port/db")
+        raise FeatureStoreError(
+            f"{REDIS_URL_ENV}={redact_url(url)!r}: expected redis://host:port/db"
+        )
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 6379
     path = parsed.path.strip("/")

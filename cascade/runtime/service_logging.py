@@ -5,12 +5,16 @@ bounded in-memory queue (``_Enqueue``, microseconds); a listener thread formats 
 When the queue is full (the disk or the collector is slower than the service logs), lines are
 dropped and counted, rather than making requests wait: ``dropped_lines()`` tells how many, and the
 next line that gets through says so. Third-party libraries log at WARNING and above by default
-(httpx alone wrote a line per MF call at INFO).
+(httpx alone wrote a line per MF call at INFO, with the user id in its URL). Every line has its
+credentials masked before it is queued (``cascade.runtime.redact``: URL passwords,
+``password=...``), tracebacks included; a line written inside a request of the gateway carries
+its ``request_id`` (``REQUEST_ID``), which is what logs name instead of a user id.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextvars
 import copy
 import json
 import logging
@@ -22,10 +26,36 @@ from typing import Any
 
 from opentelemetry import trace
 
+from cascade.runtime.redact import redact
+
 # Attributes every LogRecord has; anything else passed through ``extra=`` becomes a JSON field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 QUEUE_SIZE = 10_000
-THIRD_PARTY = ("httpx", "httpcore", "aiohttp", "urllib3", "grpc", "feast", "asyncio", "botocore")
+THIRD_PARTY = (
+    "httpx",
+    "httpcore",
+    "httpx_aiohttp",
+    "aiohttp",
+    "urllib3",
+    "requests",
+    "grpc",
+    "tritonclient",
+    "feast",
+    "redis",
+    "opentelemetry",
+    "asyncio",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "fsspec",
+    "filelock",
+    "multipart",
+    "python_multipart",
+    "watchfiles",
+)
+# The request id of the request being served (the gateway sets it per request: each request
+# runs in its own task, so the value never leaks into another request).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _listener: QueueListener | None = None
 _enqueue: _Enqueue | None = None
@@ -65,6 +95,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def _add_span_context(record: logging.LogRecord) -> None:
+    request_id = REQUEST_ID.get()
+    if request_id is not None and not hasattr(record, "request_id"):
+        record.request_id = request_id
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         record.trace_id = format(context.trace_id, "032x")
@@ -81,10 +114,12 @@ class _Enqueue(QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         record = copy.copy(record)
-        record.msg, record.args = record.getMessage(), None
+        record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info:  # format the traceback now: the frames may be gone later
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         _add_span_context(record)
         if self.dropped > self._reported:
             record.msg += f" ({self.dropped - self._reported} log lines dropped before this one)"

@@ -34,9 +34,9 @@ async def _render_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MfServiceError)
     body = ErrorResponse(code=exc.code, detail=exc.detail)
     if exc.status_code >= 500:
-        logger.warning(
-            "%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.detail
-        )
+        # the route template, not the path: the path holds the user id (issue 20)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        logger.warning("%s %s -> %d %s", request.method, route, exc.status_code, exc.detail)
     return JSONResponse(status_code=exc.status_code, content=body.model_dump(), headers=exc.headers)
 
 

@@ -10,6 +10,7 @@ included) becomes ``InvalidAnswer`` (``gateway.tiers.validation``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import aiohttp
@@ -77,15 +78,16 @@ class MfFallback:
             )
         except (httpx.TimeoutException, TimeoutError) as exc:
             if _refused_or_dropped(exc):
-                raise UpstreamUnavailable(f"MF unreachable: {exc.__cause__!r}") from exc
+                raise UpstreamUnavailable(f"MF unreachable: {_scrub(exc.__cause__)}") from exc
             raise UpstreamTimeout(f"MF did not answer in {timeout_s * 1000:.0f} ms") from exc
         except (httpx.TransportError, aiohttp.ClientError) as exc:
             # The transport maps aiohttp's errors to httpx's; an unmapped one is still the wire.
-            raise UpstreamUnavailable(f"MF unreachable: {exc!r}") from exc
+            raise UpstreamUnavailable(f"MF unreachable: {_scrub(exc)}") from exc
         if response.status_code >= 500:
             raise UpstreamUnavailable(f"MF answered {response.status_code}")
         if response.status_code != 200:
-            raise UpstreamError(f"MF answered {response.status_code}: {response.text[:200]}")
+            # not the body: it may quote the request (user id, exclusions) into our logs
+            raise UpstreamError(f"MF answered {response.status_code}")
         if response.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise InvalidAnswer(Rule.FORMAT, "MF answer is not application/json")
         try:
@@ -95,14 +97,23 @@ class MfFallback:
                 Rule.FORMAT, f"MF answer does not match its schema: {_first_error(exc)}"
             ) from exc
         if body.user_id != user_id:
-            raise InvalidAnswer(Rule.FORMAT, f"MF answered for user {body.user_id}, not {user_id}")
+            raise InvalidAnswer(Rule.FORMAT, "MF answered for another user")
         if not body.known_user:
-            raise UnknownUser(f"user {user_id} is unknown to the ALS model")
+            raise UnknownUser("the user is unknown to the ALS model")
         return from_lists(
             [i.item_id for i in body.items],
             [i.score for i in body.items],
             model_version=f"als/{body.model_version}",
         )
+
+
+_USER_PATH = re.compile(r"/v1/recommendations/\d+(?:\?[^\s'\")]*)?")
+
+
+def _scrub(exc: BaseException | None) -> str:
+    """An error's repr for logs without the user id and exclusions of the URL it may quote
+    (issue 20: no personal data in logs; the request id identifies the request)."""
+    return _USER_PATH.sub("/v1/recommendations/{user_id}", repr(exc))
 
 
 def _first_error(exc: ValidationError) -> str:
