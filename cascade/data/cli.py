@@ -39,7 +39,7 @@ def data(
     snapshot_days: float | None = typer.Option(
         None,
         "--snapshot-days",
-        help="Days between feature snapshots (default 7; 30 above 5M interactions).",
+        help="Days between user-activity snapshots (default 7; 30 above 5M interactions); training rows use event-time history whatever the period.",
     ),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the folder is up to date."),
 ) -> None:
