@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 RECOMMENDATIONS_PATH = "/v1/recommendations"
 SERVED_BY_HEADER = "X-Served-By"
@@ -25,8 +25,19 @@ MAX_USER_ID = 2**63 - 1
 # Ids inside JSON bodies stay below 2**53: every JSON parser (JavaScript's too) reads them exactly,
 # and a float-rounded id (9.223372036854776e18) cannot slip past a bound.
 MAX_JSON_ID = 2**53 - 1
-# strict: a JSON ``true`` or ``1.0`` is not an id (lax pydantic reads them as 1).
-ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID, strict=True)]
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's ``integer``: a number without a fraction (``1``, ``1.0``), never ``true``
+    or ``"1"``, which lax pydantic would read as 1 (issue 20). The int validation that follows
+    refuses fractions."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer, not " + type(value).__name__)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID), BeforeValidator(_json_integer)]
 
 
 class Tier(StrEnum):
@@ -52,10 +63,8 @@ class RecommendationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(
-        ge=0, le=MAX_JSON_ID, strict=True, description="the data set's own user id"
-    )
-    k: int = Field(20, ge=1, strict=True, description="how many items; at most the gateway's max_k")
+    user_id: JsonInt = Field(ge=0, le=MAX_JSON_ID, description="the data set's own user id")
+    k: JsonInt = Field(20, ge=1, description="how many items; at most the gateway's max_k")
     exclude: list[ItemId] = Field(
         default_factory=list, description="item ids never to return (besides the user's history)"
     )
