@@ -27,7 +27,13 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 GENERATED_PATHS: frozenset[str] = frozenset()
 
 # Secrets the stack refuses to start without (``${VAR:?message}``).
-REQUIRED_SECRETS = ("REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "GATEWAY_METRICS_TOKEN")
+REQUIRED_SECRETS = (
+    "REDIS_GATEWAY_PASSWORD",
+    "REDIS_MATERIALIZER_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "GATEWAY_METRICS_TOKEN",
+    "TRITON_ADMIN_KEY",
+)
 
 # Third-party images: the ports they listen on (their documented defaults).
 IMAGE_PORTS = {

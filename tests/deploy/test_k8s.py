@@ -140,7 +140,7 @@ def test_renderer_agrees_with_kubectl_kustomize(folder: str) -> None:
 
 
 # The Secrets pods may reference (created outside k8s/, docs/deployment.md 3.3).
-SECRETS = {"cascade-secrets", "cascade-api-keys"}
+SECRETS = {"cascade-secrets", "cascade-api-keys", "cascade-redis-acl"}
 
 
 def test_no_secret_values_only_references(overlay: tuple[str, Docs]) -> None:

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Render Redis' ACL file (users.acl) from one password file per user: Redis stores and compares
+# only the sha256 of each password (`#<hex>`), so the rendered file holds no password.
+#
+#   deploy/redis/render-acl.sh DIR > users.acl
+#
+# DIR holds the files `gateway`, `materializer` and `admin`, each one password (a trailing
+# newline is ignored). docker-compose runs this inside the Redis container on its secrets
+# (/run/secrets); for Kubernetes run it once and store the output as the Secret
+# cascade-redis-acl (docs/deployment.md, docs/security.md has the roles).
+#
+# Users (Redis ACLs do not scope databases: roles are told apart by key patterns; Feast's keys
+# have no prefix, the gateway's own keys start with cascade:):
+#   default       off: no anonymous access
+#   probe         no password, PING only: liveness and readiness probes
+#   gateway       read (HMGET/GET...) on every key = the feature store; read-write only on its
+#                 rate-limit buckets (cascade:ratelimit:*, the EVALSHA token bucket) and breaker
+#                 state (cascade:gateway:*); no key deletion, no FLUSH*, no CONFIG, no KEYS
+#   materializer  the jobs (cascade features apply/materialize): read-write on every key
+#                 (HSET/EXPIRE/SCAN/DEL/HKEYS/HDEL), nothing @dangerous or @admin (no FLUSHALL,
+#                 FLUSHDB, CONFIG, KEYS, DEBUG, SHUTDOWN...), no scripts, no pub/sub
+#   admin         operators only (redis-cli --user admin): everything
+set -eu
+
+dir="${1:?usage: render-acl.sh DIR (files gateway, materializer, admin) > users.acl}"
+for user in gateway materializer admin; do
+    if [ ! -s "$dir/$user" ]; then
+        echo "render-acl.sh: no password in $dir/$user" >&2
+        exit 1
+    fi
+done
+
+hash() {
+    printf '%s' "$(cat "$dir/$1")" | sha256sum | cut -d' ' -f1
+}
+
+gateway=$(hash gateway)
+materializer=$(hash materializer)
+admin=$(hash admin)
+
+cat <<EOF
+user default off resetkeys resetchannels -@all
+user probe on nopass resetkeys resetchannels -@all +ping
+user gateway on #${gateway} resetkeys resetchannels -@all +@connection +time +get +mget +hget +hmget +hgetall +exists +ttl +pttl +evalsha +script|load +set +hset +pexpire %R~* ~cascade:ratelimit:* ~cascade:gateway:*
+user materializer on #${materializer} resetkeys resetchannels +@all -@dangerous -@admin -@scripting -@pubsub ~*
+user admin on #${admin} ~* &* +@all
+EOF
