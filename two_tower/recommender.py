@@ -79,6 +79,7 @@ class TwoTowerRecommender:
     """Top-k over ``item_ids`` by ``user vector @ item_embeddings.T``; see the module docstring."""
 
     name = "two_tower"
+    report_params: dict[str, Any]  # set by load_two_tower: artifact, empty_history_share
 
     def __init__(
         self,
@@ -215,9 +216,14 @@ def load_two_tower(*, layout: Layout, dataset: ModelData) -> TwoTowerRecommender
                     "two_tower needs the data set's users table (no directory given)"
                 )
             users = read_dataset(dataset.directory).users
-            return TwoTowerRecommender.from_trained(
+            model = TwoTowerRecommender.from_trained(
                 trained, interactions=dataset.train, users=users
             )
+            share = (meta.get("training_set") or {}).get("empty_history_share")
+            model.report_params = {"artifact": directory.name}
+            if isinstance(share, float):  # the evaluation's popularity-level warning says why
+                model.report_params["empty_history_share"] = share
+            return model
     flag = " --full-data" if dataset.split is None else ""
     raise ModelUnavailable(
         f"no Two-Tower artifact trained on {dataset.describe()} in {layout.artifacts_dir / 'two_tower'}; "

@@ -47,6 +47,7 @@ class Report:
     seconds: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # a model's report_params
+    warnings: list[str] = field(default_factory=list)  # see popularity_level_warnings
     generated_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
@@ -88,7 +89,37 @@ class Report:
             lines += ["", f"Parameters of {name}: {settings}."]
         for name, why in self.skipped.items():
             lines += ["", f"Skipped {name}: {why}"]
+        for warning in self.warnings:
+            lines += ["", f"WARNING: {warning}"]
         return "\n".join(lines) + "\n"
+
+
+# A personalised model within this factor of popularity's Recall@20 is at the popularity level.
+POPULARITY_LEVEL = 1.10
+# A training set where more than this share of rows had no user history (two_tower.training_frames).
+EMPTY_HISTORY_SHARE = 0.5
+
+
+def popularity_level_warnings(report: Report) -> list[str]:
+    """A line for each personalised model at the popularity level, with the known reason: the
+    share of its training rows that had an empty user history (issue 14: 86% on a real log)."""
+    out = []
+    for name in report.models:
+        ratio = report.ratio(name)
+        if name == BASELINE or ratio is None or ratio > POPULARITY_LEVEL:
+            continue
+        line = f"{name} is at the popularity level (Recall@20 {ratio:.2f}x {BASELINE})"
+        share = report.params.get(name, {}).get("empty_history_share")
+        if isinstance(share, float) and share > EMPTY_HISTORY_SHARE:
+            line += (
+                f": {share:.0%} of its training rows had an empty user history, so the user "
+                "tower learned to score without one (users with one interaction, or a log whose "
+                "users act in a single burst)"
+            )
+        else:
+            line += ": its ranking adds little to popularity on this data"
+        out.append(line + ".")
+    return out
 
 
 def _format(value: Any) -> str:
@@ -152,6 +183,9 @@ def evaluate(
             if isinstance(params := getattr(model, "report_params", None), dict) and params
         },
     )
+    report.warnings = popularity_level_warnings(report)
+    for warning in report.warnings:
+        logger.warning("%s", warning)
     if out_dir is not None:
         write_report(report, out_dir)
     return report
