@@ -39,6 +39,8 @@ variable                            default                    meaning
 ``GATEWAY_RATE_LIMIT_ENABLED``      ``true``                   per-client token buckets
 ``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
 ``GATEWAY_RATE_LIMIT_REDIS_URL``    unset: per process         buckets shared by all replicas
+``GATEWAY_RATE_LIMIT_REPLICAS``     ``1``                      replicas sharing a bucket: with its
+                                                               Redis down each takes rate / this
 ``GATEWAY_MAX_IN_FLIGHT``           ``64``                     in-flight ceiling; 503 beyond; 0: no limit
 ``GATEWAY_MIN_IN_FLIGHT``           ``8``                      floor of the adaptive in-flight limit
 ``GATEWAY_QUEUE_SHED_FRACTION``     ``0.5``                    503 when queued longer than this
@@ -139,6 +141,7 @@ class GatewaySettings(BaseSettings):
     rate_limit_rps: float = Field(default=1000.0, gt=0, le=1_000_000)
     rate_limit_burst: int = Field(default=2000, ge=1, le=10_000_000)
     rate_limit_redis_url: str | None = None
+    rate_limit_replicas: int = Field(default=1, ge=1, le=10_000)  # the HPA's max in k8s
     max_in_flight: int = Field(default=64, ge=0, le=100_000)
     min_in_flight: int = Field(default=8, ge=1, le=100_000)
     queue_shed_fraction: float = Field(default=0.5, ge=0, le=1)

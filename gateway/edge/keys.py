@@ -226,6 +226,8 @@ class KeyRing:
         self._records: dict[str, ApiKeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
+        self.reload_failures = 0  # reloads that kept the previous keys (a bad file)
+        self.failing = False  # the file on disk is not the one in force (last reload failed)
         self.reload_if_changed(force=True)
 
     @property
@@ -256,9 +258,12 @@ class KeyRing:
                     "key file %s is invalid; keeping the previous keys", self.path, exc_info=True
                 )
                 self._stamp = stamp
+                self.reload_failures += 1
+                self.failing = True
                 return False
             self._records = records
             self._stamp = stamp
+            self.failing = False
         active = sum(1 for r in records.values() if not r.revoked)
         logger.info(
             "api keys loaded from %s: %d active, %d revoked",

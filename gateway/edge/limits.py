@@ -78,6 +78,16 @@ class SecurityMetrics:
             registry=r,
         )
         self.api_keys = Gauge("gateway_api_keys", "Keys in the key file", ["state"], registry=r)
+        self.api_keys_reload_failures = Counter(
+            "gateway_api_keys_reload_failures",
+            "Key file reloads that failed (the previous keys, revoked ones included, stay in force)",
+            registry=r,
+        )
+        self.api_keys_reload_failing = Gauge(
+            "gateway_api_keys_reload_failing",
+            "1 while the key file on disk could not be loaded (an older key set is in force)",
+            registry=r,
+        )
 
 
 class LimitsMiddleware:

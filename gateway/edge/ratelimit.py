@@ -9,9 +9,13 @@ asyncio client has socket timeouts in the tens of milliseconds.
 
 Fallback: when Redis errors or times out, the decision comes from a bucket in this process, and
 Redis is not tried again for ``retry_redis_s`` (a dead Redis costs one timeout per second, not
-one per request). While in fallback each replica enforces the full rate on its own, so the
-effective limit is multiplied by the replica count: chosen over refusing traffic because the
-limiter's store is down. A limiter failure never fails the request: a connection Redis (or a
+one per request). While in fallback each replica enforces its share of the key's bucket:
+``rate / replicas`` and ``burst / replicas`` (at least one token), ``replicas`` being
+``GATEWAY_RATE_LIMIT_REPLICAS`` (set it to the HPA's maximum, or the usual count: a client
+spread over fewer replicas than that gets less than its rate, never more, while Redis is down).
+So a dead Redis no longer multiplies a client's limit by the replica count (issue 20, item 5);
+``gateway_ratelimit_redis_errors_total`` and the alert ``CascadeRateLimitRedisErrors`` say when
+it happens. A limiter failure never fails the request: a connection Redis (or a
 proxy in front of it) accepts then resets surfaces as ``RedisError`` or, from uvloop, as
 ``RuntimeError`` on the closed transport; both fall back.
 """
@@ -114,7 +118,11 @@ class RateLimiter:
         retry_redis_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_redis_error: Callable[[BaseException], None] | None = None,
+        replicas: int = 1,
     ) -> None:
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self.replicas = replicas
         self.redis = redis
         self.prefix = prefix
         self.retry_redis_s = retry_redis_s
@@ -160,7 +168,10 @@ class RateLimiter:
                 )
                 if self.on_redis_error is not None:
                     self.on_redis_error(exc)
-        return self.local.take(key, rate=rate, burst=burst)
+        if self.redis is None or self.replicas == 1:  # per process by design, or one replica
+            return self.local.take(key, rate=rate, burst=burst)
+        # Redis down: this replica's share of the bucket, so all of them together stay within it
+        return self.local.take(key, rate=rate / self.replicas, burst=max(1, burst // self.replicas))
 
     async def _redis_take(self, key: str, *, rate: float, burst: int) -> Decision:
         redis = self.redis

@@ -139,11 +139,24 @@ class SecurityLayer:
     async def _watch(self, keyring: KeyRing) -> None:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
-            try:
-                if await asyncio.to_thread(keyring.reload_if_changed):
-                    self.count_keys()
-            except (KeyFileError, OSError):  # a first load cannot fail here; keep watching
-                logger.exception("key file reload failed")
+            await self.reload_keys(keyring)
+
+    async def reload_keys(self, keyring: KeyRing) -> None:
+        """One check of the key file. A failed reload keeps the previous keys (a key revoked in
+        the new file stays valid), so it is counted (``gateway_api_keys_reload_failures_total``,
+        ``gateway_api_keys_reload_failing``) and alerted on (``CascadeApiKeysReloadFailing``),
+        not only logged."""
+        failures = keyring.reload_failures
+        try:
+            if await asyncio.to_thread(keyring.reload_if_changed):
+                self.count_keys()
+        except (KeyFileError, OSError):  # a first load cannot fail here; keep watching
+            logger.exception("key file reload failed")
+            keyring.reload_failures += 1
+            keyring.failing = True
+        if keyring.reload_failures > failures:
+            self.metrics.api_keys_reload_failures.inc(keyring.reload_failures - failures)
+        self.metrics.api_keys_reload_failing.set(1 if keyring.failing else 0)
 
     async def close(self) -> None:
         """Lifespan shutdown: stop watching the key file, close the limiter's Redis client."""
@@ -334,6 +347,7 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
             limiter = RateLimiter.from_url(
                 settings.rate_limit_redis_url,
                 on_redis_error=lambda exc: metrics.ratelimit_redis_errors.inc(),
+                replicas=settings.rate_limit_replicas,
             )
         else:
             limiter = RateLimiter()

@@ -30,6 +30,8 @@ REQUIRED_ALERTS = {
     "CascadeGateway5xxHigh",
     "CascadeTritonModelNotReady",
     "CascadeFeatureStoreErrors",
+    "CascadeRateLimitRedisErrors",  # issue 20
+    "CascadeApiKeysReloadFailing",  # issue 20
 }
 
 

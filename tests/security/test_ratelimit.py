@@ -152,3 +152,60 @@ def test_frozen_redis_costs_one_socket_timeout(loop: asyncio.AbstractEventLoop) 
 
     decisions, _elapsed = loop.run_until_complete(run())
     assert all(d.allowed and d.backend == "local" for d in decisions)
+
+
+@pytest.mark.parametrize(("replicas", "within_limit"), [(2, True), (1, False)])
+def test_two_replicas_with_redis_down_hold_one_key_to_its_rate(
+    loop: asyncio.AbstractEventLoop, replicas: int, within_limit: bool
+) -> None:
+    """Issue 20, item 5: the rate-limit Redis is down (refused connections), one key sends at
+    twice its rate for 10 s, spread over two replicas (two limiters, alternating). With
+    ``GATEWAY_RATE_LIMIT_REPLICAS=2`` each replica's fallback bucket is half the key's, so the
+    total allowed stays within what one shared bucket allows: ``rate x 10 s + burst``, plus a
+    stated margin of one token per replica (rounding of the split burst). With the old behaviour
+    (``replicas=1``: each replica the full rate) the same traffic gets nearly twice that."""
+    from cascade.runtime.procs import free_port
+
+    rate, burst, seconds, step = 10.0, 10, 10.0, 1 / 20  # 20 req/s = 2x the rate
+    clock = Clock()
+    errors: list[BaseException] = []
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    async def run() -> int:
+        limiters = [
+            RateLimiter.from_url(
+                url, timeout_s=0.02, clock=clock, on_redis_error=errors.append, replicas=replicas
+            )
+            for _ in range(2)
+        ]
+        allowed = 0
+        try:
+            for n in range(int(seconds / step)):
+                decision = await limiters[n % 2].check("key", rate=rate, burst=burst)
+                assert decision.backend == "local"
+                allowed += decision.allowed
+                clock.now += step
+        finally:
+            for limiter in limiters:
+                await limiter.close()
+        return allowed
+
+    allowed = loop.run_until_complete(run())
+    budget = rate * seconds + burst
+    margin = 2  # one token per replica
+    if within_limit:
+        assert budget * 0.9 <= allowed <= budget + margin, allowed
+    else:
+        assert allowed > 1.5 * budget, allowed  # what the hint prevents
+    assert len(errors) >= 2 * 9  # every replica kept retrying Redis about once a second
+
+
+def test_the_fallback_share_never_rounds_a_bucket_to_zero(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    limiter = RateLimiter(redis=object(), replicas=24)
+    limiter._redis_down_until = float("inf")  # Redis known down: straight to the local share
+    decision = loop.run_until_complete(limiter.check("k", rate=5, burst=3))
+    assert decision.allowed and decision.backend == "local"
+    with pytest.raises(ValueError):
+        RateLimiter(replicas=0)
