@@ -49,6 +49,20 @@ app.command("recommend")(evaluation_cli.recommend)
 app.command("up")(stack.up_command)
 
 
+@features_app.callback()
+def _choose_online_store() -> None:
+    """The rule `cascade up` uses, for every features command: Redis at REDIS_URL (default
+    redis://127.0.0.1:6379/0) when it answers a PING, else SQLite (each command prints which)."""
+    from cascade.runtime.feature_store import FeatureStoreError
+    from cascade.stack_build import choose_online_store
+
+    try:
+        choose_online_store(None)
+    except FeatureStoreError as exc:  # the message names the URL without its password
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 @app.callback()
 def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),

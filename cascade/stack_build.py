@@ -44,11 +44,25 @@ def redis_reachable(url: str, *, timeout_s: float = 0.5) -> bool:
 
 
 def choose_online_store(redis_url: str | None) -> str | None:
-    """Set or clear ``REDIS_URL`` in this process (Feast and children read it); returns it."""
-    url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    """The one rule for the online store (``cascade up`` and every ``cascade features`` command).
+
+    A Redis URL given (``--redis-url`` or ``REDIS_URL``) is used, and one that does not answer
+    is an error (``FeatureStoreError``): features silently written to SQLite instead would not be
+    what the gateway reads. None given: Redis at ``DEFAULT_REDIS_URL`` when it answers a PING,
+    else SQLite. Sets or clears ``REDIS_URL`` in this process (Feast and children read it) and
+    returns it."""
+    from cascade.runtime.feature_store import FeatureStoreError
+
+    given = redis_url or os.environ.get("REDIS_URL")
+    url = given or DEFAULT_REDIS_URL
     if redis_reachable(url):
         os.environ["REDIS_URL"] = url
         return url
+    if given:
+        raise FeatureStoreError(
+            f"Redis at {redact_url(url)} does not answer (REDIS_URL); start it, or unset "
+            "REDIS_URL to use the default Redis when it answers, else SQLite"
+        )
     logger.warning("Redis at %s does not answer: using the SQLite online store", redact_url(url))
     os.environ.pop("REDIS_URL", None)
     return None

@@ -38,23 +38,25 @@ def test_feature_cli_never_prints_the_redis_password(
         check=False,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "unreachable" in proc.stderr
+    assert "does not answer" in proc.stderr
     assert "redis://:***@127.0.0.1:1/0" in proc.stderr
     assert SECRET not in proc.stdout and SECRET not in proc.stderr
 
 
 def test_choosing_the_online_store_logs_no_password(caplog: pytest.LogCaptureFixture) -> None:
-    """``cascade up`` falls back to SQLite when Redis does not answer, and says so."""
+    """A given Redis URL that does not answer is an error that names it without its password."""
+    from cascade.runtime.feature_store import FeatureStoreError
     from cascade.stack_build import choose_online_store
 
     saved = os.environ.get("REDIS_URL")
     try:
-        with caplog.at_level(logging.WARNING):
-            assert choose_online_store(URL) is None
+        with caplog.at_level(logging.WARNING), pytest.raises(FeatureStoreError) as raised:
+            choose_online_store(URL)
     finally:
         if saved is not None:
             os.environ["REDIS_URL"] = saved
-    assert "does not answer" in caplog.text and SECRET not in caplog.text
+    assert "does not answer" in str(raised.value) and SECRET not in str(raised.value)
+    assert SECRET not in caplog.text
 
 
 @pytest.mark.parametrize(
