@@ -13,10 +13,12 @@ import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from opentelemetry import propagate, trace
+from opentelemetry import trace
+from opentelemetry.context import Context
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cascade.runtime.service_logging import REQUEST_ID
+from cascade.runtime.telemetry import client_links
 from gateway import schemas
 from gateway.components import Components
 from gateway.deps import PrincipalDep
@@ -29,6 +31,7 @@ from gateway.readiness import UpstreamReadiness
 from gateway.settings import GatewaySettings
 
 tracer = trace.get_tracer("gateway")
+ROOT = Context()  # no parent: every request's trace starts here
 router = APIRouter()
 
 _ERROR_TEXT = {
@@ -100,8 +103,10 @@ async def _serve(
         metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
         return error_response(request_id, 503, "overloaded", late, {"Retry-After": "1"})
     arrived: float | None = getattr(request.state, ARRIVED_KEY, None)
+    # A new root trace at the edge: the client's traceparent is only a link, so it can neither
+    # force sampling nor choose the trace id ratio sampling judges (issue 20).
     with tracer.start_as_current_span(
-        "gateway.recommend", context=propagate.extract(request.headers)
+        "gateway.recommend", context=ROOT, links=client_links(request.scope["headers"])
     ) as span:
         outcome = await comps.chain.recommend(
             user_id=user_id, k=k, exclude=exclude, arrived=arrived

@@ -12,6 +12,11 @@
 - ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_EXPORT_TIMEOUT``: the
   batch processor's bounded queue. A full queue drops spans; an unreachable collector never
   blocks or fails a request, because export runs on the processor's own thread.
+- The edge (the gateway) never lets a client's ``traceparent`` decide sampling: it starts a new
+  root trace for every request and keeps the client's context as a span link
+  (:func:`client_links`), so a client cannot force 100% tracing, nor pick the trace id that
+  ratio sampling judges (issue 20, item 10). Services behind the gateway (MF, Triton) continue
+  the trace they receive: their caller is the gateway, whose decision that is.
 - ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``: default **128** here (the SDK's is 512). Encoding a batch
   to protobuf is Python code that holds the GIL: 512 spans took ~29 ms, a stall of the event
   loop that doubled the gateway's p99 at 100 req/s (D8 baseline 29-31 ms; 128: 15.8 ms).
@@ -21,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -34,6 +40,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 logger = logging.getLogger(__name__)
+
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 EXPORT_BATCH_SIZE = 128
 
@@ -84,3 +92,21 @@ def configure_tracing(*, service_name: str) -> TracerProvider:
         logger.info("tracing: no OTLP endpoint configured, spans are not exported")
     trace.set_tracer_provider(provider)
     return provider
+
+
+def client_links(headers: Iterable[tuple[bytes, bytes]]) -> Sequence[trace.Link]:
+    """The caller's W3C trace context (raw ASGI headers) as a span link, for a span that starts
+    a new root trace: the client's trace stays findable from ours (and back, by the link's
+    ids), but its ``sampled`` flag and trace id decide nothing. Empty when the request carries
+    no valid ``traceparent`` (the common case costs one pass over the header names)."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in _TRACE_HEADERS
+    }
+    if "traceparent" not in carrier:
+        return ()
+    context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    if not context.is_valid:
+        return ()
+    return (trace.Link(context, {"link.reason": "client traceparent (not trusted for sampling)"}),)

@@ -3,7 +3,11 @@
 - Metrics: every HTTP request is counted and timed under its route template
   (``/v1/recommendations/{user_id}``, never the raw path, so label cardinality stays bounded).
 - Tracing: one SERVER span per request, continuing an incoming W3C ``traceparent``; probes and
-  ``/metrics`` are not traced (they would drown the traces).
+  ``/metrics`` are not traced (they would drown the traces). Continuing it is deliberate (issue
+  20, item 10): this service is not an edge; its caller is the gateway (NetworkPolicy, loopback
+  locally), whose ``traceparent`` carries the gateway's own sampling decision, since the gateway
+  starts a new root for every client request (``cascade.runtime.telemetry.client_links``).
+  Starting a root here too would split every request in two traces, sampled independently.
 """
 
 from __future__ import annotations

@@ -279,6 +279,11 @@ def _complete_trace(
     raise failure
 
 
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+# a client that asks for its own trace, sampled: it gets a link, not the trace (issue 20)
+CLIENT_TRACEPARENT = {"traceparent": f"00-{CLIENT_TRACE_ID}-00f067aa0ba902b7-01"}
+
+
 def test_one_request_is_one_trace_across_gateway_mf_and_triton(traced: TracedStack) -> None:
     receiver = traced.receiver
     user = traced.users[0]
@@ -287,9 +292,11 @@ def test_one_request_is_one_trace_across_gateway_mf_and_triton(traced: TracedSta
         def primary_served() -> dict[str, Any]:
             # the first calls of a fresh gateway may time out on cold clients, as heal() allows
             deadline = time.monotonic() + 30
-            while (body := http.get(f"/v1/recommendations/{user}", params={"k": 5}).json())[
-                "served_by"
-            ] != "two_tower" and time.monotonic() < deadline:
+            while (
+                body := http.get(
+                    f"/v1/recommendations/{user}", params={"k": 5}, headers=CLIENT_TRACEPARENT
+                ).json()
+            )["served_by"] != "two_tower" and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert body["served_by"] == "two_tower", body
             served: dict[str, Any] = body
@@ -304,6 +311,11 @@ def test_one_request_is_one_trace_across_gateway_mf_and_triton(traced: TracedSta
         )
         assert spans["InferRequest"].service_name == "triton"
         assert spans["InferRequest"].parent_span_id == spans["tier.two_tower"].span_id
+        # The rule since issue 20 (item 10), changed here deliberately: a client's traceparent
+        # no longer names the trace. The gateway starts a new root (the one root _wait_trace
+        # checks), keeps the client's context as a span link, and Triton and MF join the
+        # gateway's trace, not the client's.
+        assert spans["gateway.recommend"].trace_id != CLIENT_TRACE_ID
 
         def als_after_primary_timeout() -> dict[str, Any]:
             # Triton's answer held back past the primary timeout: ALS serves, Triton still
