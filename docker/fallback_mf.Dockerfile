@@ -14,9 +14,13 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
-RUN pip install -c requirements.lock '.[mf]' \
-    && pip uninstall -y cascade \
+COPY docker/locks/mf.txt ./
+# Hash-locked: docker/locks/mf.txt is '.[mf]' resolved under requirements.lock with
+# the sha256 of every file (`python docker/hash_lock.py mf`); pip installs exactly those
+# files or fails. The project itself is not installed: the image runs the sources from /app
+# (feature_repo/ is found relative to them). `pip check`: the closure is complete.
+RUN pip install --require-hashes --only-binary=:all: --no-binary=implicit -r mf.txt \
+    && pip check \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE} AS runtime

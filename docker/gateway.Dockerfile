@@ -13,12 +13,13 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
-# requirements.lock pins the whole resolved set: used as constraints, so only the gateway
-# extra's closure is installed. The project itself is uninstalled again: the image runs the
-# sources from /app (feature_repo/ is found relative to them).
-RUN pip install -c requirements.lock '.[gateway]' \
-    && pip uninstall -y cascade \
+COPY docker/locks/gateway.txt ./
+# Hash-locked: docker/locks/gateway.txt is '.[gateway]' resolved under requirements.lock with
+# the sha256 of every file (`python docker/hash_lock.py gateway`); pip installs exactly those
+# files or fails. The project itself is not installed: the image runs the sources from /app
+# (feature_repo/ is found relative to them). `pip check`: the closure is complete.
+RUN pip install --require-hashes --only-binary=:all: -r gateway.txt \
+    && pip check \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 # ---- runtime ---------------------------------------------------------------------------------

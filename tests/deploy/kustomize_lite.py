@@ -2,7 +2,7 @@
 
 Supported kustomization fields: ``resources`` (files and folders with a kustomization.yaml),
 ``namespace``, ``patches`` (``path:`` strategic-merge patches, target = the patch's kind and
-name) and ``images`` (``newName`` / ``newTag``). Anything else raises, so a new feature in k8s/
+name) and ``images`` (``newName`` / ``newTag`` / ``digest``). Anything else raises, so a new feature in k8s/
 cannot be silently ignored. Strategic merge follows the Kubernetes patch keys for the lists we
 patch (containers, env, volumes, volumeMounts, ports); other lists are replaced, as Kubernetes
 does for lists without a merge key (tolerations, HPA metrics, args).
@@ -93,12 +93,15 @@ def _set_images(docs: list[dict[str, Any]], images: list[dict[str, str]]) -> Non
                 name, _, tag = container["image"].partition(":")
                 for image in images:
                     if image["name"] == name:
-                        unknown = set(image) - {"name", "newName", "newTag"}
+                        unknown = set(image) - {"name", "newName", "newTag", "digest"}
                         if unknown:
                             raise KustomizeError(f"images: unsupported {sorted(unknown)}")
-                        container["image"] = (
-                            f"{image.get('newName', name)}:{image.get('newTag', tag)}"
-                        )
+                        if "digest" in image:  # kustomize: name@digest, the tag dropped
+                            container["image"] = f"{image.get('newName', name)}@{image['digest']}"
+                        else:
+                            container["image"] = (
+                                f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+                            )
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
