@@ -35,6 +35,8 @@ variable                            default                    meaning
 ``GATEWAY_JWT_SECRET``              unset                      HS256 secret (>= 32 characters)
 ``GATEWAY_JWT_PUBLIC_KEY_FILE``     unset                      RS256 public key (PEM)
 ``GATEWAY_JWT_AUDIENCE`` / ``ISSUER`` unset                    required ``aud`` / ``iss``
+``GATEWAY_JWT_JWKS_FILE``           unset                      key set by ``kid`` (rotation)
+``GATEWAY_JWT_MAX_LIFETIME_S``      ``3600``                   longest ``exp - iat`` / ``exp - now``
 ``GATEWAY_METRICS_TOKEN``           unset: loopback only       bearer token for ``/metrics``
 ``GATEWAY_RATE_LIMIT_ENABLED``      ``true``                   per-client token buckets
 ``GATEWAY_RATE_LIMIT_RPS`` / ``BURST`` ``1000`` / ``2000``     default bucket (a key may override)
@@ -136,6 +138,8 @@ class GatewaySettings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwt_jwks_file: Path | None = None  # a JSON Web Key Set: keys by kid (rotation)
+    jwt_max_lifetime_s: float = Field(default=3600.0, ge=60, le=30 * 86_400)
     metrics_token: SecretStr | None = None
     rate_limit_enabled: bool = True
     rate_limit_rps: float = Field(default=1000.0, gt=0, le=1_000_000)
@@ -156,6 +160,7 @@ class GatewaySettings(BaseSettings):
     @field_validator(
         "api_keys_file",
         "jwt_public_key_file",
+        "jwt_jwks_file",
         "jwt_secret",
         "metrics_token",
         "rate_limit_redis_url",
@@ -186,12 +191,16 @@ class GatewaySettings(BaseSettings):
             )
         if algorithms and not (self.jwt_audience and self.jwt_issuer):
             raise ValueError("JWT needs jwt_audience and jwt_issuer")
-        if "HS256" in algorithms and (
-            self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("jwt_secret must have at least 32 characters")
+        if "HS256" in algorithms and self.jwt_secret is None and self.jwt_jwks_file is None:
+            raise ValueError("HS256 needs jwt_secret (>= 32 characters) or jwt_jwks_file")
+        if (
+            "RS256" in algorithms
+            and self.jwt_public_key_file is None
+            and self.jwt_jwks_file is None
         ):
-            raise ValueError("HS256 needs jwt_secret of at least 32 characters")
-        if "RS256" in algorithms and self.jwt_public_key_file is None:
-            raise ValueError("RS256 needs jwt_public_key_file")
+            raise ValueError("RS256 needs jwt_public_key_file or jwt_jwks_file")
         trusted_peers(self.trusted_proxies)  # ValueError for a malformed CIDR
         if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
             raise ValueError("metrics_token must have at least 16 characters")

@@ -10,9 +10,18 @@ with different values, several ``Authorization`` values, or another scheme: malf
   is never accepted), the key is chosen by that algorithm from our configuration (an HS256 token
   is never checked against the RSA public key: no algorithm confusion), and ``exp``, ``iss``,
   ``aud`` and ``sub`` are required and checked.
+- Key rotation without a hard cut (issue 20, item 12): a key set (``GATEWAY_JWT_JWKS_FILE``, a
+  JSON Web Key Set: ``oct`` keys for HS256, ``RSA`` keys for RS256, each with a ``kid``). A
+  token's ``kid`` header picks the key among those of its algorithm: publish the new key in the
+  set, let the issuer sign with it, remove the old one once its tokens have expired. A token
+  without ``kid`` is checked against the single configured key (``GATEWAY_JWT_SECRET`` /
+  ``GATEWAY_JWT_PUBLIC_KEY_FILE``); an unknown ``kid`` is refused (``jwt_kid``).
+- Lifetime: a token may live at most ``max_lifetime_s`` (``GATEWAY_JWT_MAX_LIFETIME_S``, 1 h):
+  ``exp - iat`` when it has an ``iat``, and ``exp - now`` in any case (a token without ``iat``
+  cannot dodge the bound), each with the leeway (``jwt_lifetime``).
 
 The refusal reason (``missing``, ``malformed``, ``unknown``, ``mismatch``, ``revoked``,
-``jwt_alg``, ``jwt_expired``, ``jwt_invalid``) is for metrics and server logs only: every refusal
+``jwt_alg``, ``jwt_kid``, ``jwt_expired``, ``jwt_lifetime``, ``jwt_invalid``) is for metrics and server logs only: every refusal
 answers the same 401 (see :mod:`gateway.edge.security`).
 """
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +73,8 @@ class JwtConfig:
     secret: str | None = None  # HS256
     public_key_pem: str | None = None  # RS256
     leeway_s: float = 30.0
+    jwks: dict[str, Any] | None = None  # a JSON Web Key Set ({"keys": [...]}), keys by kid
+    max_lifetime_s: float = 3600.0
 
     def __post_init__(self) -> None:
         bad = [a for a in self.algorithms if a not in JWT_ALGORITHMS]
@@ -70,10 +82,17 @@ class JwtConfig:
             raise ValueError(
                 f"JWT algorithms must be a non-empty subset of {JWT_ALGORITHMS}, got {self.algorithms}"
             )
-        if "HS256" in self.algorithms and (not self.secret or len(self.secret) < 32):
+        in_set = {_jwk_algorithm(k) for k in (self.jwks or {}).get("keys", [])}
+        if self.secret is not None and len(self.secret) < 32:
             raise ValueError("HS256 needs a secret of at least 32 characters")
-        if "RS256" in self.algorithms and not self.public_key_pem:
-            raise ValueError("RS256 needs a public key (PEM)")
+        if "HS256" in self.algorithms and not self.secret and "HS256" not in in_set:
+            raise ValueError(
+                "HS256 needs a secret of at least 32 characters (or oct keys in the key set)"
+            )
+        if "RS256" in self.algorithms and not self.public_key_pem and "RS256" not in in_set:
+            raise ValueError("RS256 needs a public key (PEM) or RSA keys in the key set")
+        if self.max_lifetime_s <= 0:
+            raise ValueError("max_lifetime_s must be positive")
         if not self.audience or not self.issuer:
             raise ValueError("JWT needs both an audience and an issuer")
 
@@ -88,24 +107,42 @@ class JwtVerifier:
             raise ValueError("RS256 needs the 'cryptography' package")
         self.config = config
         self._jwt = jwt
-        self._keys: dict[str, Any] = {}
+        # (algorithm, kid) -> key; kid None: the single configured key, for tokens without kid
+        self._keys: dict[tuple[str, str | None], Any] = {}
         if config.secret:
-            self._keys["HS256"] = config.secret
+            self._keys["HS256", None] = config.secret
         if config.public_key_pem and "RS256" in config.algorithms:
-            self._keys["RS256"] = config.public_key_pem
+            self._keys["RS256", None] = config.public_key_pem
+        for raw in (config.jwks or {}).get("keys", []):
+            alg, kid = _jwk_algorithm(raw), raw.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise ValueError("every key in the JWT key set needs a kid")
+            if alg not in config.algorithms:
+                continue  # a key for an algorithm we do not accept is never used
+            key = jwt.PyJWK(raw, algorithm=alg).key
+            if alg == "HS256" and len(key) < 32:
+                raise ValueError(f"HS256 key {kid!r} is shorter than 32 bytes")
+            self._keys[alg, kid] = key
 
     def verify(self, token: str) -> tuple[Principal | None, str]:
         """``(principal, "ok")`` or ``(None, reason)``."""
         jwt = self._jwt
         try:
-            alg = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
+            alg, kid = header.get("alg"), header.get("kid")
             # The key is chosen by the algorithm from our own list: an HS256 token is never
-            # checked against the RSA public key (the classic algorithm-confusion attack).
-            if alg not in self.config.algorithms or alg not in self._keys:
+            # checked against the RSA public key (the classic algorithm-confusion attack); the
+            # kid only picks among the keys of that algorithm.
+            if alg not in self.config.algorithms or not any(a == alg for a, _ in self._keys):
                 return None, "jwt_alg"
+            if kid is not None and not isinstance(kid, str):
+                return None, "jwt_kid"
+            key = self._keys.get((alg, kid))
+            if key is None:
+                return None, "jwt_kid"
             claims = jwt.decode(
                 token,
-                self._keys[alg],
+                key,
                 algorithms=[alg],
                 audience=self.config.audience,
                 issuer=self.config.issuer,
@@ -119,7 +156,30 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             return None, "jwt_invalid"
+        if not self._lifetime_ok(claims):
+            return None, "jwt_lifetime"
         return Principal(client=subject, key_id="jwt", method="jwt"), "ok"
+
+    def _lifetime_ok(self, claims: dict[str, Any]) -> bool:
+        """``exp - iat`` (when there is an ``iat``) and ``exp - now`` at most the maximum."""
+        bound = self.config.max_lifetime_s + self.config.leeway_s
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return False
+        if exp - time.time() > bound:
+            return False
+        if iat is None:
+            return True
+        return isinstance(iat, int | float) and not isinstance(iat, bool) and exp - iat <= bound
+
+
+def _jwk_algorithm(raw: dict[str, Any]) -> str | None:
+    """The one algorithm a key of the set is used with: ``oct`` HS256, ``RSA`` RS256 (a key's own
+    ``alg``, when present, must agree, else the key is for nothing)."""
+    alg = {"oct": "HS256", "RSA": "RS256"}.get(str(raw.get("kty")))
+    if alg is None or raw.get("alg", alg) != alg:
+        return None
+    return alg
 
 
 class Authenticator:

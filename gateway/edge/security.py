@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -321,6 +322,12 @@ def build_security(settings: GatewaySettings, metrics: SecurityMetrics) -> Secur
                 secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
                 public_key_pem=public_key,
                 leeway_s=settings.jwt_leeway_s,
+                jwks=(
+                    json.loads(settings.jwt_jwks_file.read_text())
+                    if settings.jwt_jwks_file
+                    else None
+                ),
+                max_lifetime_s=settings.jwt_max_lifetime_s,
             )
         )
     configured = keyring is not None or jwt is not None
