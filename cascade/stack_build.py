@@ -156,8 +156,15 @@ def _served_two_tower_mismatch(
     from two_tower.export import model_dir
 
     newest = model_dir(repository) / str(versions[-1])
+    from two_tower import contract
+
     try:
         exported = json.loads((newest / "metadata.json").read_text())
+        if exported.get("contract") != contract.fingerprint():
+            return (
+                f"{newest} was exported for another Triton contract "
+                f"({exported.get('contract')}, this code speaks {contract.fingerprint()})"
+            )
         name = str(exported["artifact_version"])
         artifact_meta = json.loads(
             (layout.artifacts_dir / "two_tower" / name / "metadata.json").read_text()

@@ -12,6 +12,7 @@ import pytest
 
 from cascade import stack_build
 from cascade.runtime.paths import Layout
+from two_tower import contract
 
 DEMO = {"dataset": "demo", "checksum": "d" * 64}
 
@@ -67,7 +68,9 @@ def test_the_newest_triton_version_is_checked_through_its_training_artifact(
     ]:
         folder = repository / "two_tower" / str(version)
         folder.mkdir(parents=True)
-        (folder / "metadata.json").write_text(json.dumps({"artifact_version": artifact}))
+        (folder / "metadata.json").write_text(
+            json.dumps({"artifact_version": artifact, "contract": contract.fingerprint()})
+        )
         trained = layout.artifacts_dir / "two_tower" / artifact
         trained.mkdir(parents=True)
         (trained / "metadata.json").write_text(json.dumps({"data": data}))
@@ -85,3 +88,13 @@ def test_the_newest_triton_version_is_checked_through_its_training_artifact(
         layout=Layout(home=tmp_path / "empty"), repository=repository, versions=[1], serving=DEMO
     )
     assert missing is not None and "cannot be read" in missing
+
+
+def test_a_version_exported_for_another_contract_is_not_served(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "two_tower" / "1"
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"artifact_version": "A"}))  # before
+    mismatch = stack_build._served_two_tower_mismatch(
+        layout=Layout(home=tmp_path), repository=tmp_path / "models", versions=[1], serving=DEMO
+    )
+    assert mismatch is not None and "another Triton contract" in mismatch

@@ -40,7 +40,9 @@ from two_tower.towers import StringVocab, TwoTowerConfig
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: the user tower over the whole history (attention pooling + sequence encoder); a version-1
+# artifact's weights do not fit it, so it is refused by name instead of failing to load.
+FORMAT_VERSION = 2
 LATEST_FILE = store.LATEST_FILE
 METADATA_FILE = store.METADATA_FILE
 WEIGHTS_FILE = "model.safetensors"

@@ -135,3 +135,11 @@ def country_code(country: str | bytes | None) -> int:
 def ready_path(model_name: str = MODEL_NAME) -> str:
     """KServe v2 readiness path of the model (``/v2/health/ready`` answers before models load)."""
     return f"/v2/models/{model_name}/ready"
+
+
+def fingerprint() -> str:
+    """16 hex digits naming the wire contract (model name, every tensor's name, dtype and dims):
+    written into each exported version, so a version exported for another contract is never
+    served to a gateway that speaks this one (it would answer INVALID_ARGUMENT to every call)."""
+    spec = [MODEL_NAME] + [f"{t.name}:{t.dtype}:{list(t.dims)}" for t in (*INPUTS, *OUTPUTS)]
+    return hashlib.sha256("|".join(spec).encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@
     user_tower.pt         TorchScript of the user tower
     item_embeddings.npy   float32 (n_items, dim)
     item_ids.npy          int64 sorted
-    metadata.json         max_k, list lengths, artifact version, dim, n_items
+    metadata.json         contract fingerprint, max_k, list lengths, artifact version, dim, n_items
 
 then regenerates ``config.pbtxt`` and ``configs/gpu.pbtxt`` from the contract and deletes all but
 the ``keep`` newest version folders (the config's ``version_policy: latest { num_versions }``
@@ -107,6 +107,7 @@ def export_to_triton(
     version = (existing[-1] if existing else 0) + 1
     meta = {
         "artifact_version": trained.metadata.get("model_version", "unsaved"),
+        "contract": contract.fingerprint(),
         "max_k": contract.MAX_K,
         "recent_items_len": contract.RECENT_ITEMS_LEN,
         "max_seen_items": contract.MAX_SEEN_ITEMS,
