@@ -202,7 +202,7 @@ def watch(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``write DIR`` | ``write-newest MODEL_DIR`` | ``verify MODEL_DIR`` | ``watch MODEL_DIR ...``."""
+    """``write DIR`` | ``write-newest MODEL_DIR`` | ``verify MODEL_DIR`` | ``load``/``watch MODEL_DIR --url``."""
     parser = argparse.ArgumentParser(prog="model_manifest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("write", help="write the manifest of one version folder").add_argument("dir")
@@ -210,11 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model_dir"
     )
     sub.add_parser("verify", help="verify every version of a model").add_argument("model_dir")
-    w = sub.add_parser("watch", help="verify, then load through Triton's API, on each change")
-    w.add_argument("model_dir")
-    w.add_argument("--url", required=True, help="Triton's HTTP endpoint, http://127.0.0.1:8000")
-    w.add_argument("--model", default="two_tower")
-    w.add_argument("--interval", type=float, default=30.0)
+    for command, text in (
+        ("watch", "verify, then load through Triton's API, on each change"),
+        ("load", "verify every version, then load once through Triton's API"),
+    ):
+        w = sub.add_parser(command, help=text)
+        w.add_argument("model_dir")
+        w.add_argument("--url", required=True, help="Triton's HTTP endpoint, http://127.0.0.1:8000")
+        w.add_argument("--model", default="two_tower")
+        w.add_argument("--interval", type=float, default=30.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s model_manifest %(message)s")
     try:
@@ -232,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             key = os.environ.get(ADMIN_KEY_ENV, "")
             if not key:
                 raise ManifestError(f"{ADMIN_KEY_ENV} is not set")
+            if args.command == "load":
+                found = verify_model(Path(args.model_dir))
+                load_model(args.url, args.model, admin_key=key)
+                logger.info("loaded %s versions %s", args.model, found)
+                return 0
             watch(
                 model_dir=Path(args.model_dir),
                 url=args.url,
@@ -239,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 admin_key=key,
                 interval=args.interval,
             )
-    except ManifestError as exc:
+    except (ManifestError, OSError) as exc:
         logger.error("%s", exc)
         return 1
     return 0

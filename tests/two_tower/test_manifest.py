@@ -112,3 +112,7 @@ def test_script_cli_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
     ok = run("verify", str(model_dir))
     assert ok.returncode == 0, ok.stderr
     assert run("watch", str(model_dir), "--url", "http://127.0.0.1:1").returncode == 1  # no key
+    env["TRITON_ADMIN_KEY"] = "k"
+    (model_dir / "1" / "model.py").write_text("tampered\n")
+    refused = run("load", str(model_dir), "--url", "http://127.0.0.1:1")
+    assert refused.returncode == 1 and "differs from the manifest" in refused.stderr
