@@ -32,6 +32,7 @@ REQUIRED_ALERTS = {
     "CascadeFeatureStoreErrors",
     "CascadeRateLimitRedisErrors",  # issue 20
     "CascadeApiKeysReloadFailing",  # issue 20
+    "CascadeGatewayShedding",  # issue 20: edge sheds left the 5xx ratio
 }
 
 
