@@ -1,4 +1,4 @@
-"""Shortened fault drills D1, D2, D5, D6 and D9 on the integration stack (real processes), in CI.
+"""Shortened fault drills D1, D2, D5, D6, D9 and D10 on the integration stack (real processes), in CI.
 
 The same drill and criteria code as ``make drill`` (``cascade.drills.drills``), with
 ``Plan.ci()`` durations and the stack of ``conftest.py`` (breaker judged after 10 calls, open
@@ -10,6 +10,7 @@ is shared and noisy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -84,6 +85,17 @@ def test_d1_triton_killed_every_request_served_by_a_fallback(target: DrillTarget
 
 def test_d2_triton_frozen_then_resumed(target: DrillTarget) -> None:
     _run("D2", target)
+
+
+def test_d10_overload_then_recovery(target: DrillTarget) -> None:
+    """2x the measured capacity for 10 s, open loop: the gateway sheds and falls back while it
+    lasts, and the fallback and 503 shares return to their baseline after it (no metastable
+    mode). The recovery limit is CI's slack x 5 s: behaviour, not speed, is asserted."""
+    plan = dataclasses.replace(PLAN, overload_s=10.0, overload_after_s=20.0)
+    result = asyncio.run(DRILLS["D10"](target, plan))
+    print("\n" + drill_table([result]))
+    failed = result.failed_checks(include_timing=False)
+    assert result.behaviour_passed, f"D10 failed: {failed}\n{drill_table([result])}"
 
 
 def test_d5_triton_and_mf_down_popular_serves(target: DrillTarget) -> None:
