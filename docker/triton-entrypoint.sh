@@ -17,7 +17,7 @@
 #
 # Model control is explicit: nothing in the repository loads unless asked. At start every
 # version folder of two_tower must match its sha256 manifest (two_tower/manifest.py) or the
-# container exits; then Triton loads two_tower. A loader next to the server
+# container exits; then Triton loads two_tower (with no version yet it starts empty). A loader next to the server
 # (`model_manifest.py watch`) checks the folders every TRITON_POLL_SECS and, when they changed
 # and verify, asks Triton over loopback, with the admin header, to load them.
 set -eu
@@ -34,7 +34,6 @@ set -- \
     --grpc-port="${TRITON_GRPC_PORT:-8001}" \
     --metrics-port="${TRITON_METRICS_PORT:-8002}" \
     --model-control-mode=explicit \
-    --load-model=two_tower \
     --exit-on-error=true \
     --strict-readiness=true \
     --http-restricted-api="${restricted}" \
@@ -59,8 +58,15 @@ if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
         "$@"
 fi
 
-# Refuse to start on a version folder that does not match its manifest.
-python3 "${tools}/model_manifest.py" verify "${repository}/two_tower"
+if ls -d "${repository}"/two_tower/[0-9]* >/dev/null 2>&1; then
+    # Refuse to start on a version folder that does not match its manifest.
+    python3 "${tools}/model_manifest.py" verify "${repository}/two_tower"
+    set -- --load-model=two_tower "$@"
+else
+    # First deployment, before the first export: start empty (not ready); the loader loads the
+    # first version that verifies.
+    echo "triton-entrypoint: no two_tower version yet; the loader loads the first verified one" >&2
+fi
 
 if [ "${TRITON_POLL_SECS:-30}" != "0" ]; then
     # Outlives this shell: after the exec below it is tritonserver's child, stopped with the

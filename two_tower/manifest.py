@@ -180,8 +180,9 @@ def watch(
     """Every ``interval`` seconds: when the version folders changed and all verify, load them.
 
     The state at start counts as loaded (the entrypoint verified it and Triton loaded it with
-    ``--load-model``). A folder that fails verification is logged once per change and not
-    loaded; Triton keeps serving what it has.
+    ``--load-model``). A folder that fails verification, or a load Triton refuses, is logged
+    once per change and not retried; Triton keeps serving what it has. An unreachable Triton
+    (starting, restarting) is retried every round.
     """
     current = fingerprint(model_dir)
     n = 0
@@ -194,8 +195,11 @@ def watch(
         try:
             verify_model(model_dir)
             load_model(url, model, admin_key=admin_key)
-        except (ManifestError, OSError) as exc:
+        except ManifestError as exc:  # a bad folder or a refused load: wait for the next change
             logger.error("not loading %s: %s", model, exc)
+        except OSError as exc:  # Triton not reachable (yet): try again next round
+            logger.warning("loading %s: Triton unreachable (%s); retrying", model, exc)
+            continue
         else:
             logger.info("loaded %s versions %s", model, [v for v, _ in seen])
         current = seen  # one attempt (and one log line) per change

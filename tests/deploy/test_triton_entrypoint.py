@@ -152,6 +152,17 @@ def test_entrypoint_refuses_a_version_that_does_not_match_its_manifest(tmp_path:
     assert not Path(env["ARGS_OUT"]).exists(), "tritonserver must not start"
 
 
+def test_entrypoint_starts_empty_before_the_first_export(tmp_path: Path) -> None:
+    (tmp_path / "models" / "two_tower").mkdir(parents=True)
+    env = entrypoint_env(tmp_path, {"TRITON_ADMIN_KEY": TEST_KEY})
+    done = subprocess.run(["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    args = Path(env["ARGS_OUT"]).read_text().splitlines()
+    assert not flag(args, "--load-model"), "nothing to load yet: the loader loads the first one"
+    assert flag(args, "--model-control-mode") == ["explicit"]
+    assert len(flag(args, "--http-restricted-api")) == 1
+
+
 def test_the_image_carries_the_manifest_tool_and_the_jobs_write_manifests() -> None:
     dockerfile = (facts.REPO / "docker" / "triton.Dockerfile").read_text()
     assert "COPY two_tower/manifest.py /opt/cascade/model_manifest.py" in dockerfile

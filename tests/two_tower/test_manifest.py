@@ -116,3 +116,52 @@ def test_script_cli_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
     (model_dir / "1" / "model.py").write_text("tampered\n")
     refused = run("load", str(model_dir), "--url", "http://127.0.0.1:1")
     assert refused.returncode == 1 and "differs from the manifest" in refused.stderr
+
+
+def test_watch_retries_an_unreachable_triton_and_loads_once_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_model`` replaced by a recorder (a fake: no Triton here; the real one is exercised
+    in tests/integration/test_triton_admin_api.py). No sleeps: ``time.sleep`` is a no-op."""
+    model_dir = tmp_path / "two_tower"
+    manifest.write_manifest(_version(model_dir, 1))
+    calls: list[str] = []
+    outcomes: list[BaseException | None] = [ConnectionRefusedError("down"), None]
+
+    def fake_load(url: str, model: str, *, admin_key: str, timeout: float = 300.0) -> None:
+        calls.append(model)
+        outcome = outcomes.pop(0) if outcomes else None
+        if outcome is not None:
+            raise outcome
+
+    def sleep(_: float) -> None:
+        if len(calls) == 0 and not (model_dir / "2").exists():
+            manifest.write_manifest(_version(model_dir, 2))
+
+    monkeypatch.setattr(manifest, "load_model", fake_load)
+    monkeypatch.setattr(manifest.time, "sleep", sleep)
+    manifest.watch(
+        model_dir=model_dir, url="u", model="two_tower", admin_key="k", interval=0, iterations=4
+    )
+    assert calls == ["two_tower", "two_tower"], "retried after the refused connection, then done"
+
+
+def test_watch_does_not_load_a_tampered_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "two_tower"
+    manifest.write_manifest(_version(model_dir, 1))
+    calls: list[str] = []
+    monkeypatch.setattr(manifest, "load_model", lambda *a, **k: calls.append("load"))
+
+    def sleep(_: float) -> None:
+        if not (model_dir / "2").exists():
+            folder = _version(model_dir, 2)
+            manifest.write_manifest(folder)
+            (folder / "model.py").write_text("tampered\n")
+
+    monkeypatch.setattr(manifest.time, "sleep", sleep)
+    manifest.watch(
+        model_dir=model_dir, url="u", model="two_tower", admin_key="k", interval=0, iterations=3
+    )
+    assert calls == []
