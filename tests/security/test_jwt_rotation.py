@@ -85,17 +85,21 @@ def test_a_key_set_never_lends_a_key_to_another_algorithm() -> None:
         verifier([oct_key("short", "s" * 8)])
 
 
+# Offsets from the moment the test runs, not from collection time: a CI run collects
+# every module minutes before it runs this one, which once turned "+60 s" into expired.
 @pytest.mark.parametrize(
-    ("claims", "reason"),
+    ("offsets", "reason"),
     [
-        ({"iat": int(time.time()) - 60, "exp": int(time.time()) + 3500}, "ok"),
-        ({"iat": int(time.time()) - 60, "exp": int(time.time()) + 4000}, "jwt_lifetime"),
-        ({"iat": None, "exp": int(time.time()) + 86_400}, "jwt_lifetime"),  # no iat: exp - now
-        ({"iat": None, "exp": int(time.time()) + 600}, "ok"),
-        ({"iat": int(time.time()) - 7200, "exp": int(time.time()) + 60}, "jwt_lifetime"),
+        ({"iat": -60, "exp": 3500}, "ok"),
+        ({"iat": -60, "exp": 4000}, "jwt_lifetime"),
+        ({"iat": None, "exp": 86_400}, "jwt_lifetime"),  # no iat: exp - now
+        ({"iat": None, "exp": 600}, "ok"),
+        ({"iat": -7200, "exp": 600}, "jwt_lifetime"),
     ],
 )
-def test_maximum_lifetime(claims: dict[str, object], reason: str) -> None:
+def test_maximum_lifetime(offsets: dict[str, int | None], reason: str) -> None:
+    now = int(time.time())
+    claims = {k: None if v is None else now + v for k, v in offsets.items()}
     v = verifier([oct_key("a", NEW)], max_lifetime_s=3600, leeway_s=30)
     assert v.verify(token(NEW, "a", **claims))[1] == reason
 
