@@ -40,6 +40,7 @@ import numpy as np
 
 from two_tower import contract
 from two_tower.artifacts import TrainedTwoTower
+from two_tower.manifest import write_manifest
 from two_tower.triton_config import DEFAULT_VERSIONS_TO_KEEP, write_configs
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ def export_to_triton(
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
         )
+        # The manifest goes in with the files, so no reader ever sees a version without one.
+        write_manifest(tmp)
         os.chmod(tmp, 0o755)
         os.rename(tmp, folder / str(version))
     except BaseException:

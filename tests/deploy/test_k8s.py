@@ -356,6 +356,17 @@ def test_hpas_scale_every_serving_tier_on_the_right_signals(overlay: tuple[str, 
         )
 
 
+def test_rate_limit_share_and_trusted_proxies_follow_the_deployment(
+    overlay: tuple[str, Docs],
+) -> None:
+    # Redis down: each replica limits a key to rate / GATEWAY_RATE_LIMIT_REPLICAS, so the value
+    # must be at least the HPA's maximum or the fleet together lets a key exceed its rate.
+    _, docs = overlay
+    data = one(docs, "ConfigMap", "gateway-config")["data"]
+    assert int(data["GATEWAY_RATE_LIMIT_REPLICAS"]) >= _hpa(docs, "gateway")["spec"]["maxReplicas"]
+    assert data["GATEWAY_TRUSTED_PROXIES"], "X-Request-Start from the ingress must count"
+
+
 def _adapter_config(monitoring: Docs) -> dict[str, Any]:
     return yaml.safe_load(
         one(monitoring, "ConfigMap", "prometheus-adapter-cascade")["data"]["config.yaml"]

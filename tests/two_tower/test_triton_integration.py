@@ -188,3 +188,10 @@ def test_repository_api_is_restricted(server):
         assert server.model_ready()
     finally:
         c.close()
+
+
+def test_the_export_writes_a_manifest_that_verifies(server):
+    # Written inside the temporary folder before the rename: no reader sees a version without it.
+    from two_tower.manifest import verify_model
+
+    assert verify_model(model_dir(server.settings.model_repository)) == [1]
