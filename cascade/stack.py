@@ -38,7 +38,7 @@ import typer
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, http_ok
 from cascade.runtime.redact import redact_root_handlers, redact_url
-from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store
+from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store, data_identity
 from cascade.supervisor import Child, Stack
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def _children(
     repository: Path,
     with_triton: bool,
     keys_file: Path | None = None,
+    data_checksum: str | None = None,
 ) -> list[Child]:
     env = dict(os.environ, CASCADE_HOME=str(layout.home), OPENBLAS_NUM_THREADS="1")
     logs = layout.run_dir
@@ -107,6 +108,9 @@ def _children(
         MF_HOST=INTERNAL_HOST,
         MF_PORT=str(ports.mf),
         MF_ARTIFACTS_DIR=str(layout.artifacts_dir / "als"),
+        # The service refuses an ALS version trained on other data (issue 19).
+        MF_DATASET=dataset,
+        MF_DATA_CHECKSUM=data_checksum or "",
     )
     mf = ManagedProcess(
         "fallback_mf",
@@ -227,6 +231,7 @@ def up(
             repository=repository,
             with_triton=with_triton,
             keys_file=keys_file,
+            data_checksum=data_identity(layout.dataset_dir(dataset))["checksum"],
         )
     )
     try:

@@ -83,7 +83,7 @@ def build(
 
     directory = resolve_dataset(spec, layout=layout)
     dataset = directory.name
-    serving = _data_identity(directory)
+    serving = data_identity(directory)
     new_registry = not (
         feature_store.store_dir(layout=layout, dataset=dataset) / "registry.db"
     ).exists()
@@ -109,7 +109,7 @@ def build(
     )
 
 
-def _data_identity(directory: Path) -> dict[str, Any]:
+def data_identity(directory: Path) -> dict[str, Any]:
     """What an artifact trained on all of this data set records under ``data``."""
     from cascade.data.dataset import read_manifest
 

@@ -22,7 +22,7 @@ from fallback_mf.service.api import router
 from fallback_mf.service.errors import MfServiceError, ReloadFailed
 from fallback_mf.service.metrics import ServiceMetrics
 from fallback_mf.service.middleware import ObservabilityMiddleware
-from fallback_mf.service.model import Loader, ModelStore, load_artifact
+from fallback_mf.service.model import Loader, ModelStore, ServedData, load_artifact
 from fallback_mf.service.settings import MfSettings
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,12 @@ def create_app(settings: MfSettings | None = None, *, loader: Loader = load_arti
     metrics = ServiceMetrics()
     tracer_provider = configure_tracing(service_name=SERVICE_NAME)
     store = ModelStore(
-        artifacts_dir=settings.artifacts_dir, pinned_version=settings.version, loader=loader
+        artifacts_dir=settings.artifacts_dir,
+        pinned_version=settings.version,
+        loader=loader,
+        served_data=(
+            ServedData(settings.dataset, settings.data_checksum) if settings.dataset else None
+        ),
     )
     store.on_swap = metrics.model_swapped
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from fallback_mf.artifact_format import (
     ArtifactFormatError,
     is_version_name,
     read_checked,
+    read_metadata,
     resolve_latest,
 )
 from fallback_mf.service.errors import ModelNotReady, ReloadFailed
@@ -74,6 +76,28 @@ class LoadedModel:
         return Recommendation(items, scores, self.knows(user_id), self.version)
 
 
+@dataclass(frozen=True)
+class ServedData:
+    """The data set this service serves; an artifact trained on other data is refused."""
+
+    dataset: str
+    checksum: str | None = None
+
+    def mismatch(self, meta: dict[str, Any]) -> str | None:
+        """None when ``meta`` (an artifact's metadata) says it was trained on this data."""
+        data = meta.get("data") or {}
+        if data.get("dataset") != self.dataset:
+            return (
+                f"it was trained on {data.get('dataset')!r}, this service serves {self.dataset!r}"
+            )
+        if self.checksum and data.get("checksum") != self.checksum:
+            return (
+                f"it was trained on another build of {self.dataset!r} (checksum "
+                f"{str(data.get('checksum'))[:12]}, served {self.checksum[:12]})"
+            )
+        return None
+
+
 class ModelStore:
     """The current model, swapped atomically by :meth:`reload`.
 
@@ -86,10 +110,12 @@ class ModelStore:
         artifacts_dir: Path,
         pinned_version: str | None = None,
         loader: Loader = load_artifact,
+        served_data: ServedData | None = None,
     ) -> None:
         self.artifacts_dir = artifacts_dir
         self.pinned_version = pinned_version
         self._loader = loader
+        self.served_data = served_data
         self._current: LoadedModel | None = None
         self._lock = asyncio.Lock()  # one reload at a time; requests never take it
         self.on_swap: Callable[[LoadedModel], None] | None = None
@@ -134,6 +160,10 @@ class ModelStore:
             directory = self.artifacts_dir / target
             started = time.perf_counter()
             try:
+                if self.served_data is not None:  # before the (large) arrays are read
+                    mismatch = self.served_data.mismatch(read_metadata(directory))
+                    if mismatch:
+                        raise ReloadFailed(f"refused ALS artifact {directory}: {mismatch}")
                 model = await asyncio.to_thread(self._loader, directory)
             except _LOAD_ERRORS as exc:
                 raise ReloadFailed(f"cannot load ALS artifact {directory}: {exc}") from exc

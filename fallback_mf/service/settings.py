@@ -21,6 +21,12 @@ variable                   default                 meaning
                                                    loopback peers only (403 for anyone else)
 ``MF_RELOAD_MIN_INTERVAL_S`` ``10``                at most one ``/admin/reload`` per this many
                                                    seconds (429 + ``Retry-After``); ``0``: no limit
+``MF_DATASET``             unset                   the data set this service serves: an artifact
+                                                   trained on another one (its ``data.dataset``)
+                                                   is refused, the old model keeps serving
+``MF_DATA_CHECKSUM``       unset                   with ``MF_DATASET``: also the data's checksum
+                                                   (``data.checksum``), so a rebuilt data set of
+                                                   the same name is told apart
 ``MF_LOG_LEVEL``           ``INFO``                root log level
 ``MF_JSON_LOGS``           ``true``                JSON lines on stderr (false: plain text)
 ========================== ======================= ==================================================
@@ -60,6 +66,8 @@ class MfSettings(BaseSettings):
     reload_interval_s: float = Field(default=30.0, ge=0.0)
     admin_token: SecretStr | None = None
     reload_min_interval_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+    dataset: str | None = None
+    data_checksum: str | None = None
     log_level: str = "INFO"
     json_logs: bool = True
 

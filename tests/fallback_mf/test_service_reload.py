@@ -4,6 +4,7 @@ a pinned version, and requests that keep succeeding while versions swap under th
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -91,3 +92,35 @@ async def _hammer_while_reloading(artifacts: FakeArtifacts) -> None:
             await asyncio.gather(*tasks)
     assert len(statuses) > 20 and set(statuses) == {200}
     assert len(versions) > 2
+
+
+def _trained_on(artifacts: FakeArtifacts, version: str, dataset: str, checksum: str) -> None:
+    artifacts.publish(version)
+    meta = {"data": {"dataset": dataset, "checksum": checksum, "split": None}}
+    (artifacts.root / version / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_an_artifact_trained_on_another_data_set_is_refused_and_the_old_one_serves(
+    tmp_path: Path,
+) -> None:
+    # Issue 19: `SCALE=tiny make up` then `make up` once served tiny's model to demo's catalogue.
+    fake = FakeArtifacts(tmp_path / "als")
+    _trained_on(fake, "v1", "demo", "d" * 64)
+    settings = settings_for(fake, dataset="demo", data_checksum="d" * 64)
+    with AppClient(create_app(settings, loader=fake)) as c:
+        assert c.get("/readyz").json()["model_version"] == "v1"
+        _trained_on(fake, "v2", "tiny", "t" * 64)
+        r = c.post("/admin/reload")
+        assert r.status_code == 409 and "trained on 'tiny'" in r.json()["detail"]
+        _trained_on(fake, "v3", "demo", "e" * 64)  # a rebuilt demo: another checksum
+        r = c.post("/admin/reload")
+        assert r.status_code == 409 and "another build of 'demo'" in r.json()["detail"]
+        assert c.get("/readyz").json()["model_version"] == "v1"
+        assert fake.loads == ["v1"], "a refused artifact's arrays are never read"
+
+
+def test_without_a_served_data_set_any_artifact_loads(tmp_path: Path) -> None:
+    fake = FakeArtifacts(tmp_path / "als")
+    _trained_on(fake, "v1", "tiny", "t" * 64)
+    with AppClient(create_app(settings_for(fake), loader=fake)) as c:
+        assert c.get("/readyz").json()["model_version"] == "v1"

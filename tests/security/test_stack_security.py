@@ -24,6 +24,7 @@ def test_children_env_keys_and_loopback(tmp_path: Path) -> None:
     gw_env = by_name["gateway"].proc.env
     assert mf_env is not None and gw_env is not None
     assert mf_env["MF_HOST"] == "127.0.0.1"  # internal: never the public address
+    assert mf_env["MF_DATASET"] == "tiny"  # the MF service refuses ALS trained on other data
     assert gw_env["GATEWAY_HOST"] == "0.0.0.0"
     assert gw_env["GATEWAY_MF_URL"] == "http://127.0.0.1:18001"
     assert gw_env["GATEWAY_API_KEYS_FILE"] == str(keys_file)
