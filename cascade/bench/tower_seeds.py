@@ -9,17 +9,25 @@ For each seed ``s`` this runs, as child processes, exactly what a user would typ
 
 and reads ``report.json`` (the evaluation of that seed's artifacts on the test split) and the
 Two-Tower artifact's ``metadata.json`` (training seconds, epochs, peak memory of the training
-process). Popular and EASE do not depend on the seed (EASE's λ is chosen on a fixed validation
-hold-out); they are evaluated each time and their spread shows that. The table is printed and
-written to ``$CASCADE_HOME/reports/<data>/seeds.md`` and ``seeds.json``.
+process). Each command's wall time and peak RSS are taken from the kernel (``os.wait4``'s
+``ru_maxrss``), and its output goes to ``seeds-logs/`` beside the report, so a long run can be
+watched. Popular and EASE do not depend on the seed (EASE's λ is chosen on a fixed validation
+hold-out); they are evaluated each time and their spread shows that. Every figure is the mean,
+the sample standard deviation and [min, max] over the seeds; the Two-Tower / ALS ratio is given
+of the means and per seed. With ``--profile`` a synthetic data set is (re)built in that profile
+first (``cascade data -s synthetic:<scale> --profile P``) and the files are named after it. The
+table is printed and written to ``$CASCADE_HOME/reports/<data>/seeds[-<profile>].md`` and
+``.json``.
 
-    python -m cascade.bench.tower_seeds --data demo --seeds 3 -- --dim 128
+    python -m cascade.bench.tower_seeds --data demo --profile sessions --seeds 3
+    python -m cascade.bench.tower_seeds --data demo --seeds 3 -- --dim 128   # extra tower options
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,20 +41,49 @@ MODELS = ("popular", "als", "ease", "two_tower")
 METRICS = ("recall@20", "ndcg@10", "recall@10", "hit_rate@10", "coverage@10")
 
 
-def _cascade(args: list[str]) -> None:
-    """Run ``cascade ARGS`` in a child process; raise with its output's tail when it fails."""
-    cmd = [str(Path(sys.executable).with_name("cascade")), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _executable() -> str:
+    """The ``cascade`` script of this interpreter's environment."""
+    return str(Path(sys.executable).with_name("cascade"))
+
+
+def _cascade(args: list[str], *, log: Path) -> dict[str, float]:
+    """Run ``cascade ARGS`` in a child process, its output to ``log``; its wall seconds and peak
+    RSS (MiB, the kernel's ``ru_maxrss`` of that child alone). Raise with the log's tail when it
+    fails."""
+    cmd = [_executable(), *args]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w") as out:
+        out.write(f"$ cascade {' '.join(args)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}), {log}:\n{tail}")
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1)}
 
 
-def run_seed(*, data: str, seed: int, tower_args: list[str], layout: Layout) -> dict[str, Any]:
+def run_seed(
+    *, data: str, seed: int, tower_args: list[str], layout: Layout, logs: Path
+) -> dict[str, Any]:
     """Train both models with ``seed``, evaluate; the figures of that seed."""
-    _cascade(["train", "mf", "--data", data, "--seed", str(seed), "--train-split", "--no-progress"])
+    costs = {
+        "als": _cascade(
+            ["train", "mf", "--data", data, "--seed", str(seed), "--train-split", "--no-progress"],
+            log=logs / f"{seed}-als.log",
+        )
+    }
     tower = ["train", "two-tower", "--data", data, "--seed", str(seed), "--train-split"]
-    _cascade([*tower, "--no-progress", *tower_args])
-    _cascade(["evaluate", "--dataset", data, "--models", ",".join(MODELS)])
+    costs["two_tower"] = _cascade(
+        [*tower, "--no-progress", *tower_args], log=logs / f"{seed}-two_tower.log"
+    )
+    costs["evaluate"] = _cascade(
+        ["evaluate", "--dataset", data, "--models", ",".join(MODELS)],
+        log=logs / f"{seed}-evaluate.log",
+    )
     name = data.split(":", 1)[-1]
     report = json.loads((layout.reports_dir / name / "report.json").read_text())
     latest = layout.artifacts_dir / "two_tower" / "latest"
@@ -56,6 +93,7 @@ def run_seed(*, data: str, seed: int, tower_args: list[str], layout: Layout) -> 
         "models": {m: report["models"][m] for m in MODELS if m in report["models"]},
         "users_evaluated": report["users_evaluated"],
         "params": report.get("params", {}),
+        "commands": costs,
         "two_tower": {
             "train_seconds": meta.get("train_seconds"),
             "peak_rss_mb": meta.get("peak_rss_mb"),
@@ -67,35 +105,49 @@ def run_seed(*, data: str, seed: int, tower_args: list[str], layout: Layout) -> 
     }
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """``model -> metric -> (mean, sample standard deviation)`` over the runs."""
-    out: dict[str, dict[str, tuple[float, float]]] = {}
+Stats = tuple[float, float, float, float]  # mean, sample standard deviation, min, max
+
+
+def _stats(xs: list[float]) -> Stats:
+    spread = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return (statistics.fmean(xs), spread, min(xs), max(xs))
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Stats]]:
+    """``model -> metric -> (mean, sample standard deviation, min, max)`` over the runs."""
+    out: dict[str, dict[str, Stats]] = {}
     for model in MODELS:
         values = [r["models"][model] for r in runs if model in r["models"]]
         if not values:
             continue
-        out[model] = {}
-        for metric in METRICS:
-            xs = [float(v[metric]) for v in values]
-            spread = statistics.stdev(xs) if len(xs) > 1 else 0.0
-            out[model][metric] = (statistics.fmean(xs), spread)
+        out[model] = {metric: _stats([float(v[metric]) for v in values]) for metric in METRICS}
     return out
 
 
-def format_table(
-    runs: list[dict[str, Any]], summary: dict[str, dict[str, tuple[float, float]]]
-) -> str:
-    """Markdown: mean ± standard deviation per model and metric, ratios, per-seed rows, costs."""
+def seed_ratios(runs: list[dict[str, Any]], metric: str = "recall@20") -> list[float]:
+    """Two-Tower / ALS of ``metric`` within each seed (seeds missing either model are left out)."""
+    out = []
+    for r in runs:
+        tower, als = r["models"].get("two_tower"), r["models"].get("als")
+        if tower and als and float(als[metric]) > 0:
+            out.append(float(tower[metric]) / float(als[metric]))
+    return out
+
+
+def format_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Stats]]) -> str:
+    """Markdown: mean ± standard deviation [min, max] per model and metric, ratios of the means,
+    per-seed rows with the Two-Tower / ALS ratio, and the training costs."""
     models = [m for m in MODELS if m in summary]
     lines = [
-        f"Mean ± standard deviation over {len(runs)} seeds ({', '.join(str(r['seed']) for r in runs)}); "
+        f"Mean ± sample standard deviation [min, max] over {len(runs)} seeds "
+        f"({', '.join(str(r['seed']) for r in runs)}); "
         f"{runs[0]['users_evaluated']:,} users evaluated.",
         "",
         "| metric | " + " | ".join(models) + " | Two-Tower / ALS | Two-Tower / EASE |",
         "|---|" + "---:|" * (len(models) + 2),
     ]
     for metric in METRICS:
-        cells = [f"{summary[m][metric][0]:.4f} ± {summary[m][metric][1]:.4f}" for m in models]
+        cells = ["{:.4f} ± {:.4f} [{:.4f}, {:.4f}]".format(*summary[m][metric]) for m in models]
         ratios = []
         for ref in ("als", "ease"):
             if "two_tower" in summary and ref in summary and summary[ref][metric][0] > 0:
@@ -103,24 +155,52 @@ def format_table(
             else:
                 ratios.append("")
         lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
+    ratios_r20 = seed_ratios(runs)
+    if ratios_r20:
+        lines += [
+            "",
+            "Two-Tower / ALS Recall@20 within each seed: "
+            + ", ".join(f"{x:.3f}" for x in ratios_r20)
+            + f" (mean {statistics.fmean(ratios_r20):.3f}, "
+            f"[{min(ratios_r20):.3f}, {max(ratios_r20):.3f}]).",
+        ]
     lines += [
         "",
         "| seed | "
         + " | ".join(f"{m} R@20" for m in models)
-        + " | Two-Tower NDCG@10 | ALS NDCG@10 | epochs run | best epoch | val R@20 | train s | peak MiB |",
-        "|---|" + "---:|" * (len(models) + 7),
+        + " | TT / ALS | Two-Tower NDCG@10 | ALS NDCG@10 | epochs run | best epoch | val R@20"
+        + " | fit s | train cmd s / peak MiB | ALS cmd s / MiB | evaluate s / MiB |",
+        "|---|" + "---:|" * (len(models) + 9),
     ]
     for r in runs:
         t = r["two_tower"]
+        tower, als = r["models"].get("two_tower", {}), r["models"].get("als", {})
+        ratio = (
+            f"{tower['recall@20'] / als['recall@20']:.3f}" if tower and als.get("recall@20") else ""
+        )
+        cost = r.get("commands", {})
+
+        def cmd(name: str, cost: dict[str, Any] = cost) -> str:
+            c = cost.get(name)
+            return f"{c['wall_s']:.0f} / {c['peak_rss_mb']:.0f}" if c else ""
+
         lines.append(
             f"| {r['seed']} | "
             + " | ".join(f"{r['models'][m]['recall@20']:.4f}" for m in models)
-            + f" | {r['models'].get('two_tower', {}).get('ndcg@10', float('nan')):.4f}"
-            + f" | {r['models'].get('als', {}).get('ndcg@10', float('nan')):.4f}"
+            + f" | {ratio}"
+            + f" | {tower.get('ndcg@10', float('nan')):.4f}"
+            + f" | {als.get('ndcg@10', float('nan')):.4f}"
             + f" | {t['epochs_run']} | {t['best_epoch']} | "
             + ", ".join(f"{v:.4f}" for v in t["val_recall@20"])
-            + f" | {t['train_seconds']} | {t['peak_rss_mb']} |"
+            + f" | {t['train_seconds']} | {cmd('two_tower')} | {cmd('als')} | {cmd('evaluate')} |"
         )
+    lines += [
+        "",
+        "fit s: the Two-Tower's training loop (metadata `train_seconds`); train cmd: the whole "
+        "`cascade train two-tower` process (data, training set, fit, test metrics, save), wall "
+        "seconds and peak RSS from `os.wait4`; peak RSS of the training loop's process is the "
+        "same figure.",
+    ]
     return "\n".join(lines)
 
 
@@ -129,31 +209,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="demo")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
     parser.add_argument("--first-seed", type=int, default=42)
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="synthetic profile (sessions, uniform): build the data set in it first",
+    )
     parser.add_argument("tower_args", nargs="*", help="extra `cascade train two-tower` options")
     args = parser.parse_args(argv)
     layout = Layout.from_env()
-    runs = []
+    name = args.data.split(":", 1)[-1]
+    out = layout.reports_dir / name
+    stem = f"seeds-{args.profile}" if args.profile else "seeds"
+    logs = out / f"{stem}-logs"
     started = time.time()
+    if args.profile:
+        source = args.data if ":" in args.data else f"synthetic:{args.data}"
+        _cascade(["data", "-s", source, "--profile", args.profile], log=logs / "data.log")
+    runs = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        runs.append(run_seed(data=args.data, seed=seed, tower_args=args.tower_args, layout=layout))
+        runs.append(
+            run_seed(data=name, seed=seed, tower_args=args.tower_args, layout=layout, logs=logs)
+        )
         print(
             f"seed {seed}: {json.dumps(runs[-1]['models'].get('two_tower', {}))}", file=sys.stderr
         )
     summary = summarise(runs)
     table = format_table(runs, summary)
     print(table)
-    out = layout.reports_dir / args.data.split(":", 1)[-1]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "seeds.md").write_text(table + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")
     payload = {
         "data": args.data,
+        "profile": args.profile,
         "tower_args": args.tower_args,
         "runs": runs,
         "summary": {m: {k: list(v) for k, v in s.items()} for m, s in summary.items()},
         "wall_s": round(time.time() - started, 1),
     }
-    (out / "seeds.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"written: {out / 'seeds.md'}, {out / 'seeds.json'}", file=sys.stderr)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"written: {out / stem}.md, .json", file=sys.stderr)
     return 0
 
 
