@@ -89,7 +89,12 @@ def train_mf(
     regularization: float = typer.Option(
         DEFAULT_REGULARIZATION, min=0.0, help="L2 regularization."
     ),
-    alpha: float = typer.Option(DEFAULT_ALPHA, min=0.0, help="Confidence c = 1 + alpha * r."),
+    alpha: float = typer.Option(
+        DEFAULT_ALPHA,
+        min=0.0,
+        help="Confidence c = 1 + alpha * r (Hu et al.). implicit's own alpha means c = alpha * r:"
+        " on 0/1 data its alpha A is --alpha A-1 here.",
+    ),
     iterations: int = typer.Option(DEFAULT_ITERATIONS, min=1, help="ALS sweeps."),
     confidence: str = typer.Option(
         "count", help="r from interaction counts ('count') or summed ratings ('rating')."
