@@ -9,8 +9,10 @@ user without training interactions gets the popular items (the contract's cold-s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,33 +183,48 @@ class TwoTowerRecommender:
         scores[rows[hit], col[hit]] = -np.inf
 
 
-def load_two_tower(*, layout: Layout, dataset: ModelData) -> TwoTowerRecommender:
-    """The newest Two-Tower artifact trained on exactly ``dataset`` (data checksum and split).
+def load_two_tower(
+    *, layout: Layout, dataset: ModelData, version: str | None = None
+) -> TwoTowerRecommender:
+    """The newest Two-Tower artifact trained on exactly ``dataset`` (data checksum and split), or
+    the version folder named ``version`` when it was.
 
-    Raises ``cascade.evaluation.model_data.ModelUnavailable`` (with the command to run) when none is.
+    Raises ``cascade.evaluation.model_data.ModelUnavailable`` (with the command to run) when none
+    is, or saying what ``version`` was trained on when that is something else.
     """
     from cascade.data.dataset import read_dataset
-    from cascade.evaluation.model_data import ModelUnavailable
+    from cascade.evaluation.model_data import ModelUnavailable, version_candidates
     from two_tower.artifacts import (
         ArtifactError,
         latest_dir,
         list_versions,
         load_two_tower_artifact,
         read_metadata,
+        root_dir,
     )
 
-    candidates = list_versions(layout.artifacts_dir)
-    try:
+    latest: Path | None = None
+    with contextlib.suppress(ArtifactError):  # no `latest` yet: newest first
         latest = latest_dir(layout.artifacts_dir)
-        candidates.sort(key=lambda p: p != latest)
-    except ArtifactError:
-        pass
+    candidates = version_candidates(
+        list_versions(layout.artifacts_dir),
+        latest=latest,
+        version=version,
+        kind="Two-Tower",
+        root=root_dir(layout.artifacts_dir),
+    )
     for directory in candidates:
         try:
             meta: dict[str, Any] = read_metadata(directory)
         except ArtifactError as exc:
+            if version is not None:
+                raise ModelUnavailable(f"Two-Tower version {version}: {exc}") from exc
             logger.warning("skipping %s: %s", directory, exc)
             continue
+        if version is not None and not dataset.matches(meta.get("data")):
+            raise ModelUnavailable(
+                f"Two-Tower version {version} cannot be used: {dataset.mismatch(meta.get('data'))}"
+            )
         if dataset.matches(meta.get("data")):
             logger.info("two_tower: using artifact %s", directory)
             trained = load_two_tower_artifact(directory)

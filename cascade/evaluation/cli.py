@@ -51,25 +51,40 @@ def run_evaluation(
     max_users: int | None,
     seed: int = 0,
     train_missing: bool = True,
+    versions: dict[str, str] | None = None,
 ) -> tuple[Report, Path]:
     """Split ``spec``, load each model trained on that split, evaluate, write the report.
 
     A model without a matching artifact is skipped with its reason (``als`` is trained in memory
-    instead when ``train_missing``). Returns ``(Report, report folder)``.
+    instead when ``train_missing``). ``versions`` pins a model to one artifact version (model
+    name -> version folder); a pinned version that is missing or was trained on other data is an
+    error, never skipped or replaced. Returns ``(Report, report folder)``.
     """
     from cascade.evaluation.model_data import ModelUnavailable, prepare_data
     from cascade.evaluation.models import load_model
     from cascade.evaluation.report import evaluate as evaluate_models
 
+    versions = versions or {}
+    unused = sorted(set(versions) - set(model_names))
+    if unused:
+        raise ValueError(f"--version names {', '.join(unused)}, not among --models")
     data, test = prepare_data(layout=layout, spec=spec, split=split)
     models: list[Recommender] = []
     skipped: dict[str, str] = {}
     for name in model_names:
         try:
             models.append(
-                load_model(name, layout=layout, dataset=data, train_missing=train_missing)
+                load_model(
+                    name,
+                    layout=layout,
+                    dataset=data,
+                    train_missing=train_missing and name not in versions,
+                    version=versions.get(name),
+                )
             )
         except ModelUnavailable as exc:
+            if name in versions:
+                raise
             logger.warning("skipping %s: %s", name, exc)
             skipped[name] = str(exc)
     if not models:
@@ -90,6 +105,27 @@ def run_evaluation(
         skipped=skipped,
     )
     return report, out_dir
+
+
+def parse_versions(values: list[str]) -> dict[str, str]:
+    """``MODEL=VERSION`` pairs of ``cascade evaluate --version`` as a dict; ValueError naming the
+    bad one (no ``=``, a model without artifacts, a model given twice)."""
+    from cascade.evaluation.models import VERSIONED
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, version = value.partition("=")
+        name, version = name.strip(), version.strip()
+        if not sep or not version:
+            raise ValueError(
+                f"--version {value!r}: expected MODEL=VERSION, e.g. als=20261204T135744Z"
+            )
+        if name not in VERSIONED:
+            raise ValueError(f"--version {value!r}: only {', '.join(VERSIONED)} have versions")
+        if name in out:
+            raise ValueError(f"--version names {name} twice")
+        out[name] = version
+    return out
 
 
 def evaluate(
@@ -121,6 +157,14 @@ def evaluate(
         "--train-missing/--no-train-missing",
         help="Train ALS in memory when no artifact matches the split.",
     ),
+    version: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            help="MODEL=VERSION: evaluate that artifact version (its folder name under "
+            "artifacts/MODEL/) instead of the newest matching one; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate models on a per-user temporal split; write report.json, report.md, recall_at_k.png."""
     from cascade.evaluation.models import MODEL_NAMES
@@ -133,6 +177,7 @@ def evaluate(
             param_hint="--models",
         )
     try:
+        versions = parse_versions(version or [])
         split = SplitParams(test_fraction=test_fraction, min_interactions=min_interactions)
         report, out_dir = run_evaluation(
             layout=Layout.from_env(),
@@ -142,6 +187,7 @@ def evaluate(
             max_users=max_users or None,
             seed=seed,
             train_missing=train_missing,
+            versions=versions,
         )
     except _expected_errors() as exc:
         raise _fail(str(exc)) from None
@@ -236,6 +282,12 @@ def recommend(
     min_interactions: int = typer.Option(
         DEFAULT_MIN_INTERACTIONS, help="Split the model was trained with."
     ),
+    version: str | None = typer.Option(
+        None,
+        "--version",
+        help="Artifact version to use (its folder name under artifacts/MODEL/); default: the "
+        "newest trained on this data and split. als and two_tower only.",
+    ),
 ) -> None:
     """Write top-k recommendations with original ids; unknown users get popular items."""
     from cascade.evaluation.model_data import prepare_data
@@ -252,7 +304,7 @@ def recommend(
         )
         layout = Layout.from_env()
         data, _ = prepare_data(layout=layout, spec=dataset, split=split)
-        recommender = load_model(model, layout=layout, dataset=data)
+        recommender = load_model(model, layout=layout, dataset=data, version=version)
     except _expected_errors() as exc:
         raise _fail(str(exc)) from None
     try:

@@ -59,6 +59,33 @@ class ModelData:
         split = "full data" if self.split is None else "train split"
         return f"{self.name} ({split}, checksum {str(self.checksum)[:12]})"
 
+    def mismatch(self, data_meta: dict[str, Any] | None) -> str:
+        """Why an artifact's ``data`` block does not match this data and split, in words."""
+        if not data_meta:
+            return "its metadata names no training data"
+        theirs = "full data" if data_meta.get("split") is None else "train split"
+        if data_meta.get("split") not in (None, self.data_metadata()["split"]):
+            theirs = f"split {data_meta.get('split')}"
+        return (
+            f"it was trained on {data_meta.get('dataset', '?')} ({theirs}, checksum "
+            f"{str(data_meta.get('checksum'))[:12]}), not on {self.describe()}"
+        )
+
+
+def version_candidates(
+    candidates: list[Path], *, latest: Path | None, version: str | None, kind: str, root: Path
+) -> list[Path]:
+    """The version folders a loader tries, in order: only ``version`` when one is asked for
+    (:class:`ModelUnavailable` listing the versions there when it is not one of them), else
+    the one ``latest`` names, then the others newest first."""
+    if version is None:
+        return sorted(candidates, key=lambda p: p != latest)  # stable: newest first after latest
+    named = [p for p in candidates if p.name == version]
+    if not named:
+        there = ", ".join(p.name for p in candidates) or "none"
+        raise ModelUnavailable(f"no {kind} version {version!r} in {root}; versions there: {there}")
+    return named
+
 
 def prepare_data(
     *, layout: Layout, spec: str, split: SplitParams | None

@@ -274,3 +274,74 @@ def test_the_data_set_defaults_to_cascade_dataset(tmp_path):
         env={"CASCADE_HOME": str(tmp_path), "CASCADE_DATASET": "nosuchset"},
     )
     assert result.exit_code == 2 and "nosuchset" in result.output
+
+
+def _als_versions(home: Path) -> tuple[str, str]:
+    """(train-split version, full-data version) of the `trained` fixture."""
+    versions = list_versions(home / "artifacts")
+    split = next(v.name for v in versions if read_metadata(v)["data"]["split"])
+    full = next(v.name for v in versions if read_metadata(v)["data"]["split"] is None)
+    return split, full
+
+
+def test_recommend_and_evaluate_use_the_version_asked_for(home, trained, tmp_path):
+    split_version, _ = _als_versions(home)
+    users = tmp_path / "users.txt"
+    users.write_text("0\n5\n")
+    out = tmp_path / "recs.csv"
+    args = ["recommend", "--model", "als", "--users", str(users), "--out", str(out)]
+    result = run(home, *args, "--dataset", "tiny", "--version", split_version)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 40
+    result = run(
+        home, "evaluate", "--dataset", "tiny", "--models", "popular,als",
+        "--version", f"als={split_version}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "als Recall@20 =" in result.output
+
+
+def test_a_version_trained_on_other_data_or_missing_is_refused_by_name(home, trained, tmp_path):
+    _, full_version = _als_versions(home)
+    users = tmp_path / "users.txt"
+    users.write_text("0\n")
+    args = ["recommend", "--model", "als", "--users", str(users), "--out", str(tmp_path / "o")]
+    # the full-data model asked for against the train split (the default): refused, never swapped
+    result = run(home, *args, "--dataset", "tiny", "--version", full_version)
+    assert result.exit_code == 2
+    assert f"ALS version {full_version} cannot be used: it was trained on tiny (full data" in (
+        result.output
+    )
+    assert "not on tiny (train split" in result.output
+    result = run(home, *args, "--dataset", "tiny", "--version", "20990101T000000Z")
+    assert result.exit_code == 2
+    assert "no ALS version '20990101T000000Z'" in result.output and full_version in result.output
+    # evaluate: a pinned version that does not fit is an error, not a skipped model
+    result = run(
+        home, "evaluate", "--dataset", "tiny", "--models", "popular,als",
+        "--version", f"als={full_version}",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "cannot be used" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--models", "popular,als", "--version", "als"], "expected MODEL=VERSION"),
+        (["--models", "popular", "--version", "popular=1"], "only als, two_tower have versions"),
+        (["--models", "popular", "--version", "als=1"], "--version names als, not among --models"),
+    ],
+)
+def test_evaluate_version_bad_values_exit_2(home, args, message):
+    result = run(home, "evaluate", "--dataset", "tiny", *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_recommend_version_of_a_model_without_artifacts_exits_2(home, tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("0\n")
+    result = run(
+        home, "recommend", "--model", "popular", "--users", str(users),
+        "--out", str(tmp_path / "o"), "--dataset", "tiny", "--version", "x",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "popular has no artifact versions" in result.output
