@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from cascade import keys_cli, stack
+from cascade import keys_cli, stack, stack_status
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
@@ -47,6 +47,8 @@ serve_app.command("triton")(two_tower_cli.serve_triton)
 app.command("evaluate")(evaluation_cli.evaluate)
 app.command("recommend")(evaluation_cli.recommend)
 app.command("up")(stack.up_command)
+app.command("status")(stack_status.status_command)
+app.command("down")(stack_status.down_command)
 
 
 @features_app.callback()

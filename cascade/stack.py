@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -39,6 +39,7 @@ from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, http_ok
 from cascade.runtime.redact import redact_root_handlers, redact_url
 from cascade.stack_build import DEFAULT_REDIS_URL, build, choose_online_store, data_identity
+from cascade.stack_status import SUPERVISOR
 from cascade.supervisor import Child, Stack
 
 logger = logging.getLogger(__name__)
@@ -234,10 +235,16 @@ def up(
             data_checksum=data_identity(layout.dataset_dir(dataset))["checksum"],
         )
     )
+    supervisor = {
+        "pid": os.getpid(),
+        "create_time": _create_time(os.getpid()),
+        "dataset": dataset,
+        "gateway_url": f"http://{host}:{ports.gateway}",
+    }
     try:
         for child in stack.children:
             child.start()
-        _write_state(layout, stack)
+        _write_state(layout, stack, supervisor)
         deadline = time.monotonic() + ready_timeout_s
         for child in stack.children:
             while not http_ok(child.ready_url) and not stop.is_set():
@@ -260,7 +267,7 @@ def up(
             )
         while not stop.wait(0.5):
             stack.supervise_once(time.monotonic())
-            _write_state(layout, stack)
+            _write_state(layout, stack, supervisor)
     finally:
         echo("stopping Cascade ...")
         stack.stop()
@@ -270,10 +277,14 @@ def up(
     return 0
 
 
-def _write_state(layout: Layout, stack: Stack) -> None:
-    state = {
+def _write_state(layout: Layout, stack: Stack, supervisor: Mapping[str, object]) -> None:
+    """``run/stack.json``: what ``cascade status`` / ``cascade down`` read (cascade.stack_status).
+
+    Start times go with the pids so a reader never mistakes a reused pid for a child."""
+    state: dict[str, object] = {
         c.proc.name: {
             "pid": c.proc.pid,
+            "create_time": _create_time(c.proc.pid),
             "ready_url": c.ready_url,
             "restarts": c.restarts,
             "log": str(c.proc.log_path),
@@ -281,10 +292,20 @@ def _write_state(layout: Layout, stack: Stack) -> None:
         for c in stack.children
         if c.proc.proc
     }
+    state[SUPERVISOR] = dict(supervisor)
     path = layout.run_dir / "stack.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     tmp.replace(path)
+
+
+def _create_time(pid: int | None) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() if pid else None
+    except psutil.Error:
+        return None
 
 
 def up_command(

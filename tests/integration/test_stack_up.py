@@ -1,4 +1,5 @@
-"""``cascade up`` end to end: tiny data, free ports, a real gateway answer, SIGINT, no child left."""
+"""``cascade up`` end to end: tiny data, free ports, a real gateway answer, ``cascade status``,
+``cascade down``, no child left."""
 
 from __future__ import annotations
 
@@ -103,7 +104,13 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
         pids = [child["pid"] for child in state.values()]
         assert all(psutil.pid_exists(pid) for pid in pids)
 
-        proc.send_signal(signal.SIGINT)
+        cli = [sys.executable, "-m", "cascade.cli"]
+        status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "data set 'tiny'" in status.stdout and "gateway.log" in status.stdout
+        # `cascade down` stops it as Ctrl-C does (both signals take the same path).
+        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=90)
+        assert down.returncode == 0, down.stdout + down.stderr
         assert proc.wait(timeout=60) == 0, out.read_text()[-3000:]
         assert "stopped." in out.read_text()
         assert _alive(pids) == []
