@@ -126,12 +126,20 @@ def test_the_deadline_counts_from_the_ingress_stamp() -> None:
     fakes.primary._answer = recording  # type: ignore[method-assign]
     settings = make_settings(deadline_ms=250, queue_shed_fraction=0)
     with AppClient(create_app(settings, components=fakes.factory)) as client:
+        # A first request absorbs start-up work (a full GC once paused the loop 459 ms in CI,
+        # which left the next request's primary no budget at all).
+        client.get(f"{URL}/1?k=5")
+        budgets.clear()
         response = client.get(f"{URL}/1?k=5", headers=stamp(0.15))
+        stamped = list(budgets)
+        budgets.clear()
         unstamped = client.get(f"{URL}/1?k=5")
     assert response.status_code == unstamped.status_code == 200
     assert response.json()["served_by"] == "popular"
-    # The primary's timeout is cut to what is left of the deadline; unstamped it gets all 100 ms.
-    assert budgets[0] < 0.1 <= budgets[1]
+    # The primary's timeout is cut to what is left of the deadline (or the primary is skipped when
+    # less than the minimum is left); unstamped it gets all 100 ms.
+    assert all(b < 0.1 for b in stamped), stamped
+    assert budgets and budgets[0] >= 0.1, budgets
 
 
 def test_the_stamp_can_be_ignored() -> None:
