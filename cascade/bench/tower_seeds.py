@@ -21,6 +21,9 @@ table is printed and written to ``$CASCADE_HOME/reports/<data>/seeds[-<profile>]
 
     python -m cascade.bench.tower_seeds --data demo --profile sessions --seeds 3
     python -m cascade.bench.tower_seeds --data demo --seeds 3 -- --dim 128   # extra tower options
+
+Seeds can run in parallel, one ``CASCADE_HOME`` each (``--first-seed S --seeds 1``); ``--merge
+A.json B.json ...`` then writes their joint table in this ``CASCADE_HOME``.
 """
 
 from __future__ import annotations
@@ -204,6 +207,39 @@ def format_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Stats]
     return "\n".join(lines)
 
 
+def write_results(out: Path, stem: str, *, runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """Summarise ``runs``, write ``<stem>.md`` and ``<stem>.json`` under ``out``; the table."""
+    summary = summarise(runs)
+    table = format_table(runs, summary)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(table + "\n")
+    payload = {
+        **meta,
+        "runs": runs,
+        "summary": {m: {k: list(v) for k, v in s.items()} for m, s in summary.items()},
+    }
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return table
+
+
+def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The runs of several ``seeds*.json`` files (seeds run in parallel, one home each), by seed;
+    ValueError when they differ in data, profile or tower options, or repeat a seed."""
+    payloads = [json.loads(p.read_text()) for p in paths]
+    keys = ("data", "profile", "tower_args")
+    first = {k: payloads[0].get(k) for k in keys}
+    for path, payload in zip(paths, payloads, strict=True):
+        if {k: payload.get(k) for k in keys} != first:
+            raise ValueError(
+                f"{path}: { ({k: payload.get(k) for k in keys}) } differs from {first}"
+            )
+    runs = sorted((r for p in payloads for r in p["runs"]), key=lambda r: int(r["seed"]))
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed appears twice: {seeds}")
+    return runs, {**first, "merged_from": [str(p) for p in paths]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="demo")
@@ -214,18 +250,32 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="synthetic profile (sessions, uniform): build the data set in it first",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="seeds*.json files of runs made in parallel: write their joint table instead",
+    )
     parser.add_argument("tower_args", nargs="*", help="extra `cascade train two-tower` options")
     args = parser.parse_args(argv)
     layout = Layout.from_env()
     name = args.data.split(":", 1)[-1]
     out = layout.reports_dir / name
     stem = f"seeds-{args.profile}" if args.profile else "seeds"
+    if args.merge:
+        merged, joint = merge(args.merge)
+        stem = f"seeds-{joint['profile']}" if joint.get("profile") else "seeds"
+        print(write_results(out, stem, runs=merged, meta=joint))
+        print(f"written: {out / stem}.md, .json", file=sys.stderr)
+        return 0
     logs = out / f"{stem}-logs"
     started = time.time()
     if args.profile:
         source = args.data if ":" in args.data else f"synthetic:{args.data}"
         _cascade(["data", "-s", source, "--profile", args.profile], log=logs / "data.log")
-    runs = []
+    meta = {"data": args.data, "profile": args.profile, "tower_args": args.tower_args}
+    runs: list[dict[str, Any]] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         runs.append(
             run_seed(data=name, seed=seed, tower_args=args.tower_args, layout=layout, logs=logs)
@@ -233,20 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"seed {seed}: {json.dumps(runs[-1]['models'].get('two_tower', {}))}", file=sys.stderr
         )
-    summary = summarise(runs)
-    table = format_table(runs, summary)
+        # after every seed, so a run stopped part-way keeps what it measured
+        meta["wall_s"] = round(time.time() - started, 1)
+        table = write_results(out, stem, runs=runs, meta=meta)
     print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(table + "\n")
-    payload = {
-        "data": args.data,
-        "profile": args.profile,
-        "tower_args": args.tower_args,
-        "runs": runs,
-        "summary": {m: {k: list(v) for k, v in s.items()} for m, s in summary.items()},
-        "wall_s": round(time.time() - started, 1),
-    }
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"written: {out / stem}.md, .json", file=sys.stderr)
     return 0
 

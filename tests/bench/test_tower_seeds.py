@@ -77,3 +77,28 @@ def test_cascade_reports_wall_time_and_peak_rss_of_the_child(
     assert "done" in (tmp_path / "x.log").read_text()
     with pytest.raises(RuntimeError, match="failed"):
         tower_seeds._cascade(["-c", "raise SystemExit(3)"], log=tmp_path / "y.log")
+
+
+def test_merge_joins_parallel_runs_by_seed_and_refuses_mixed_ones(tmp_path: Path) -> None:
+    meta = {"data": "demo", "profile": "sessions", "tower_args": []}
+    paths = []
+    for run in (RUNS[2], RUNS[0], RUNS[1]):
+        path = tmp_path / f"{run['seed']}.json"
+        tower_seeds.write_results(tmp_path / str(run["seed"]), "seeds", runs=[run], meta=meta)
+        path.write_text((tmp_path / str(run["seed"]) / "seeds.json").read_text())
+        paths.append(path)
+    runs, joint = tower_seeds.merge(paths)
+    assert [r["seed"] for r in runs] == [42, 43, 44]
+    assert joint["profile"] == "sessions" and len(joint["merged_from"]) == 3
+    table = tower_seeds.write_results(tmp_path / "all", "seeds-sessions", runs=runs, meta=joint)
+    assert "0.2400 ± 0.0200 [0.2200, 0.2600]" in table
+    assert (tmp_path / "all" / "seeds-sessions.json").is_file()
+    with pytest.raises(ValueError, match="a seed appears twice"):
+        tower_seeds.merge([paths[0], paths[0]])
+    other = tmp_path / "other.json"
+    tower_seeds.write_results(
+        tmp_path / "o", "seeds", runs=[RUNS[0]], meta={**meta, "profile": "uniform"}
+    )
+    other.write_text((tmp_path / "o" / "seeds.json").read_text())
+    with pytest.raises(ValueError, match="differs"):
+        tower_seeds.merge([paths[0], other])
