@@ -10,6 +10,7 @@ import logging
 import os
 
 import typer
+import typer.core
 
 from cascade import keys_cli, stack, stack_status
 from cascade.data import cli as data_cli
@@ -19,17 +20,26 @@ from cascade.runtime.redact import redact_root_handlers
 from fallback_mf import cli as mf_cli
 from two_tower import cli as two_tower_cli
 
+# Plain help (rich_markup_mode=None): rich's boxed tables cut long option names on a narrow
+# terminal and print "<bool>" after every --flag/--no-flag pair.
 app = typer.Typer(
     help="Cascade: build data and features, train and evaluate models, serve recommendations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 features_app = typer.Typer(
-    help="Feast feature store: register definitions, materialize.", no_args_is_help=True
+    help="Feast feature store: register definitions, materialize.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
-export_app = typer.Typer(help="Export a trained model for serving.", no_args_is_help=True)
-serve_app = typer.Typer(help="Run one serving process in the foreground.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model.", no_args_is_help=True, rich_markup_mode=None)
+export_app = typer.Typer(
+    help="Export a trained model for serving.", no_args_is_help=True, rich_markup_mode=None
+)
+serve_app = typer.Typer(
+    help="Run one serving process in the foreground.", no_args_is_help=True, rich_markup_mode=None
+)
 
 app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
@@ -74,5 +84,29 @@ def _configure(
     redact_root_handlers()  # no credential (a REDIS_URL password) in any line the CLI logs
 
 
+def name_placeholders(command: typer.core.TyperCommand | typer.core.TyperGroup) -> None:
+    """``--data DATA`` instead of typer's ``--data <str>``: every value option without a
+    metavar gets its own name, as argparse does (choices keep their ``<a|b>`` list)."""
+    for param in command.params:
+        if (
+            isinstance(param, typer.core.TyperOption)
+            and param.metavar is None
+            and not param.is_flag
+            and param.name
+            and not getattr(param.type_descriptor, "choices", None)
+        ):
+            param.metavar = param.name.upper()
+    if isinstance(command, typer.core.TyperGroup):
+        for sub in command.commands.values():
+            name_placeholders(sub)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """The ``cascade`` entry point."""
+    command = typer.main.get_command(app)
+    name_placeholders(command)  # type: ignore[arg-type]
+    command()
+
+
 if __name__ == "__main__":
-    app()
+    main()

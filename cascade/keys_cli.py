@@ -15,7 +15,9 @@ import typer
 from cascade.runtime.paths import Layout
 from gateway.edge.keys import KEYS_FILE_ENV, ApiKeyRecord, KeyFileError, add_key, read_keys, revoke
 
-app = typer.Typer(help="API keys of the gateway's client apps.", no_args_is_help=True)
+app = typer.Typer(
+    help="API keys of the gateway's client apps.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def default_keys_file(layout: Layout | None = None) -> Path:
