@@ -19,7 +19,8 @@ _USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?::(?P<pw>[^/\s]*))?@"
 )
 _PARAM = re.compile(
-    r"(?P<name>\b(?:password|passwd|pwd|token|secret|api_key|apikey|access_key)=)[^,&\s'\"]+",
+    r"(?P<name>\b(?:password|passwd|pwd|token|secret|api_key|apikey|access_key|admin[-_]key)=)"
+    r"[^,&\s'\"]+",
     re.IGNORECASE,
 )
 

@@ -75,6 +75,10 @@ def test_choosing_the_online_store_logs_no_password(caplog: pytest.LogCaptureFix
             "http://127.0.0.1:8001/v1/recommendations/7",
         ),
         ("mail user@example.com", "mail user@example.com"),
+        (  # cascade up logs tritonserver's command line (issue 19)
+            "--http-restricted-api=model-repository,shared-memory:triton-admin-key=abc123 --x=1",
+            "--http-restricted-api=model-repository,shared-memory:triton-admin-key=*** --x=1",
+        ),
     ],
 )
 def test_redact(text: str, clean: str) -> None:
