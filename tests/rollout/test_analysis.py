@@ -1,0 +1,109 @@
+"""The analysis on synthetic metric streams: clearly worse, equal, clearly better, too few."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.rollout.analysis import (
+    AnalysisConfig,
+    ArmCounts,
+    CheckStatus,
+    Decision,
+    analyze,
+    quantile_bound,
+)
+
+BOUNDS = (0.005, 0.010, 0.020, 0.030, 0.050, 0.075, 0.100, 0.150, 0.250)
+
+
+def arm(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    err: float = 0.002,
+    fallback: float = 0.002,
+    latency_ms: float = 12.0,
+    ctr: float | None = 0.10,
+) -> ArmCounts:
+    """n requests drawn from the given rates; latency lognormal around ``latency_ms``."""
+    errors = int(rng.binomial(n, err))
+    lat = rng.lognormal(np.log(latency_ms / 1000), 0.35, n)
+    counts = np.histogram(lat, bins=[0, *BOUNDS, np.inf])[0]
+    impressions = n * 20 if ctr is not None else None
+    clicks = int(rng.binomial(impressions, ctr)) if impressions and ctr is not None else None
+    return ArmCounts(
+        requests=n,
+        calls=n,
+        errors=errors,
+        fallbacks=int(rng.binomial(n, fallback)) + errors,
+        latency=tuple(int(c) for c in counts),
+        impressions=impressions,
+        clicks=clicks,
+    )
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def test_equal_arms_pass_at_step_end_and_continue_before(rng: np.random.Generator) -> None:
+    for _ in range(50):  # no false rollback over 50 independent equal steps
+        v = analyze(arm(rng, 2000), arm(rng, 40_000), bounds=BOUNDS, step_done=True)
+        assert v.decision is Decision.PASS, v.reason
+    v = analyze(arm(rng, 2000), arm(rng, 40_000), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.CONTINUE and "time" in v.reason
+
+
+def test_clearly_better_passes(rng: np.random.Generator) -> None:
+    cand = arm(rng, 3000, err=0.0, latency_ms=8, ctr=0.15)
+    v = analyze(cand, arm(rng, 40_000), bounds=BOUNDS, step_done=True)
+    assert v.decision is Decision.PASS
+
+
+def test_garbage_candidate_fails_fast_before_step_end(rng: np.random.Generator) -> None:
+    cand = arm(rng, 30, err=1.0, fallback=0.0, ctr=None)
+    v = analyze(cand, arm(rng, 3000, ctr=None), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.FAIL and "errors worse" in v.reason
+
+
+def test_slow_candidate_fails_on_latency(rng: np.random.Generator) -> None:
+    cand = arm(rng, 100, latency_ms=160, ctr=None)
+    v = analyze(cand, arm(rng, 5000, ctr=None), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.FAIL and "latency_p99 worse" in v.reason
+
+
+def test_worse_ctr_fails(rng: np.random.Generator) -> None:
+    cand = arm(rng, 500, ctr=0.05)
+    v = analyze(cand, arm(rng, 10_000, ctr=0.10), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.FAIL and "ctr worse" in v.reason
+
+
+def test_too_few_samples_neither_pass_nor_fail(rng: np.random.Generator) -> None:
+    # a small canary with one error: noise, not evidence
+    cand = ArmCounts(requests=15, calls=15, errors=1, latency=(0, 15, 0, 0, 0, 0, 0, 0, 0, 0))
+    v = analyze(cand, arm(rng, 3000, ctr=None), bounds=BOUNDS, step_done=True)
+    assert v.decision is Decision.CONTINUE and "too few" in v.reason
+    statuses = {c.metric: c.status for c in v.checks}
+    assert statuses["errors"] is CheckStatus.TOO_FEW
+    assert statuses["ctr"] is CheckStatus.NOT_MEASURED
+
+
+def test_small_canary_with_slightly_more_errors_not_rolled_back(rng: np.random.Generator) -> None:
+    cand = ArmCounts(requests=60, calls=60, errors=2, latency=(0, 60, *([0] * 8)))
+    v = analyze(cand, arm(rng, 6000, ctr=None), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.CONTINUE
+
+
+def test_require_ctr_holds_a_step_without_events(rng: np.random.Generator) -> None:
+    cfg = AnalysisConfig(require_ctr=True)
+    v = analyze(arm(rng, 2000, ctr=None), arm(rng, 9000, ctr=None), bounds=BOUNDS,
+                step_done=True, config=cfg)  # fmt: skip
+    assert v.decision is Decision.CONTINUE and "no feedback events" in v.reason
+
+
+def test_quantile_bound() -> None:
+    assert quantile_bound([0, 99, 1], [0.01, 0.02], 0.99) == 0.02
+    assert quantile_bound([0, 98, 2], [0.01, 0.02], 0.99) == float("inf")
+    assert quantile_bound([], [0.01], 0.99) == 0.0
