@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cascade", "gateway", "fallback_mf", "two_tower", "loadtests")
+PACKAGES = ("cascade", "gateway", "fallback_mf", "two_tower", "loadtests", "events")
 
 # Longest prefix wins.
 FLOORS = {
@@ -26,10 +26,13 @@ FLOORS = {
     "fallback_mf.schemas": "core",
     "fallback_mf.artifact_format": "core",
     "gateway.schemas": "core",
+    "events.contract": "core",
+    "events.log": "core",
     # services: the deployable processes
     "gateway": "service:gateway",
     "fallback_mf.service": "service:mf",
     "fallback_mf.__main__": "service:mf",
+    "events": "service:events",
     # offline libraries: data, features, evaluation figures, reference recommenders
     "cascade.data": "offline",
     "cascade.features": "offline",
@@ -48,9 +51,10 @@ MAY_IMPORT = {
     "core": {"core"},
     "service:gateway": {"core"},
     "service:mf": {"core"},
+    "service:events": {"core"},
     "offline": {"core"},
     "models": {"core", "offline"},
-    "tooling": {"core", "offline", "models", "service:gateway", "service:mf"},
+    "tooling": {"core", "offline", "models", "service:gateway", "service:mf", "service:events"},
 }
 
 
