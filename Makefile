@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# promtool/prometheus (Debian package) for the alert-rule tests and the scrape test.
+# promtool/prometheus (Debian package) for the alert-rule tests and the scrape test;
+# nats-server (Debian package) is the event log (JetStream) of the local stack and its tests.
 system-deps:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; }
 
 # wrk (Debian package) drives the serving benchmark: a C client costs ~50x less CPU per request
 # than a Python one, so on two cores the driver does not starve what it measures.
