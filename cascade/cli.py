@@ -16,6 +16,7 @@ from cascade import keys_cli, stack, stack_status
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
+from cascade.rollout_cli import app as rollout_app
 from cascade.runtime.redact import redact_root_handlers
 from fallback_mf import cli as mf_cli
 from two_tower import cli as two_tower_cli
@@ -42,6 +43,7 @@ serve_app = typer.Typer(
 )
 
 app.add_typer(features_app, name="features")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(serve_app, name="serve")

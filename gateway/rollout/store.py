@@ -7,6 +7,7 @@ Keys (``prefix`` default ``cascade:rollout``)::
     <prefix>:counts:<rollout>:<step>:<arm>   hash of per-step counters (replicas HINCRBY them)
     <prefix>:ctrbase:<rollout>:<step>   hash: the feedback counters when the step began
     <prefix>:lock                       the controller lock (SET NX PX, owner-checked renewal)
+    <prefix>:verdict                    JSON of the controller's last analysis (for status)
 
 A write is a compare-and-set in one Lua script: the state is replaced only if its stored ``rev``
 is the one the writer read, and the transition is appended to the history in the same script, so
@@ -211,6 +212,19 @@ class RolloutStore:
             raise _unavailable("ctr_baseline", exc) from exc
         raw = results[-1]
         return {k.decode() if isinstance(k, bytes) else str(k): int(v) for k, v in raw.items()}
+
+    async def save_verdict(self, verdict: Mapping[str, Any]) -> None:
+        try:
+            await self.client.set(f"{self.prefix}:verdict", json.dumps(verdict), ex=COUNTS_TTL_S)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("save_verdict", exc) from exc
+
+    async def load_verdict(self) -> dict[str, Any] | None:
+        try:
+            raw = await self.client.get(f"{self.prefix}:verdict")
+        except (RedisError, OSError) as exc:
+            raise _unavailable("load_verdict", exc) from exc
+        return None if raw is None else dict(json.loads(raw))
 
     # -- the controller lock ---------------------------------------------------------------
 
