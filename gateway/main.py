@@ -20,16 +20,19 @@ from fastapi import FastAPI
 from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.redact import redact_url
 from cascade.runtime.telemetry import configure_tracing
-from gateway import background, gc_watch
+from gateway import background, eventsink, gc_watch
 from gateway.components import Components, build_components
 from gateway.edge.admission import AdaptiveLimit
 from gateway.edge.limits import LimitsMiddleware, SecurityMetrics
 from gateway.edge.middleware import GatewayMiddleware
 from gateway.edge.security import AuthMiddleware, build_security
+from gateway.eventsink import EventSink
+from gateway.feedback import router as events_router
 from gateway.handlers import install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
 from gateway.routes import openapi_with_limits, router
+from gateway.schemas import EVENTS_PATH
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     snap = built.popular.snapshot
     metrics.popular_items.set(len(snap.items) if snap else 0)
     tasks = [asyncio.create_task(background.watch_loop_lag(metrics, app.state.admission))]
+    events: EventSink = app.state.events
+    # In the background: recommendations never wait for (or on) the event log.
+    tasks.append(asyncio.create_task(events.run()))
     if settings.popular_refresh_s > 0:
         tasks.append(
             asyncio.create_task(
@@ -75,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         unwatch_gc()
+        await events.close()
         await built.close()
         await app.state.security.close()
         provider.shutdown()
@@ -116,6 +123,8 @@ def create_app(
     serve_docs_offline(app)
     app.state.settings, app.state.metrics, app.state.security = settings, metrics, security
     app.state.admission, app.state.components_factory = admission, components or build_components
+    app.state.events = EventSink(settings)
+    eventsink.register(app.state.events, metrics.registry)
     # Outermost last: GatewayMiddleware (request id, 413, metrics, last resort) > limits (431,
     # 503) > auth (401, 429).
     app.add_middleware(AuthMiddleware, security=security)
@@ -124,8 +133,10 @@ def create_app(
                        queue_shed_s=settings.queue_shed_s)  # fmt: skip
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        request_start_header=settings.request_start_header,
-                       trusted_proxies=settings.trusted_proxies)  # fmt: skip
+                       trusted_proxies=settings.trusted_proxies,
+                       path_body_bytes={EVENTS_PATH: settings.events_max_body_bytes})  # fmt: skip
     install_error_handlers(app, metrics)
     app.include_router(router)
+    app.include_router(events_router)
     app.openapi = lambda: openapi_with_limits(app, settings)  # type: ignore[method-assign]
     return app

@@ -7,13 +7,29 @@ Names (all prefixed ``gateway_``): ``requests_total{route,method,status,tier}``,
 ``feature_read_errors_total{kind}``, ``upstream_seconds{tier,outcome}``, ``in_flight``,
 ``served_total{tier,model_version}``, ``popular_items``, ``event_loop_lag_seconds`` (how late a
 50 ms sleep wakes up: CPU saturation or a blocking call on the event loop).
+Events (``POST /v1/events``): ``events_total{outcome}`` (events: ``accepted``, ``invalid``,
+``unavailable``, ``disabled``), ``event_batches_total{outcome}`` (the same per batch),
+``events_publish_seconds`` (from the first publish to the last ack, every outcome);
+``served_records_dropped_total`` and ``event_log_connected`` come from ``gateway.eventsink``.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.resilience.breaker import STATE_VALUES
+
+
+class EventOutcome(StrEnum):
+    """What became of the events of one ``POST /v1/events``."""
+
+    ACCEPTED = "accepted"  # 202: every event acked by the log
+    INVALID = "invalid"  # 422: nothing published
+    UNAVAILABLE = "unavailable"  # 503 event_log_unavailable: the log did not ack them all
+    DISABLED = "disabled"  # 503 events_disabled: no log configured
+
 
 # Resolve 1..250 ms (the SLO region) finely, with a tail for pathologies.
 LATENCY_BUCKETS = (
@@ -133,6 +149,22 @@ class GatewayMetrics:
         self.popular_items = Gauge(
             "gateway_popular_items", "Items in the in-memory popular list", registry=r
         )
+        self.events = Counter(
+            "gateway_events", "Events received by POST /v1/events, by outcome", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.event_batches = Counter(
+            "gateway_event_batches", "POST /v1/events batches by outcome", ["outcome"], registry=r
+        )
+        self.events_publish_seconds = Histogram(
+            "gateway_events_publish_seconds",
+            "Publishing one batch to the event log, until every event is acked (or it failed)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        for outcome in EventOutcome:  # every series exists from the start (rate() sees the first)
+            self.events.labels(outcome=outcome.value)
+            self.event_batches.labels(outcome=outcome.value)
 
     def on_breaker_transition(self, name: str, old: str, new: str) -> None:
         """Breaker observer: gauge and transition counter."""

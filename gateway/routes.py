@@ -26,6 +26,7 @@ from gateway.edge.auth import Principal
 from gateway.edge.middleware import route_label
 from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, apply_pending_stamp, queue_shed_detail
 from gateway.errors import BadRequest, error_response
+from gateway.eventsink import EventSink
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
 from gateway.settings import GatewaySettings
@@ -86,6 +87,7 @@ async def _serve(
     comps: Components = state.components
     settings: GatewaySettings = state.settings
     metrics: GatewayMetrics = state.metrics
+    sink: EventSink = state.events
     if k > settings.max_k:
         raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
     if len(exclude) > settings.max_exclude:
@@ -143,6 +145,14 @@ async def _serve(
     # The last guard (finite scores, ids >= 0, as the response model says): a bug further up
     # becomes the documented 500 JSON body (the middleware's last resort), never a null score.
     schemas.check_items(outcome.result.item_ids, outcome.result.scores)
+    # For the CTR join: queued for the event log, never awaited (a dropped one is counted).
+    sink.served(
+        request_id=request_id,
+        user_id=user_id,
+        tier=outcome.tier.value,
+        model_version=outcome.result.model_version,
+        item_ids=outcome.result.item_ids,
+    )
     headers = {schemas.SERVED_BY_HEADER: outcome.tier.value}
     if reason:
         headers[schemas.FALLBACK_REASON_HEADER] = reason
@@ -194,7 +204,9 @@ async def readyz(request: Request) -> Response:
 
     Upstream health is reported but never gates readiness: the chain falls back to popular,
     and pulling every replica out of the load balancer during a shared upstream outage
-    would turn a degraded answer into no answer.
+    would turn a degraded answer into no answer. The event log's state (``event_log``:
+    connected, connecting, disabled) is reported the same way: with the log down the events
+    API answers 503 by itself, and recommendations keep serving.
     """
     comps: Components = request.app.state.components
     cfg: GatewaySettings = request.app.state.settings
@@ -203,6 +215,7 @@ async def readyz(request: Request) -> Response:
         "popular": comps.popular.version or "missing",
         "breaker": comps.breaker.state,
         **(await readiness.checks()),
+        "event_log": request.app.state.events.state,
     }
     ready = comps.popular.loaded and (bool(cfg.triton_url) or bool(cfg.mf_url))
     return _json(

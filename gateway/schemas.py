@@ -3,7 +3,8 @@
 ``GET /v1/recommendations/{user_id}?k=20`` and ``POST /v1/recommendations`` (body
 :class:`RecommendationRequest`) answer :class:`RecommendationResponse`, with the serving tier also
 in the ``X-Served-By`` header and the request id in ``X-Request-ID``. Errors answer
-:class:`ErrorResponse`.
+:class:`ErrorResponse`. ``POST /v1/events`` answers :class:`EventsAccepted` (202) or, for bad
+events, :class:`EventsRejected` (422, one entry per bad event).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 RECOMMENDATIONS_PATH = "/v1/recommendations"
+EVENTS_PATH = "/v1/events"  # the body's events are defined by their producer, events.contract
 SERVED_BY_HEADER = "X-Served-By"
 REQUEST_ID_HEADER = "X-Request-ID"
 FALLBACK_REASON_HEADER = "X-Fallback-Reason"
@@ -120,3 +122,25 @@ class HealthResponse(BaseModel):
 
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class EventsAccepted(BaseModel):
+    """``POST /v1/events``: every event of the batch is stored in the event log."""
+
+    accepted: int = Field(ge=1, description="events stored (the whole batch)")
+    request_id: str
+
+
+class EventError(BaseModel):
+    """Why one event of a batch was refused (the first problem found in it)."""
+
+    index: int = Field(ge=0, description="position of the event in the batch")
+    field: str = Field(description="the offending field (`event` for the event as a whole)")
+    reason: str
+
+
+class EventsRejected(ErrorResponse):
+    """``POST /v1/events`` refused the whole batch (nothing was stored): ``errors`` lists each bad
+    event by index; empty when the batch itself is unusable (not a list, empty, too long)."""
+
+    errors: list[EventError] = Field(default_factory=list)

@@ -52,6 +52,16 @@ variable                            default                    meaning
 ``GATEWAY_REQUEST_START_HEADER``    ``X-Request-Start``        ingress arrival stamp; empty: ignore it
 ``GATEWAY_TRUSTED_PROXIES``         empty                      CIDRs whose stamp is believed before
                                                                auth; others' only after it
+``GATEWAY_EVENTS_NATS_URL``         empty: events API off      NATS JetStream of the event log
+                                                               (``POST /v1/events`` answers 503
+                                                               ``events_disabled`` without it)
+``GATEWAY_EVENTS_PUBLISH_TIMEOUT_MS`` ``2000``                 wait for the log's acks, then 503
+``GATEWAY_EVENTS_CONNECT_TIMEOUT_MS`` ``2000``                 one connection attempt (retried)
+``GATEWAY_EVENTS_PARTITIONS``       ``16``                     user partitions (= the consumer's
+                                                               ``EVENTS_PARTITIONS``)
+``GATEWAY_EVENTS_MAX_BODY_BYTES``   ``262144``                 body limit of ``POST /v1/events``
+``GATEWAY_EVENTS_MAX_FUTURE_S``     ``300``                    refuse events stamped further ahead
+``GATEWAY_EVENTS_SERVED_RECORDS``   ``true``                   publish each answer for the CTR join
 ``GATEWAY_LOG_LEVEL`` / ``JSON_LOGS`` ``INFO`` / ``true``      logging
 =================================== ========================== ==========================================
 
@@ -77,6 +87,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.runtime.paths import Layout
+from cascade.runtime.redact import redact_url
+from events.contract import MAX_FUTURE_SKEW_S, MAX_PARTITIONS, PARTITIONS
 from gateway.edge.queue_time import trusted_peers
 from gateway.resilience.breaker import BreakerConfig
 from two_tower import contract
@@ -154,6 +166,19 @@ class GatewaySettings(BaseSettings):
     request_start_header: str = Field(default="X-Request-Start", max_length=64)
     trusted_proxies: str = ""  # "10.0.0.0/8,192.168.0.5": the ingress; empty: none
 
+    # Events (``POST /v1/events``, gateway/feedback.py). Empty URL: the events API is off (503
+    # ``events_disabled``) and no served records are published; ``cascade up``, compose and k8s
+    # set it. No default URL on purpose: a gateway must never publish into a broker it was not
+    # pointed at (the machine's own NATS on :4222, say).
+    events_nats_url: str = ""
+    events_publish_timeout_ms: float = Field(default=2000.0, gt=0, le=30_000)
+    events_connect_timeout_ms: float = Field(default=2000.0, gt=0, le=30_000)
+    events_partitions: int = Field(default=PARTITIONS, ge=1, le=MAX_PARTITIONS)
+    # 500 events of the longest ids fit in ~170 KB; the recommendation routes keep 16 KiB.
+    events_max_body_bytes: int = Field(default=262_144, ge=1024, le=10_000_000)
+    events_max_future_s: float = Field(default=MAX_FUTURE_SKEW_S, ge=0, le=86_400)
+    events_served_records: bool = True
+
     log_level: str = "INFO"
     json_logs: bool = True
 
@@ -202,6 +227,12 @@ class GatewaySettings(BaseSettings):
         ):
             raise ValueError("RS256 needs jwt_public_key_file or jwt_jwks_file")
         trusted_peers(self.trusted_proxies)  # ValueError for a malformed CIDR
+        if self.events_nats_url and not all(
+            u.strip().startswith(("nats://", "tls://")) for u in self.events_nats_url.split(",")
+        ):
+            raise ValueError(
+                f"events_nats_url must be nats:// or tls:// URLs, got {redact_url(self.events_nats_url)!r}"
+            )
         if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
             raise ValueError("metrics_token must have at least 16 characters")
         return self

@@ -11,7 +11,8 @@ Pure ASGI (not ``BaseHTTPMiddleware``) to keep the per-request overhead in micro
   500 ``internal`` in the ``ErrorResponse`` shape with the request id (logged with its
   traceback, at most once per 10 s per exception type), never Starlette's ``text/plain``.
 - Bodies above ``max_body_bytes`` answer 413 before the app sees them (Content-Length checked
-  first; chunked bodies are counted while read).
+  first; chunked bodies are counted while read). ``path_body_bytes`` sets another limit for an
+  exact path (``POST /v1/events`` takes batches of up to 500 events).
 - ``gateway_requests_total``, ``gateway_request_seconds``, ``gateway_in_flight``, labelled by
   route (a fixed set, so clients cannot blow up label cardinality) and the ``X-Served-By`` tier.
   A request the edge refused (``gateway.errors.refuse``: 401, 403, 413, 429, 431, 503 shed
@@ -34,13 +35,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, trusted_peers, upstream_wait
 from gateway.errors import REFUSED_KEY, REFUSED_ROUTE, refuse, send_error
 from gateway.metrics import GatewayMetrics
-from gateway.schemas import RECOMMENDATIONS_PATH, REQUEST_ID_HEADER, SERVED_BY_HEADER
+from gateway.schemas import (
+    EVENTS_PATH,
+    RECOMMENDATIONS_PATH,
+    REQUEST_ID_HEADER,
+    SERVED_BY_HEADER,
+)
 from gateway.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+_ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", EVENTS_PATH)
 
 
 def route_label(path: str) -> str:
@@ -64,10 +70,12 @@ class GatewayMiddleware:
         max_body_bytes: int,
         request_start_header: str = "",
         trusted_proxies: str = "",
+        path_body_bytes: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.path_body_bytes = dict(path_body_bytes or {})
         self.request_start = request_start_header.lower().encode("latin-1")
         self.trusted = trusted_peers(trusted_proxies)
         self._log = ThrottledLog(logger)
@@ -122,15 +130,16 @@ class GatewayMiddleware:
                 message["headers"] = raw
             await send(message)
 
+        limit = self.path_body_bytes.get(scope["path"], self.max_body_bytes)
         try:
             length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await self._too_large(send_wrapper, scope)
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await self._too_large(send_wrapper, scope, limit)
                 return
             try:
-                await self.app(scope, self._limited(receive), send_wrapper)
+                await self.app(scope, self._limited(receive, limit), send_wrapper)
             except _TooLarge:
-                await self._too_large(send_wrapper, scope)
+                await self._too_large(send_wrapper, scope, limit)
             except Exception as exc:  # the last resort: nothing escapes as text/plain
                 if started_response:
                     raise  # the status line is out: nothing left to fix, let the server close it
@@ -150,7 +159,7 @@ class GatewayMiddleware:
             ).inc()
             self.metrics.request_seconds.labels(route=route, tier=tier).observe(elapsed)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def wrapped() -> Message:
@@ -158,13 +167,13 @@ class GatewayMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
         return wrapped
 
-    async def _too_large(self, send: Send, scope: Scope) -> None:
+    async def _too_large(self, send: Send, scope: Scope, limit: int) -> None:
         self.metrics.errors.labels(route="any", code="payload_too_large").inc()
-        detail = f"request body exceeds {self.max_body_bytes} bytes"
+        detail = f"request body exceeds {limit} bytes"
         await refuse(send, scope, status=413, code="payload_too_large", detail=detail)
