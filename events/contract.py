@@ -55,6 +55,21 @@ SERVED_SUBJECT_PREFIX = "cascade.served"
 PARTITIONS = 16
 PARTITIONS_ENV = "EVENTS_PARTITIONS"
 MAX_PARTITIONS = 1024
+# The offline log: parquet files under <data set folder>/EVENTS_DIR/date=YYYY-MM-DD/ (the event's
+# UTC date), part-<consumer>-<first stream seq>-<last stream seq>.parquet, columns OFFLINE_COLUMNS
+# (timestamp: timestamp[us, UTC]; value, request_id nullable). Written by the consumer, read by
+# cascade.data.event_log (which drops repeats of an event_id: redelivery can write one twice).
+EVENTS_DIR = "events"
+OFFLINE_COLUMNS = (
+    "event_id",
+    "user_id",
+    "item_id",
+    "type",
+    "value",
+    "timestamp",
+    "request_id",
+    "stream_seq",
+)
 MSG_ID_HEADER = "Nats-Msg-Id"  # JetStream's per-message dedup key
 TRACE_HEADERS = ("traceparent", "tracestate")
 

@@ -25,6 +25,7 @@ from cascade.runtime.schema import (
     USER_COLUMNS,
     USERS_FILE,
 )
+from events.contract import EVENTS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def write_dataset(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the data set is shared with the services
+    log = directory / EVENTS_DIR
     try:
         ds.interactions.to_parquet(tmp / INTERACTIONS_FILE, index=False)
         ds.users.to_parquet(tmp / USERS_FILE, index=False)
@@ -136,10 +138,17 @@ def write_dataset(
         if extra_manifest:
             manifest.update(extra_manifest)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        # The consumer's event log lives in the folder (events/, issue 17) and is not rebuilt:
+        # it moves into the new folder.
+        if log.is_dir():
+            os.replace(log, tmp / EVENTS_DIR)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     except BaseException:
+        if (tmp / EVENTS_DIR).is_dir() and not log.exists():  # never delete the log
+            log.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / EVENTS_DIR, log)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("wrote data set %s to %s", ds.name, directory)

@@ -9,6 +9,7 @@ from typing import Any
 
 from cascade.data.dataset import DatasetNotFoundError, read_manifest, sha256_file, write_dataset
 from cascade.data.errors import DataSourceError
+from cascade.data.event_log import log_fingerprint, merge_event_log
 from cascade.data.features import (
     build_feature_tables,
     default_snapshot_every,
@@ -18,6 +19,7 @@ from cascade.data.loaders import load, parse_spec, source_file
 from cascade.data.profiles import DEFAULT_PROFILE, Profile
 from cascade.runtime.paths import Layout
 from cascade.runtime.schema import FEATURES_DIR, USER_ACTIVITY_FILE
+from events.contract import EVENTS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +98,22 @@ def resolve_dataset(
         wanted["profile"] = profile.value
     if snapshot_every is not None:
         wanted["snapshot_days"] = snapshot_every.total_seconds() / 86_400
+    # The consumer's event log (issue 17): a new part file makes the data set out of date, and
+    # the rebuild adds the log's consumption events to the source's interactions.
+    wanted["event_log"] = log_fingerprint(directory / EVENTS_DIR)
     if not force and _up_to_date(directory, wanted):
         logger.info("data set %s is up to date at %s", spec, directory)
         return directory
     ds = load(spec, positive_threshold=positive_threshold, seed=seed, profile=profile)
     ds.name = directory.name
+    ds, _ = merge_event_log(ds, directory / EVENTS_DIR, positive_threshold=positive_threshold)
     every = snapshot_every or default_snapshot_every(len(ds.interactions))
     tables = build_feature_tables(ds, snapshot_every=every)
     write_dataset(
         ds,
         directory,
         extra_manifest={
+            "event_log": wanted["event_log"],
             "positive_threshold": positive_threshold,
             "snapshot_days": every.total_seconds() / 86_400,
         },
