@@ -34,6 +34,8 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY cascade/ cascade/
 COPY gateway/ gateway/
+# the events contract and log client (POST /v1/events, served records)
+COPY events/ events/
 COPY two_tower/ two_tower/
 COPY fallback_mf/ fallback_mf/
 COPY feature_repo/ feature_repo/

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Cascade offline jobs: `cascade data`, `cascade features apply|materialize`, `cascade train mf`,
-# `cascade train two-tower`, `cascade export two-tower`, `cascade evaluate`.
+# `cascade train two-tower`, `cascade export two-tower`, `cascade evaluate`; and the events
+# consumer (`python -m events`: it needs Feast and pandas like the jobs).
 # Build from the repo root:  docker build -f docker/job.Dockerfile -t cascade/job .
 # Usage: docker run --rm cascade/job features materialize --dataset demo   (ENTRYPOINT is `cascade`)
 #
@@ -27,7 +28,7 @@ COPY pyproject.toml requirements.lock ./
 RUN grep -v '^torch==' requirements.lock > /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt --index-url "${TORCH_INDEX_URL}" \
        --extra-index-url https://pypi.org/simple "${TORCH_SPEC}" \
-    && pip install -c /tmp/constraints.txt '.[train,features,mf]' \
+    && pip install -c /tmp/constraints.txt '.[train,features,mf,events]' \
     && pip uninstall -y cascade \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
@@ -45,6 +46,9 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY cascade/ cascade/
 COPY gateway/ gateway/
+# `python -m events` (the consumer) runs from this image too (docker-compose, k8s/base/events.yaml)
+COPY events/ events/
+COPY docker/healthcheck.py docker/healthcheck.py
 COPY two_tower/ two_tower/
 COPY fallback_mf/ fallback_mf/
 COPY feature_repo/ feature_repo/

@@ -4,7 +4,7 @@
 #
 #   deploy/redis/render-acl.sh DIR > users.acl
 #
-# DIR holds the files `gateway`, `materializer` and `admin`, each one password (a trailing
+# DIR holds the files `gateway`, `materializer`, `events` and `admin`, each one password (a trailing
 # newline is ignored). docker-compose runs this inside the Redis container on its secrets
 # (/run/secrets); for Kubernetes run it once and store the output as the Secret
 # cascade-redis-acl (docs/deployment.md, docs/security.md has the roles).
@@ -19,11 +19,13 @@
 #   materializer  the jobs (cascade features apply/materialize): read-write on every key
 #                 (HSET/EXPIRE/SCAN/DEL/HKEYS/HDEL), nothing @dangerous or @admin (no FLUSHALL,
 #                 FLUSHDB, CONFIG, KEYS, DEBUG, SHUTDOWN...), no scripts, no pub/sub
+#   events        the events consumer (python -m events): as materializer (it writes features
+#                 through Feast) plus scripts (its per-batch Lua: dedup, state, CTR counters)
 #   admin         operators only (redis-cli --user admin): everything
 set -eu
 
-dir="${1:?usage: render-acl.sh DIR (files gateway, materializer, admin) > users.acl}"
-for user in gateway materializer admin; do
+dir="${1:?usage: render-acl.sh DIR (files gateway, materializer, events, admin) > users.acl}"
+for user in gateway materializer events admin; do
     if [ ! -s "$dir/$user" ]; then
         echo "render-acl.sh: no password in $dir/$user" >&2
         exit 1
@@ -36,6 +38,7 @@ hash() {
 
 gateway=$(hash gateway)
 materializer=$(hash materializer)
+events=$(hash events)
 admin=$(hash admin)
 
 cat <<EOF
@@ -43,5 +46,6 @@ user default off resetkeys resetchannels -@all
 user probe on nopass resetkeys resetchannels -@all +ping
 user gateway on #${gateway} resetkeys resetchannels -@all +@connection +time +get +mget +hget +hmget +hgetall +exists +ttl +pttl +evalsha +script|load +set +hset +pexpire %R~* ~cascade:ratelimit:* ~cascade:gateway:*
 user materializer on #${materializer} resetkeys resetchannels +@all -@dangerous -@admin -@scripting -@pubsub ~*
+user events on #${events} resetkeys resetchannels +@all -@dangerous -@admin -@pubsub ~*
 user admin on #${admin} ~* &* +@all
 EOF

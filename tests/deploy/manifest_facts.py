@@ -96,7 +96,9 @@ def _statuses(app_module: str, paths: tuple[str, ...]) -> dict[str, int]:
     if importlib.util.find_spec(app_module) is None:
         raise NotLandedError(f"{app_module} does not exist yet")
     with tempfile.TemporaryDirectory() as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MF_", "EVENTS_"))
+        }
         env["CASCADE_HOME"] = home
         result = subprocess.run(
             [sys.executable, "-c", _STATUS_SCRIPT, app_module, *paths],
@@ -121,7 +123,9 @@ GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY
 MF = ServiceCode(
     "fallback_mf", "fallback_mf.service.settings", "MfSettings", "MF_", "fallback_mf.service.main"
 )
-SERVICES_BY_PREFIX = {GATEWAY.env_prefix: GATEWAY, MF.env_prefix: MF}
+# The events consumer (issue 17): run from the job image as `python -m events`.
+EVENTS = ServiceCode("events", "events.settings", "EventsSettings", "EVENTS_", "events.main")
+SERVICES_BY_PREFIX = {GATEWAY.env_prefix: GATEWAY, MF.env_prefix: MF, EVENTS.env_prefix: EVENTS}
 
 
 def gateway_env_settings(env: dict[str, str], *, keys_dir: Path) -> Any:

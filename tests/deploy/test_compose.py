@@ -30,6 +30,7 @@ GENERATED_PATHS: frozenset[str] = frozenset()
 REQUIRED_SECRETS = (
     "REDIS_GATEWAY_PASSWORD",
     "REDIS_MATERIALIZER_PASSWORD",
+    "REDIS_EVENTS_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
     "GATEWAY_METRICS_TOKEN",
     "TRITON_ADMIN_KEY",
@@ -42,6 +43,7 @@ IMAGE_PORTS = {
     "prom/prometheus": {9090},
     "grafana/grafana": {3000},
     "locustio/locust": {8089},
+    "nats": {4222, 6222, 8222},  # clients, cluster routes, monitoring (--http_port 8222)
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
@@ -99,6 +101,10 @@ def our_service(service: dict[str, Any]) -> facts.ServiceCode | None:
         return facts.GATEWAY
     if dockerfile.endswith("fallback_mf.Dockerfile"):
         return facts.MF
+    if dockerfile.endswith("job.Dockerfile") and service.get("entrypoint") == [
+        "python", "-m", "events",
+    ]:  # fmt: skip
+        return facts.EVENTS
     return None
 
 

@@ -1,7 +1,9 @@
 """Every NetworkPolicy port in k8s/ is one its peer needs, and no more (issue 20).
 
 The needs are derived from the manifests, not listed by hand: the ports in the gateway's
-upstream URLs (``GATEWAY_TRITON_URL``, ``GATEWAY_MF_URL``), the Redis Service port for every pod
+upstream URLs (``GATEWAY_TRITON_URL``, ``GATEWAY_MF_URL``), the event log's URL for its clients
+(``GATEWAY_EVENTS_NATS_URL``, ``EVENTS_NATS_URL``) and the NATS servers' ``--routes`` to one
+another, the Redis Service port for every pod
 given a ``*REDIS_URL``, the ingress' backend port, Prometheus' scrape ports (the
 ``prometheus.io/port`` annotations and the gateway's ``http`` port for its scrape job), the
 OTLP endpoint's port for every pod that exports traces, DNS for every pod. Then each port of each
@@ -73,7 +75,12 @@ def derive_needs(docs: Docs) -> list[Need]:
             if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
                 port = _url_port(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
                 needs.append(Need(me, EXTERNAL["jaeger"], port, "TCP", f"{name}: OTLP"))
-            for var in ("GATEWAY_TRITON_URL", "GATEWAY_MF_URL"):
+            for var in (
+                "GATEWAY_TRITON_URL",
+                "GATEWAY_MF_URL",
+                "GATEWAY_EVENTS_NATS_URL",
+                "EVENTS_NATS_URL",
+            ):
                 if var in env:
                     host = urlparse(env[var] if "://" in env[var] else f"//{env[var]}").hostname
                     assert host
@@ -86,6 +93,13 @@ def derive_needs(docs: Docs) -> list[Need]:
                     needs.append(
                         Need(me, _service_pods(docs, "redis"), port, "TCP", f"{name}: Redis")
                     )
+            for arg in container.get("args", []):  # NATS cluster routes: pod.service:port
+                if arg.startswith("--routes="):
+                    for route in arg.removeprefix("--routes=").split(","):
+                        parsed = urlparse(route)
+                        assert parsed.hostname and parsed.port, route
+                        dst = _service_pods(docs, parsed.hostname.split(".")[1])
+                        needs.append(Need(me, dst, parsed.port, "TCP", f"{name}: route"))
             annotations = template["metadata"].get("annotations", {})
             if annotations.get("prometheus.io/scrape") == "true":
                 port = int(annotations["prometheus.io/port"])

@@ -24,7 +24,12 @@ from gateway.edge.ratelimit import RateLimiter
 REPO = Path(__file__).resolve().parents[2]
 RENDER = REPO / "deploy" / "redis" / "render-acl.sh"
 CONF = REPO / "deploy" / "redis" / "redis.conf"
-PASSWORDS = {"gateway": "gw-secret-1", "materializer": "mat-secret-2", "admin": "adm-secret-3"}
+PASSWORDS = {
+    "gateway": "gw-secret-1",
+    "materializer": "mat-secret-2",
+    "events": "ev-secret-4",
+    "admin": "adm-secret-3",
+}
 FEATURE_KEY = b"\x02\x00\x00\x00user_id\x04\x00\x00\x00\x08\x00\x00\x00\x2a\x00demo"
 
 
@@ -170,6 +175,24 @@ def test_materializer_writes_features_but_cannot_flush(redis_port: int) -> None:
             call()
 
 
+def test_events_consumer_runs_its_script_and_writes_features_but_cannot_flush(
+    redis_port: int,
+) -> None:
+    """The consumer's user: Feast's write, its per-batch Lua script (EVALSHA), no FLUSH*/KEYS."""
+    consumer = client(redis_port, "events")
+    key = FEATURE_KEY + b"-3"
+    with consumer.pipeline(transaction=False) as pipe:
+        pipe.hset(key, mapping={b"_ts:users": b"3", b"f": b"x"})
+        pipe.expire(key, 3600)
+        pipe.execute()
+    sha = consumer.script_load("return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', 60)")
+    assert consumer.evalsha(sha, 1, "cascade:events:p:d:e-1", "1") == b"OK"
+    assert consumer.evalsha(sha, 1, "cascade:events:p:d:e-1", "1") is None  # a repeat: no-op
+    for call in (consumer.flushall, consumer.flushdb, lambda: consumer.keys("*")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            call()
+
+
 def test_wrong_password_is_refused(redis_port: int) -> None:
     wrong = redis.Redis(
         host="127.0.0.1", port=redis_port, username="gateway", password="nope", socket_timeout=2
@@ -202,6 +225,7 @@ def test_compose_redis_runs_the_acl_and_config_files_with_no_password_in_sight()
                 users.setdefault(name, set()).add(value.split("://")[1].split(":")[0])
     assert users.pop("gateway") == {"gateway"}
     assert set(users.pop("features")) == {"materializer"}
+    assert users.pop("events-consumer") == {"events"}  # features and its Lua script
     assert all(u == {"materializer"} for u in users.values()), users
     assert "fallback-mf" not in users, "the MF service uses no Redis"
 
