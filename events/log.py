@@ -85,6 +85,7 @@ class EventLog:
         self._served: asyncio.Queue[ServedRecord] = asyncio.Queue(maxsize=served_queue)
         self._sender: asyncio.Task[None] | None = None
         self.served_dropped = 0
+        self._closing = False
 
     @property
     def is_connected(self) -> bool:
@@ -116,7 +117,8 @@ class EventLog:
                 logger.warning("event log connection error: %s", exc)
 
         async def on_disconnect() -> None:
-            logger.warning("event log disconnected; reconnecting")
+            if not self._closing:
+                logger.warning("event log disconnected; reconnecting")
 
         async def on_reconnect() -> None:
             logger.info("event log reconnected")
@@ -280,6 +282,7 @@ class EventLog:
 
     async def close(self, *, timeout_s: float = 2.0) -> None:
         """Send what is queued (within ``timeout_s``), then close the connection."""
+        self._closing = True
         if self._sender is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
