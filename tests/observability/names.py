@@ -72,13 +72,26 @@ def mf_names() -> set[str]:
     return sample_names(ServiceMetrics().registry)
 
 
+def events_names() -> set[str]:
+    from events.metrics import ConsumerMetrics
+
+    return sample_names(ConsumerMetrics().registry)
+
+
 def recording_rules() -> set[str]:
     doc = yaml.safe_load(ALERTS.read_text())
     return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
 
 
 def known_names() -> set[str]:
-    return gateway_names() | mf_names() | TRITON_METRICS | PROMETHEUS_METRICS | recording_rules()
+    return (
+        gateway_names()
+        | mf_names()
+        | events_names()
+        | TRITON_METRICS
+        | PROMETHEUS_METRICS
+        | recording_rules()
+    )
 
 
 def metric_names(expr: str) -> set[str]:

@@ -33,6 +33,8 @@ REQUIRED_ALERTS = {
     "CascadeRateLimitRedisErrors",  # issue 20
     "CascadeApiKeysReloadFailing",  # issue 20
     "CascadeGatewayShedding",  # issue 20: edge sheds left the 5xx ratio
+    "CascadeEventsConsumerLag",  # issue 17
+    "CascadeEventsConsumerStopped",  # issue 17
 }
 
 
@@ -116,6 +118,6 @@ def test_prometheus_config_is_valid_and_scrapes_every_job(config: str) -> None:
     run_promtool("check", "config", config)
     doc = yaml.safe_load((PROM_DIR / config).read_text())
     assert doc["rule_files"] == [ALERTS.name]
-    assert {"gateway", "fallback_mf", "triton"} <= {
+    assert {"gateway", "fallback_mf", "triton", "events"} <= {
         job["job_name"] for job in doc["scrape_configs"]
     }
