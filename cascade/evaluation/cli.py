@@ -242,7 +242,7 @@ def write_recommendations(
     rows = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")  # the csv module's default is \r\n
         writer.writerow(["user_id", "item_id", "rank"])
         for start in range(0, len(user_ids), batch_size):
             batch = user_ids[start : start + batch_size]

@@ -137,6 +137,8 @@ def test_recommend_writes_original_ids(home, trained, tmp_path):
     assert recs.groupby("user_id")["rank"].apply(list).tolist() == [list(range(1, 8))] * 3
     interactions = pd.read_parquet(home / "datasets" / "tiny" / "interactions.parquet")
     assert recs["item_id"].isin(interactions["item_id"]).all()
+    raw = out.read_bytes()
+    assert b"\r" not in raw and raw.startswith(b"user_id,item_id,rank\n")  # \n line endings
 
 
 def test_recommend_popular_from_csv_with_header(home, tmp_path):
