@@ -46,6 +46,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.runtime import feature_names as names
 from events.contract import MAX_BATCH, MAX_PARTITIONS, PARTITIONS
+from events.state import key_prefix
 
 
 def _default_dataset() -> str:
@@ -113,7 +114,7 @@ class EventsSettings(BaseSettings):
     @property
     def key_prefix(self) -> str:
         """Redis key prefix of the consumer's own keys (state, dedup, served, CTR)."""
-        return f"cascade:events:{self.project}:"
+        return key_prefix(self.project)
 
     @property
     def owned_partitions(self) -> list[int]:

@@ -45,6 +45,8 @@ from events.contract import Event, ServedRecord
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+KEY_PREFIX = "cascade:events:"  # + Feast project + ":": the consumer's own keys in the online Redis
+CTR_HASH = "ctr"
 UNKNOWN = "unknown"  # tier and model version of an impression or click without a served record
 CTR_KINDS = {"impression": "impressions", "click": "clicks"}
 
@@ -155,6 +157,12 @@ for _, user in ipairs(touched) do
 end
 return cmsgpack.pack({applied, dups, out, ctr})
 """
+
+
+def key_prefix(project: str) -> str:
+    """Prefix of the consumer's keys (state ``u:``, dedup ``d:``, served ``s:``, ``ctr``) for
+    a Feast project: one data set's online store, one set of keys."""
+    return f"{KEY_PREFIX}{project}:"
 
 
 def ts_us(timestamp: float) -> int:

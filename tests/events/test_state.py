@@ -17,7 +17,8 @@ import pytest
 from cascade.data.features import user_state
 from cascade.runtime.schema import ITEM_ID, MAX_SEEN_ITEMS, RECENT_ITEMS_LEN, TIMESTAMP, USER_ID
 from events.contract import Event, ServedRecord
-from events.state import StateStore, ts_us
+from events.report import online_table
+from events.state import StateStore, key_prefix, ts_us
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def run(make: Callable[[StateStore], Coroutine[Any, Any, None]]) -> None:
             await client.ping()
         except Exception as exc:
             pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-        prefix = f"cascade:events:test_{uuid.uuid4().hex[:10]}:"
+        prefix = key_prefix(f"test_{uuid.uuid4().hex[:10]}")
         store = StateStore(client, prefix=prefix, dedup_ttl_s=600, state_ttl_s=600)
         try:
             await make(store)
@@ -205,5 +206,12 @@ def test_ctr_is_joined_to_the_served_record_once() -> None:
         )
         raw = await store.client.hgetall(store.prefix + "ctr")
         assert raw[b"two_tower\tv3\timpressions"] == b"2" and raw[b"two_tower\tv3\tclicks"] == b"1"
+        project = store.prefix.removeprefix("cascade:events:").rstrip(":")
+        table = online_table(REDIS_URL, project=project)
+        assert table == [
+            {"tier": "two_tower", "model_version": "v3", "impressions": 2, "clicks": 1, "ctr": 0.5},
+            {"tier": "unknown", "model_version": "unknown", "impressions": 1, "clicks": 1, "ctr": 1.0},
+        ]
+        assert online_table(REDIS_URL, project="nothing_here_" + project) == []
 
     run(check)
