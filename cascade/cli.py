@@ -12,7 +12,7 @@ import os
 import typer
 import typer.core
 
-from cascade import keys_cli, stack, stack_status
+from cascade import keys_cli, report_online, stack, stack_status
 from cascade.data import cli as data_cli
 from cascade.evaluation import cli as evaluation_cli
 from cascade.features import cli as features_cli
@@ -48,6 +48,10 @@ app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(serve_app, name="serve")
 app.add_typer(keys_cli.app, name="keys")
+report_app = typer.Typer(
+    help="Reports from the running platform.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(report_app, name="report")
 
 app.command("data")(data_cli.data)
 features_app.command("apply")(features_cli.apply)
@@ -61,6 +65,7 @@ app.command("recommend")(evaluation_cli.recommend)
 app.command("up")(stack.up_command)
 app.command("status")(stack_status.status_command)
 app.command("down")(stack_status.down_command)
+report_app.command("online")(report_online.report_online)
 
 
 @features_app.callback()

@@ -1,4 +1,5 @@
-"""``cascade up``: build what is missing, then run Triton, the MF service and the gateway locally.
+"""``cascade up``: build what is missing, then run Triton, the MF service, the gateway, the event
+log (``nats-server -js``) and the events consumer locally.
 
 Steps 1-3 live in ``cascade.stack_build``, the restart rule of step 4 in ``cascade.supervisor``.
 
@@ -10,12 +11,16 @@ Steps 1-3 live in ``cascade.stack_build``, the restart rule of step 4 in ``casca
    the Triton model repository holds no version (skipped, with a warning, when its training code
    is unavailable: the gateway then runs with ALS + popular only).
 4. Processes, each in its own process group with its log in ``$CASCADE_HOME/run/<name>.log``:
-   ``tritonserver``, ``python -m fallback_mf``, ``python -m gateway``. A child that dies is
-   restarted after a backoff (1 s, doubling to 30 s; reset after 60 s up).
-5. Ready: every child's readiness URL answers 200; the URLs, a fresh development API key
+   ``nats-server -js`` (its JetStream store in ``$CASCADE_HOME/nats``, so a restart keeps the
+   log), ``python -m events`` (the consumer: events into the online store, when the online store
+   is Redis), ``tritonserver``, ``python -m fallback_mf``, ``python -m gateway``. A child that
+   dies is restarted after a backoff (1 s, doubling to 30 s; reset after 60 s up).
+5. Ready: every child's readiness URL answers 200 (but the events consumer's: recommendations do
+   not depend on it, and it is supervised all the same); the URLs, a fresh development API key
    (client ``dev``, also in ``run/dev-api-key``; the previous one is revoked) and an example
    ``curl`` are printed, and ``run/stack.json`` records the pids and URLs.
-6. Ctrl-C / SIGTERM: gateway, MF, then Triton get SIGTERM (SIGKILL after 15 s); ``up`` returns 0.
+6. Ctrl-C / SIGTERM: the children get SIGTERM in reverse start order (the gateway first, the
+   event log last; SIGKILL after 15 s); ``up`` returns 0.
 """
 
 from __future__ import annotations
@@ -58,11 +63,15 @@ class StackPorts:
     triton_http: int = 8100
     triton_grpc: int = 8101
     triton_metrics: int = 8102
+    # Not NATS's 4222/8222: a machine may run its own NATS there (the CI machines do).
+    nats: int = 4223
+    nats_monitor: int = 8223
+    events: int = 8020  # the consumer's /healthz, /readyz, /metrics
 
 
 def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[int]:
     """The stack's ports that something already listens on (checked before building anything)."""
-    wanted = [ports.gateway, ports.mf]
+    wanted = [ports.gateway, ports.mf, ports.nats, ports.nats_monitor, ports.events]
     if with_triton:
         wanted += [ports.triton_http, ports.triton_grpc, ports.triton_metrics]
     busy = []
@@ -86,10 +95,13 @@ def _children(
     with_triton: bool,
     keys_file: Path | None = None,
     data_checksum: str | None = None,
+    with_consumer: bool = True,
 ) -> list[Child]:
     env = dict(os.environ, CASCADE_HOME=str(layout.home), OPENBLAS_NUM_THREADS="1")
     logs = layout.run_dir
-    children: list[Child] = []
+    children: list[Child] = _event_children(
+        layout=layout, dataset=dataset, ports=ports, env=env, with_consumer=with_consumer
+    )
     if with_triton:
         from two_tower.triton_server import TritonProcess, TritonSettings
 
@@ -128,6 +140,7 @@ def _children(
         GATEWAY_MF_URL=f"http://{INTERNAL_HOST}:{ports.mf}",
         GATEWAY_ARTIFACTS_DIR=str(layout.artifacts_dir),
         GATEWAY_TRITON_URL=f"{INTERNAL_HOST}:{ports.triton_grpc}" if with_triton else "",
+        GATEWAY_EVENTS_NATS_URL=nats_url(ports),
     )
     if keys_file is not None:  # authentication on, with the development key (docs/security.md)
         gw_env["GATEWAY_API_KEYS_FILE"] = str(keys_file)
@@ -135,6 +148,52 @@ def _children(
         "gateway", [sys.executable, "-m", "gateway"], log_path=logs / "gateway.log", env=gw_env
     )
     children.append(Child(gateway, f"http://{host}:{ports.gateway}/readyz"))
+    return children
+
+
+def nats_url(ports: StackPorts) -> str:
+    return f"nats://{INTERNAL_HOST}:{ports.nats}"
+
+
+def _event_children(
+    *,
+    layout: Layout,
+    dataset: str,
+    ports: StackPorts,
+    env: dict[str, str],
+    with_consumer: bool = True,
+) -> list[Child]:
+    """The event log (one ``nats-server -js``, its store under the home folder) and the
+    consumer, which needs Redis (its state, dedup keys and CTR counters live there): with the
+    SQLite online store the log still takes events (202) and keeps them until a consumer comes.
+    The gateway connects to the log in the background, so the order only saves reconnects."""
+    from events.natsd import NatsServer
+
+    nats = NatsServer(
+        layout.home / "nats",
+        log_path=layout.run_dir / "nats-server.log",
+        port=ports.nats,
+        monitor_port=ports.nats_monitor,
+    )
+    nats.store_dir.mkdir(parents=True, exist_ok=True)
+    nats_ready = f"http://{INTERNAL_HOST}:{ports.nats_monitor}/healthz?js-enabled-only=true"
+    consumer_env = dict(
+        env,
+        EVENTS_NATS_URL=nats_url(ports),
+        EVENTS_HOST=INTERNAL_HOST,
+        EVENTS_PORT=str(ports.events),
+        EVENTS_DATASET=dataset,
+    )
+    consumer = ManagedProcess(
+        "events",
+        [sys.executable, "-m", "events"],
+        log_path=layout.run_dir / "events.log",
+        env=consumer_env,
+    )
+    children = [Child(nats.process, nats_ready)]
+    if with_consumer:
+        ready = f"http://{INTERNAL_HOST}:{ports.events}/readyz"
+        children.append(Child(consumer, ready, required=False))
     return children
 
 
@@ -163,9 +222,15 @@ def _banner(
             f"  gateway      {gw}  (OpenAPI: {gw}/docs)",
             f"  MF service   http://{INTERNAL_HOST}:{ports.mf}",
             f"  Triton       {triton}",
+            f"  event log    {nats_url(ports)} (NATS JetStream; monitoring "
+            f"http://{INTERNAL_HOST}:{ports.nats_monitor})",
+            f"  consumer     http://{INTERNAL_HOST}:{ports.events} (events into the online store)"
+            if redis_url
+            else "  consumer     not started: it needs Redis (events wait in the log)",
             f"  online store {redact_url(redis_url) if redis_url else 'SQLite (' + str(layout.feast_dir) + ')'}",
             f"  logs         {layout.run_dir}/<name>.log",
-            f"  metrics      {gw}/metrics, http://{INTERNAL_HOST}:{ports.mf}/metrics"
+            f"  metrics      {gw}/metrics, http://{INTERNAL_HOST}:{ports.mf}/metrics, "
+            f"http://{INTERNAL_HOST}:{ports.events}/metrics"
             + (f", http://{INTERNAL_HOST}:{ports.triton_metrics}/metrics" if with_triton else ""),
             f"  traces       {traces}",
             f"  api key      {api_key} (client 'dev', also in {layout.run_dir}/dev-api-key)"
@@ -174,6 +239,7 @@ def _banner(
             f"  try:  curl -s -H 'Authorization: Bearer {api_key}' '{gw}/v1/recommendations/42?k=10'"
             if api_key
             else f"  try:  curl -s '{gw}/v1/recommendations/42?k=10'",
+            "  online metrics: cascade report online",
             "Ctrl-C stops everything.",
         ]
     )
@@ -233,6 +299,7 @@ def up(
             with_triton=with_triton,
             keys_file=keys_file,
             data_checksum=data_identity(layout.dataset_dir(dataset))["checksum"],
+            with_consumer=store_url is not None,
         )
     )
     supervisor = {
@@ -246,7 +313,7 @@ def up(
             child.start()
         _write_state(layout, stack, supervisor)
         deadline = time.monotonic() + ready_timeout_s
-        for child in stack.children:
+        for child in [c for c in stack.children if c.required]:
             while not http_ok(child.ready_url) and not stop.is_set():
                 if time.monotonic() > deadline:
                     raise ProcessError(
@@ -323,6 +390,9 @@ def up_command(
     triton_http_port: int = typer.Option(8100, envvar="CASCADE_TRITON_HTTP_PORT"),
     triton_grpc_port: int = typer.Option(8101, envvar="CASCADE_TRITON_GRPC_PORT"),
     triton_metrics_port: int = typer.Option(8102, envvar="CASCADE_TRITON_METRICS_PORT"),
+    nats_port: int = typer.Option(4223, envvar="CASCADE_NATS_PORT"),
+    nats_monitor_port: int = typer.Option(8223, envvar="CASCADE_NATS_MONITOR_PORT"),
+    events_port: int = typer.Option(8020, envvar="CASCADE_EVENTS_PORT"),
     redis_url: str = typer.Option(
         "", help=f"Redis for the online store (default $REDIS_URL or {DEFAULT_REDIS_URL})."
     ),
@@ -341,8 +411,9 @@ def up_command(
     from cascade.runtime.feature_store import FeatureStoreError
 
     ports = StackPorts(
-        gateway_port, mf_port, triton_http_port, triton_grpc_port, triton_metrics_port
-    )
+        gateway_port, mf_port, triton_http_port, triton_grpc_port, triton_metrics_port,
+        nats_port, nats_monitor_port, events_port,
+    )  # fmt: skip
     try:
         code = up(
             scale=scale,

@@ -18,10 +18,13 @@ BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 1.0, 30.0, 60.0
 
 @dataclass
 class Child:
-    """One supervised process: how to check it is ready, and its restart state."""
+    """One supervised process: how to check it is ready, and its restart state. A child that is
+    not ``required`` (the events consumer) is supervised the same way, but ``cascade up`` does
+    not wait for it before serving: recommendations do not depend on it."""
 
     proc: ManagedProcess
     ready_url: str
+    required: bool = True
     restarts: int = 0
     backoff_s: float = BACKOFF_START_S
     started_at: float = 0.0

@@ -64,7 +64,16 @@ def feast_project():
 def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: str) -> None:
     ports = {
         name: free_port()
-        for name in ("GATEWAY", "MF", "TRITON_HTTP", "TRITON_GRPC", "TRITON_METRICS")
+        for name in (
+            "GATEWAY",
+            "MF",
+            "TRITON_HTTP",
+            "TRITON_GRPC",
+            "TRITON_METRICS",
+            "NATS",
+            "NATS_MONITOR",
+            "EVENTS",
+        )  # fmt: skip
     }
     env = dict(os.environ, CASCADE_HOME=str(tmp_path / "home"), CASCADE_FEAST_PROJECT=feast_project)
     env.update({f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()})
@@ -101,6 +110,19 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
             assert "two_tower" in tiers, tiers
         else:
             assert tiers <= {"als", "popular"}, tiers
+        # The event log runs (nats-server -js): an event batch is stored and acknowledged.
+        assert "nats-server" in state
+        event = {"event_id": "up-1", "user_id": 40, "item_id": 1, "type": "view",
+                 "timestamp": time.time()}  # fmt: skip
+        deadline = time.monotonic() + 30  # the gateway connects to the log in the background
+        while True:
+            r = httpx.post(
+                f"{gateway}/v1/events", json={"events": [event]}, headers=auth, timeout=10
+            )
+            if r.status_code == 202 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 202, r.text
         pids = [child["pid"] for child in state.values()]
         assert all(psutil.pid_exists(pid) for pid in pids)
 

@@ -1,0 +1,40 @@
+"""``cascade report online``: the table of impressions, clicks and CTR per tier and model version,
+and a clear error (no traceback, no password) when Redis does not answer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from cascade.report_online import format_table, online_rows
+from cascade.runtime.procs import free_port
+
+ROWS = [
+    {"tier": "two_tower", "model_version": "two_tower/3", "impressions": 12000, "clicks": 600,
+     "ctr": 0.05},
+    {"tier": "als", "model_version": "als/v2", "impressions": 3000, "clicks": 60, "ctr": 0.02},
+]  # fmt: skip
+
+
+def test_rows_formatted() -> None:
+    rows = online_rows(redis_url="redis://unused", table=lambda url, dataset: list(ROWS))
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["tier", "model", "version", "impressions", "clicks", "CTR"]
+    assert "two_tower/3" in lines[2] and "12,000" in lines[2] and "5.00%" in lines[2]
+    assert "2.00%" in lines[3]
+    assert "no served impressions" in format_table([])
+    assert "-" in format_table([{**ROWS[0], "impressions": 0, "clicks": 0, "ctr": None}])
+
+
+def test_unreachable_redis_is_one_line_and_exit_2_without_the_password() -> None:
+    url = f"redis://:s3cr3t@127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "cascade.cli", "report", "online", "--redis-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "s3cr3t" not in result.stderr
+    assert "cannot read the online metrics" in result.stderr and "***" in result.stderr
