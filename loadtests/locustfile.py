@@ -16,10 +16,15 @@ Imports only the stdlib, locust and gevent: the stock ``locustio/locust`` image 
 - ``CASCADE_API_KEY``: sent as ``Authorization: Bearer <key>`` when set.
 - ``CASCADE_LOADTEST_OUTCOMES``: where to write, when Locust stops, every answer's tier,
   fallback reason and error cause counted per second (``loadtests/outcomes.py``); unset: not kept.
+- ``CASCADE_EVENTS`` (``0``): ``1`` makes each user behave as an app that reports feedback
+  (``POST /v1/events``): after every recommendation one impression batch of its k items with the
+  answer's ``request_id``, and for ``CASCADE_CLICK_SHARE`` (0.05) of them a click on one shown
+  item. ``CASCADE_LOADTEST_EVENTS``: where to write the events' counts (JSON: batches by status,
+  events sent and accepted, the last event's id and time) when Locust stops.
 
 Each request is named after the tier that served it (``X-Served-By``), e.g.
 ``GET /v1/recommendations/[user] [two_tower]``, so Locust's statistics split by tier; a non-2xx
-answer is a failure named ``[error]``.
+answer is a failure named ``[error]``. Events are ``POST /v1/events [events]`` (their own row).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import ast
 import bisect
 import itertools
+import json
 import os
 import random
 import sys
@@ -144,9 +150,59 @@ def record(method: str, response: object) -> None:
     )
 
 
+EVENTS_ON = os.environ.get("CASCADE_EVENTS", "0") == "1"
+CLICK_SHARE = float(os.environ.get("CASCADE_CLICK_SHARE", "0.05"))
+EVENTS_PATH = "/v1/events"
+EVENTS_OUT = os.environ.get("CASCADE_LOADTEST_EVENTS", "")
+
+
+class EventCounts:
+    """What the events API answered: batches by status, events sent and accepted (202)."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, int] = {}
+        self.sent = 0
+        self.accepted = 0
+        self.clicks = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self._ids = itertools.count()
+        self._prefix = f"lt{os.getpid():x}{random.getrandbits(32):08x}"
+
+    def next_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def add(self, status: int, n: int) -> None:
+        self.batches[str(status)] = self.batches.get(str(status), 0) + 1
+        self.sent += n
+        now = time.time()
+        self.first_at = self.first_at or now
+        if status == 202:
+            self.accepted += n
+            self.last_at = now
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": "cascade-loadtest-events/1",
+            "batches_by_status": self.batches,
+            "events_sent": self.sent,
+            "events_accepted": self.accepted,
+            "clicks": self.clicks,
+            "first_at": self.first_at,
+            "last_accepted_at": self.last_at,
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+EVENT_COUNTS = EventCounts()
+
+
 def _write_outcomes(**_: object) -> None:
     if OUTCOMES_PATH:
         OUTCOMES.write(Path(OUTCOMES_PATH))
+    if EVENTS_OUT:
+        EVENT_COUNTS.write(Path(EVENTS_OUT))
 
 
 events.quitting.add_listener(_write_outcomes)  # type: ignore[no-untyped-call]
@@ -180,6 +236,47 @@ class RecommendationUser(HttpUser):
             response.request_meta["name"] = tier_name(base, response)
             record(method, response)
             if not 200 <= response.status_code < 300:
+                response.failure(f"HTTP {response.status_code}")
+                return
+            answer = response.content
+        if EVENTS_ON:
+            self._feedback(answer)
+
+    def _feedback(self, answer: bytes | None) -> None:
+        """What an app sends after showing a recommendation: an impression per shown item (one
+        batch, linked by the answer's request_id), and now and then a click on one of them."""
+        try:
+            body = json.loads(answer or b"{}")
+            user, request_id = int(body["user_id"]), str(body["request_id"])
+            shown = [int(i["item_id"]) for i in body["items"]]
+        except (ValueError, KeyError, TypeError):
+            return
+        if not shown:
+            return
+        now = time.time()
+        batch: list[dict[str, object]] = [
+            {"event_id": EVENT_COUNTS.next_id(), "user_id": user, "item_id": item,
+             "type": "impression", "timestamp": now, "request_id": request_id}
+            for item in shown
+        ]  # fmt: skip
+        self._post_events(batch)
+        if POPULATION.rng.random() < CLICK_SHARE:
+            EVENT_COUNTS.clicks += 1
+            click = {"event_id": EVENT_COUNTS.next_id(), "user_id": user,
+                     "item_id": POPULATION.rng.choice(shown), "type": "click",
+                     "timestamp": time.time(), "request_id": request_id}  # fmt: skip
+            self._post_events([click])
+
+    def _post_events(self, batch: list[dict[str, object]]) -> None:
+        name = f"POST {EVENTS_PATH}"
+        with self.client.post(
+            EVENTS_PATH, json={"events": batch}, name=name, catch_response=True
+        ) as response:
+            EVENT_COUNTS.add(int(response.status_code or 0), len(batch))
+            if response.status_code == 202:
+                response.request_meta["name"] = f"{EVENTS_PATH} [events]"
+            else:
+                response.request_meta["name"] = f"{EVENTS_PATH} [events-error]"
                 response.failure(f"HTTP {response.status_code}")
 
     @task

@@ -1,4 +1,5 @@
-"""``python -m cascade.drills`` (``make drill``): start the drill stack, run D1-D10, print the table.
+"""``python -m cascade.drills`` (``make drill``): start the drill stack, run D1-D10 and D12, print
+the table. ``--consumer-down-s 10``: D12's outage shorter than its 60 s (a quick run).
 
 Exit code 0 when every drill passed, 1 when one failed, 2 on bad input (or a ``--gateway-cpu``
 quota this machine cannot apply). The table and ``results.json`` go to ``--out`` (default
@@ -33,6 +34,7 @@ async def run(
     rate: float,
     quick: bool,
     gateway_cpu: float | None = None,
+    consumer_down_s: float | None = None,
 ) -> list[DrillResult]:
     """Start the stack, run ``names``, write the report, stop the stack."""
     from cascade.drills.drills import Plan, run_drills
@@ -43,6 +45,8 @@ async def run(
     plan = Plan(rate=rate)
     if quick:
         plan = replace(Plan.ci(), rate=rate, spike_s=10.0, otlp_s=8.0, otlp_base_s=4.0, slow_s=10.0)
+    if consumer_down_s is not None:
+        plan = replace(plan, consumer_down_s=consumer_down_s)
     with contextlib.ExitStack() as held:
         quota = held.enter_context(GatewayQuota(gateway_cpu)) if gateway_cpu else None
         stack = DrillStack(home=home, scale=scale, gateway_quota=quota)
@@ -72,8 +76,11 @@ def main(
     gateway_cpu: float = typer.Option(
         0.0, help="Hold the gateway to this many CPUs (a slower machine); 0: no quota."
     ),
+    consumer_down_s: float = typer.Option(
+        0.0, help="D12: how long the events consumer stays down (0: the plan's, 60 s; quick 10 s)."
+    ),
 ) -> None:
-    """Run the fault drills D1-D10 against a stack with fault proxies; print PASS/FAIL per drill."""
+    """Run the fault drills D1-D10 and D12 against a stack with fault proxies; PASS/FAIL each."""
     from cascade.drills.drills import DRILLS
     from cascade.drills.slow_node import CpuQuotaError
 
@@ -83,6 +90,8 @@ def main(
         raise typer.BadParameter(f"unknown drills {unknown}; known: {', '.join(DRILLS)}")
     if rate <= 0:
         raise typer.BadParameter("--rate must be positive")
+    if consumer_down_s < 0:
+        raise typer.BadParameter("--consumer-down-s must be positive (0: the plan's)")
     if gateway_cpu < 0:
         raise typer.BadParameter("--gateway-cpu must be positive (0: no quota)")
     layout = Layout.from_env()
@@ -97,6 +106,7 @@ def main(
                 rate=rate,
                 quick=quick,
                 gateway_cpu=gateway_cpu or None,
+                consumer_down_s=consumer_down_s or None,
             )
         )
     except CpuQuotaError as exc:

@@ -1,11 +1,12 @@
-"""The fault drills D1-D10, each under open-loop load, with a baseline from the same run.
+"""The fault drills D1-D10 and D12, each under open-loop load, with a baseline from the same run.
 
 Each drill: load starts; ``baseline_s`` of healthy traffic; the fault; observation; the fault
 removed (when the drill says so); then figures and :class:`~cascade.drills.analysis.Check`s.
 :func:`run_drills` heals the stack before each drill. :class:`Plan` holds the durations;
 ``Plan.ci()`` is the shortened form the CI test runs (same criteria code). The drills live in
 ``model_drills.py`` (D1-D5, D9), ``platform_drills.py`` (D6-D7), ``otlp_drill.py`` (D8) and
-``overload_drill.py`` (D10: 2x overload, then recovery).
+``overload_drill.py`` (D10: 2x overload, then recovery) and ``event_drill.py`` (D12: the events
+consumer killed under event load).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from cascade.drills.analysis import Check, DrillResult
+from cascade.drills.event_drill import d12_consumer_down
 from cascade.drills.model_drills import (
     d1_triton_kill,
     d2_triton_freeze,
@@ -46,6 +48,8 @@ DRILLS: dict[str, Drill] = {
     "D8": d8_otlp_blackhole,
     "D9": d9_primary_garbage,
     "D10": d10_overload,
+    # D11 is reserved (issue 18's rollout drill); D12: the events consumer down (issue 17)
+    "D12": d12_consumer_down,
 }
 NEEDS_PROXY = {"D3": "triton", "D4": "triton", "D8": "otlp", "D9": "triton"}
 

@@ -8,6 +8,10 @@
 4. Plots and ``summary.md`` from the CSVs (``cascade.drills.report.loadtest_report``), then the
    answers by fallback reason and 503 cause (``cascade.drills.outcomes``, from what the
    locustfile counted) and the gateway's own figures over the run (``cascade.drills.internals``).
+5. Events (on by default, ``--no-events`` for recommendations only): each Locust user reports
+   an impression batch per answer and a click for 5% of them (``loadtests/locustfile.py``); the
+   summary adds event throughput, batches by status (202, 503), the consumer's freshness p50/p99
+   over the run and its lag at the end, read from its ``/metrics`` (``--events-port``, 8020).
 
 ``--gateway-cpu 0.5`` (``make loadtest GATEWAY_CPU=0.5``): a machine 2-3x slower. The gateway
 process (``run/stack.json``, else whoever listens on the port) is held to that many CPUs by a
@@ -52,6 +56,8 @@ class LoadTestConfig:
     ready_timeout_s: float = 1200.0
     model_repository: Path | None = None  # for `cascade up`; None: its default (triton_models/)
     gateway_cpu: float | None = None  # hold the gateway to this many CPUs (None: no quota)
+    events: bool = True  # apps report impressions and clicks (POST /v1/events)
+    events_port: int = 8020  # the events consumer's /metrics
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -85,6 +91,9 @@ def start_stack(*, layout: Layout, config: LoadTestConfig) -> ManagedProcess:
         CASCADE_TRITON_HTTP_PORT=str(free_port()),
         CASCADE_TRITON_GRPC_PORT=str(free_port()),
         CASCADE_TRITON_METRICS_PORT=str(free_port()),
+        CASCADE_NATS_PORT=str(free_port()),
+        CASCADE_NATS_MONITOR_PORT=str(free_port()),
+        CASCADE_EVENTS_PORT=str(config.events_port),
         GATEWAY_LOG_LEVEL=os.environ.get("GATEWAY_LOG_LEVEL", "WARNING"),
     )
     argv = [sys.executable, "-m", "cascade.cli", "up", "--scale", config.scale]
@@ -119,6 +128,7 @@ def run_locust(
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
     (out_dir / "outcomes.json").unlink(missing_ok=True)  # never a previous run's counts
+    (out_dir / "events.json").unlink(missing_ok=True)
     env = dict(
         os.environ,
         CASCADE_LOAD_SHAPE=config.shape,
@@ -126,6 +136,8 @@ def run_locust(
         CASCADE_USER_RPS=str(config.user_rps),
         CASCADE_DURATION_S=str(config.duration_s),
         CASCADE_LOADTEST_OUTCOMES=str(out_dir / "outcomes.json"),
+        CASCADE_EVENTS="1" if config.events else "0",
+        CASCADE_LOADTEST_EVENTS=str(out_dir / "events.json"),
     )
     if users_file is not None:
         env["CASCADE_LOADTEST_USERS"] = str(users_file)
@@ -161,7 +173,7 @@ def run_locust(
 
 def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
     """Run the whole load test; returns the summary's path. CpuQuotaError: no quota possible."""
-    from cascade.drills import internals
+    from cascade.drills import event_figures, internals
     from cascade.drills.report import loadtest_report
     from cascade.drills.slow_node import GatewayQuota, cpu_seconds, describe, find_gateway_pid
 
@@ -185,6 +197,8 @@ def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
                     pid = find_gateway_pid(layout, config.port)
             users = write_users(layout, config.scale, out_dir / "users.txt")
             before = internals.scrape(url)
+            consumer_url = f"http://127.0.0.1:{config.events_port}"
+            consumer_before = event_figures.scrape_consumer(consumer_url) if config.events else None
             started, cpu_before = time.monotonic(), cpu_seconds([pid] if pid else [])
             prefix = run_locust(
                 url=url, config=config, out_dir=out_dir, users_file=users, key=api_key(layout)
@@ -192,6 +206,15 @@ def loadtest(*, config: LoadTestConfig, layout: Layout, out_dir: Path) -> Path:
             took = time.monotonic() - started
             logger.info("locust ran %.0fs", took)
             extra.append(internals.markdown(before, internals.scrape(url)))
+            if config.events:
+                extra.append(
+                    event_figures.markdown(
+                        counts_path=out_dir / "events.json",
+                        before=consumer_before,
+                        after=event_figures.scrape_consumer(consumer_url),
+                        duration_s=took,
+                    )
+                )
             if quota is None and pid is not None:
                 cores = (cpu_seconds([pid]) - cpu_before) / took
                 extra.append(f"- gateway CPU (no quota): {cores:.2f} cores over {took:.0f} s\n")
@@ -233,6 +256,12 @@ def main(
     gateway_cpu: float = typer.Option(
         0.0, help="Hold the gateway to this many CPUs for the run (a slower machine); 0: no quota."
     ),
+    events: bool = typer.Option(
+        True, "--events/--no-events", help="Apps also report impressions and clicks."
+    ),
+    events_port: int = typer.Option(
+        8020, envvar="CASCADE_EVENTS_PORT", help="The events consumer's port (its /metrics)."
+    ),
 ) -> None:
     """Locust against the local stack (started if needed); CSV, HTML, plots and summary.md."""
     try:
@@ -245,6 +274,8 @@ def main(
             scale=scale,
             model_repository=Path(model_repository) if model_repository else None,
             gateway_cpu=gateway_cpu or None,
+            events=events,
+            events_port=events_port,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -108,6 +108,14 @@ def write_drill_report(results: Sequence[DrillResult], out_dir: Path) -> Path:
 # -- load test ---------------------------------------------------------------------------------
 
 
+EVENTS_NAME = "/v1/events"  # the locustfile's event requests: not recommendations
+
+
+def _is_event(names: Any) -> Any:
+    """Rows of ``POST /v1/events`` (kept out of the fallback share: they have no tier)."""
+    return names.astype(str).str.contains(EVENTS_NAME, regex=False)
+
+
 def tier_of(name: str) -> str:
     """The tier in a Locust request name (``... [als]``), ``-`` when absent."""
     match = _TIER.search(str(name))
@@ -137,7 +145,7 @@ def fallback_share_series(history: Any) -> Any:
     """
     import pandas as pd
 
-    rows = history[history["Name"] != "Aggregated"].copy()
+    rows = history[(history["Name"] != "Aggregated") & ~_is_event(history["Name"])].copy()
     if rows.empty:
         return pd.DataFrame(columns=["t", "total", "fallback_share"])
     rows["tier"] = rows["Name"].map(tier_of)
@@ -230,7 +238,8 @@ def loadtest_report(*, csv_prefix: Path, out_dir: Path, title: str = "Cascade lo
         "",
         f"- requests: {total}, failures: {int(agg['Failure Count'])}, "
         f"throughput: {float(agg['Requests/s']):.1f} requests/s",
-        f"- latency (all): p50 {agg['50%']:.0f} ms, p95 {agg['95%']:.0f} ms, p99 {agg['99%']:.0f} ms",
+        f"- latency (all{', events included' if _is_event(stats['Name']).any() else ''}): "
+        f"p50 {agg['50%']:.0f} ms, p95 {agg['95%']:.0f} ms, p99 {agg['99%']:.0f} ms",
         f"- mean fallback share: {_mean_share(share):.1%} (requests not served by two_tower)",
         "",
         "| method | tier | requests | failures | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | req/s |",

@@ -8,6 +8,8 @@ Redis and the OTLP collector.
                               |             and restarted Redis comes back with its features)
                               -> MF service
                               -> [proxy] -> OTLP sink (a tiny collector that answers 200)
+                              -> nats-server -js (the event log, its store under home)
+                                   -> events consumer (python -m events) -> redis-server
 
 With ``gateway_quota`` (``--gateway-cpu``), every gateway process the stack starts (a restart by
 ``heal`` included) is moved into that CPU quota before it serves: a machine 2-3x slower.
@@ -37,6 +39,7 @@ from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
+from events.state import key_prefix
 
 if TYPE_CHECKING:
     from cascade.drills.slow_node import GatewayQuota
@@ -92,7 +95,8 @@ class DrillStack:
 
     def _start_all(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        names = ("redis", "triton_http", "triton_grpc", "triton_metrics", "mf", "gateway")
+        names = ("redis", "triton_http", "triton_grpc", "triton_metrics", "mf", "gateway",
+                 "nats", "nats_monitor", "events")  # fmt: skip
         for name in (*names, "control", "sink", "p_triton", "p_redis", "p_otlp"):
             self.ports[name] = free_port()
         specs = [
@@ -142,12 +146,14 @@ class DrillStack:
         if not two_tower:
             raise ProcessError("no Two-Tower model could be built: the drills need Triton")
         self.users = _users_by_activity(self.layout, self.dataset)
+        self.start_nats()
+        self.start_events()
         self.start_triton()
         self.start_mf()
         self.start_gateway()
 
     async def stop(self) -> None:
-        for name in ("gateway", "mf", "triton", "redis", "proxyhub"):
+        for name in ("gateway", "mf", "triton", "events", "nats", "redis", "proxyhub"):
             if name in self.procs:
                 await asyncio.to_thread(self.procs[name].stop, grace=10)
 
@@ -194,6 +200,31 @@ class DrillStack:
         self.procs["triton"] = proc.start()
         proc.wait_ready(timeout=180)
 
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports['nats']}"
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['events']}"
+
+    def start_nats(self) -> None:
+        from events.natsd import NatsServer
+
+        server = NatsServer(self.home / "nats", log_path=self.home / "run" / "nats-server.log",
+                            port=self.ports["nats"], monitor_port=self.ports["nats_monitor"])  # fmt: skip
+        self.procs["nats"] = server.start().process
+
+    def start_events(self) -> None:
+        """The consumer, on the drills' own Redis (directly: no proxy; D6 is about the gateway)."""
+        env = dict(self.env, EVENTS_NATS_URL=self.nats_url, EVENTS_HOST="127.0.0.1",
+                   EVENTS_PORT=str(self.ports["events"]), EVENTS_DATASET=self.dataset,
+                   EVENTS_LOG_LEVEL="WARNING", EVENTS_JSON_LOGS="false")  # fmt: skip
+        proc = ManagedProcess("events", [sys.executable, "-m", "events"],
+                              log_path=self.home / "run" / "events.log", env=env)  # fmt: skip
+        self.procs["events"] = proc.start()
+        proc.wait_ready(f"{self.events_url}/readyz", timeout=90)
+
     def start_mf(self) -> None:
         from fallback_mf.artifacts import als_root
 
@@ -213,6 +244,7 @@ class DrillStack:
             GATEWAY_MF_URL=f"http://127.0.0.1:{self.ports['mf']}",
             GATEWAY_DATASET=self.dataset,
             GATEWAY_ARTIFACTS_DIR=str(self.layout.artifacts_dir),
+            GATEWAY_EVENTS_NATS_URL=self.nats_url,
         )
         env = dict(
             self.env,
@@ -230,16 +262,17 @@ class DrillStack:
 
     def restore(self, name: str) -> None:
         """Bring a killed component back (Redis reloads its append-only file)."""
-        starters = {"redis": self.start_redis, "triton": self.start_triton, "mf": self.start_mf}
+        starters = {"redis": self.start_redis, "triton": self.start_triton, "mf": self.start_mf,
+                    "nats": self.start_nats, "events": self.start_events}  # fmt: skip
         starters[name]()
 
     def heal(self) -> None:
         """Proxies to pass, everything resumed and running, then wait for the primary to serve."""
         for proxy in self.proxies.values():
             proxy.set_mode(Pass())
-        for name in ("redis", "triton", "mf"):
+        for name in ("redis", "nats", "triton", "mf", "events"):
             self.procs[name].resume()
-        for name in ("redis", "triton", "mf"):
+        for name in ("redis", "nats", "triton", "mf", "events"):
             if not self.procs[name].running():
                 self.restore(name)
         if not http_ok(f"{self.url}/healthz", timeout=3.0):  # dead or hung: start it again
@@ -268,6 +301,9 @@ class DrillStack:
             heal=self.heal,
             facts=GatewayFacts.from_env(self.gateway_env),
             proxies=self.proxies,
+            events_url=self.events_url,
+            redis_url=self.env["REDIS_URL"],
+            events_prefix=key_prefix(self.env["CASCADE_FEAST_PROJECT"]),
         )
 
 

@@ -54,7 +54,8 @@ class GatewayFacts:
 
 @dataclass
 class DrillTarget:
-    """A running stack. ``procs`` holds ``triton``, ``mf`` and ``redis``.
+    """A running stack. ``procs`` holds ``triton``, ``mf`` and ``redis`` (and ``nats`` and
+    ``events``, the consumer, when the stack runs the event log).
 
     ``restore(name)`` brings a killed component back *with its data* (Redis: restarted and,
     when it keeps nothing on disk, materialized again) and returns when it serves.
@@ -70,3 +71,8 @@ class DrillTarget:
     heal: Callable[[], None]
     facts: GatewayFacts = field(default_factory=GatewayFacts)
     proxies: Mapping[str, FaultControl] = field(default_factory=dict)
+    # The events consumer's base URL (``/metrics``) and the Redis it writes: D12. Empty: the
+    # stack runs no event log, and D12 reports that instead of a verdict.
+    events_url: str = ""
+    redis_url: str = ""
+    events_prefix: str = ""  # the consumer's Redis key prefix (events.state.key_prefix)

@@ -52,6 +52,13 @@ class Plan:
     overload_factor: float = 2.0
     capacity_s: float = 4.0
     overload_after_s: float = 15.0
+    # D12: the events consumer killed for ``consumer_down_s`` under ``event_rate`` events/s (in
+    # batches of ``event_batch``) and ``rate`` recommendations/s; the lag must drain within
+    # ``drain_limit_s`` (x slack) of the restart.
+    consumer_down_s: float = 60.0
+    event_rate: float = 500.0
+    event_batch: int = 50
+    drain_limit_s: float = 30.0
     # Recovery limits are multiplied by ``slack``: 1 in ``make drill`` (the tight figures,
     # printed and judged); more in CI, where the machine is shared and of unknown speed and the
     # test asserts behaviour (it recovered), not speed.
@@ -70,6 +77,8 @@ class Plan:
             freeze_s=6.0,
             after_s=8.0,
             redis_fault_s=3.0,
+            consumer_down_s=10.0,
+            event_rate=200.0,
             slack=3.0,
             sheds_are_load=True,
         )
