@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cascade.data.features import build_feature_tables, user_state, write_feature_tables
 from cascade.runtime import feature_names as names
@@ -56,6 +57,7 @@ class Stack:
                 "EVENTS_PORT": str(self.port),
                 "EVENTS_PARTITIONS": "4",
                 "EVENTS_OFFLINE_FLUSH_S": "0.5",
+                "EVENTS_ACK_WAIT_S": "5",  # redeliveries after a crash come within seconds
                 "EVENTS_FETCH_WAIT_S": "0.05",
                 "EVENTS_RETRY_MAX_S": "0.5",
                 "EVENTS_LAG_POLL_S": "0.5",
@@ -93,14 +95,16 @@ class Stack:
             self.consumer.stop(grace=15)
 
 
-def build_store(home: Path, redis_url: str, project: str) -> tuple[pd.DataFrame, np.ndarray]:
+def build_store(
+    home: Path, redis_url: str, project: str, mp: pytest.MonkeyPatch
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Write the tiny data set's feature tables, apply them and materialize into Redis (in
-    this process: env vars point Feast at the Redis and project)."""
+    this process: env vars, set through ``mp``, point Feast at the Redis and project)."""
     from cascade.data.synthetic import generate
     from cascade.features import store
 
-    os.environ["REDIS_URL"] = redis_url
-    os.environ[names.PROJECT_ENV] = project
+    mp.setenv("REDIS_URL", redis_url)
+    mp.setenv(names.PROJECT_ENV, project)
     layout = Layout(home=home)
     ds = generate(scale="tiny", seed=7)
     write_feature_tables(build_feature_tables(ds), layout.dataset_dir(DATASET))

@@ -33,7 +33,7 @@ def events(n: int, *, start: int = 0, user: int | None = None) -> list[Event]:
 
 async def _read_all(log: EventLog, subject: str, n: int) -> list[tuple[str, bytes, dict[str, str]]]:
     sub = await log.jetstream.pull_subscribe(subject, durable=None)
-    out = []
+    out: list[tuple[str, bytes, dict[str, str]]] = []
     while len(out) < n:
         for msg in await sub.fetch(n - len(out), timeout=2):
             out.append((msg.subject, msg.data, dict(msg.headers or {})))

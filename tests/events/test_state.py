@@ -32,7 +32,7 @@ def run(make: Callable[[StateStore], Coroutine[Any, Any, None]]) -> None:
 
         client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
         try:
-            await client.ping()
+            await client.ping()  # type: ignore[misc]
         except Exception as exc:
             pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
         prefix = key_prefix(f"test_{uuid.uuid4().hex[:10]}")
@@ -183,9 +183,16 @@ def test_ctr_is_joined_to_the_served_record_once() -> None:
         )
 
         def ev(i: int, kind: str, req: str | None) -> Event:
-            return Event(
-                event_id=f"c{i}", user_id=1, item_id=i, type=kind, timestamp=T0, request_id=req
-            )  # type: ignore[arg-type]
+            return Event.model_validate(
+                {
+                    "event_id": f"c{i}",
+                    "user_id": 1,
+                    "item_id": i,
+                    "type": kind,
+                    "timestamp": T0,
+                    "request_id": req,
+                }
+            )
 
         batch = [
             ev(1, "impression", "r1"),
@@ -204,13 +211,19 @@ def test_ctr_is_joined_to_the_served_record_once() -> None:
                 ("unknown", "unknown", "clicks"),
             ]
         )
-        raw = await store.client.hgetall(store.prefix + "ctr")
+        raw: dict[bytes, bytes] = await store.client.hgetall(store.prefix + "ctr")  # type: ignore[misc]
         assert raw[b"two_tower\tv3\timpressions"] == b"2" and raw[b"two_tower\tv3\tclicks"] == b"1"
         project = store.prefix.removeprefix("cascade:events:").rstrip(":")
         table = online_table(REDIS_URL, project=project)
         assert table == [
             {"tier": "two_tower", "model_version": "v3", "impressions": 2, "clicks": 1, "ctr": 0.5},
-            {"tier": "unknown", "model_version": "unknown", "impressions": 1, "clicks": 1, "ctr": 1.0},
+            {
+                "tier": "unknown",
+                "model_version": "unknown",
+                "impressions": 1,
+                "clicks": 1,
+                "ctr": 1.0,
+            },
         ]
         assert online_table(REDIS_URL, project="nothing_here_" + project) == []
 
