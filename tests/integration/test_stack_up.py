@@ -73,7 +73,7 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
             "NATS",
             "NATS_MONITOR",
             "EVENTS",
-        )  # fmt: skip
+        )
     }
     env = dict(os.environ, CASCADE_HOME=str(tmp_path / "home"), CASCADE_FEAST_PROJECT=feast_project)
     env.update({f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()})
