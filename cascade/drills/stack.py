@@ -39,6 +39,7 @@ from cascade.drills.proxyhub import ProxySpec, RemoteProxy, start_hub
 from cascade.drills.target import DrillTarget, GatewayFacts
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, ProcessError, free_port, http_ok
+from events.contract import EVENTS_DIR
 from events.state import key_prefix
 
 if TYPE_CHECKING:
@@ -156,6 +157,12 @@ class DrillStack:
         for name in ("gateway", "mf", "triton", "events", "nats", "redis", "proxyhub"):
             if name in self.procs:
                 await asyncio.to_thread(self.procs[name].stop, grace=10)
+        if self.dataset:
+            # The drills' events are synthetic load: the consumer's offline log of them would
+            # become interactions at the next build (events are training data), growing the
+            # drill data set and retraining its models on every run.
+            log = self.layout.dataset_dir(self.dataset) / EVENTS_DIR
+            await asyncio.to_thread(shutil.rmtree, log, True)
 
     # -- processes ----------------------------------------------------------------------------
 
