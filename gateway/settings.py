@@ -57,8 +57,8 @@ variable                            default                    meaning
                                                                ``events_disabled`` without it)
 ``GATEWAY_EVENTS_PUBLISH_TIMEOUT_MS`` ``2000``                 wait for the log's acks, then 503
 ``GATEWAY_EVENTS_CONNECT_TIMEOUT_MS`` ``2000``                 one connection attempt (retried)
-``GATEWAY_EVENTS_PARTITIONS``       ``16``                     user partitions (= the consumer's
-                                                               ``EVENTS_PARTITIONS``)
+``GATEWAY_EVENTS_PARTITIONS``       ``$EVENTS_PARTITIONS``/16  user partitions (= the consumer's
+                                                               ``EVENTS_PARTITIONS``, also read)
 ``GATEWAY_EVENTS_MAX_BODY_BYTES``   ``262144``                 body limit of ``POST /v1/events``
 ``GATEWAY_EVENTS_MAX_FUTURE_S``     ``300``                    refuse events stamped further ahead
 ``GATEWAY_EVENTS_SERVED_RECORDS``   ``true``                   publish each answer for the CTR join
@@ -173,7 +173,14 @@ class GatewaySettings(BaseSettings):
     events_nats_url: str = ""
     events_publish_timeout_ms: float = Field(default=2000.0, gt=0, le=30_000)
     events_connect_timeout_ms: float = Field(default=2000.0, gt=0, le=30_000)
-    events_partitions: int = Field(default=PARTITIONS, ge=1, le=MAX_PARTITIONS)
+    # The consumer's EVENTS_PARTITIONS is read too: one variable (cascade-common) for both
+    # sides, since a gateway publishing to partitions no consumer reads would strand events.
+    events_partitions: int = Field(
+        default=PARTITIONS,
+        ge=1,
+        le=MAX_PARTITIONS,
+        validation_alias=AliasChoices("GATEWAY_EVENTS_PARTITIONS", "EVENTS_PARTITIONS"),
+    )
     # 500 events of the longest ids fit in ~170 KB; the recommendation routes keep 16 KiB.
     events_max_body_bytes: int = Field(default=262_144, ge=1024, le=10_000_000)
     events_max_future_s: float = Field(default=MAX_FUTURE_SKEW_S, ge=0, le=86_400)

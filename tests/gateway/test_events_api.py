@@ -346,3 +346,14 @@ def test_openapi_documents_the_events_route(client: AppClient) -> None:
     assert "Retry-After" in post["responses"]["503"]["headers"]
     body = post["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["events"]["maxItems"] == MAX_BATCH
+
+
+def test_partitions_follow_the_consumers_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One EVENTS_PARTITIONS configures both sides; the gateway's own variable wins."""
+    monkeypatch.delenv("GATEWAY_EVENTS_PARTITIONS", raising=False)
+    monkeypatch.setenv("EVENTS_PARTITIONS", "8")
+    assert make_settings().events_partitions == 8
+    monkeypatch.setenv("GATEWAY_EVENTS_PARTITIONS", "4")
+    assert make_settings().events_partitions == 4
+    with pytest.raises(ValueError):
+        make_settings(events_nats_url="redis://127.0.0.1:6379")  # not a NATS URL
