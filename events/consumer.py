@@ -51,7 +51,7 @@ from events.log import EventLog
 from events.metrics import ConsumerMetrics
 from events.offline import OfflineBuffer
 from events.settings import EventsSettings
-from events.state import UNKNOWN, Seed, StateStore, UserState
+from events.state import UNKNOWN, ApplyResult, Seed, StateStore, UserState
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
@@ -65,6 +65,7 @@ T = TypeVar("T")
 RETRYABLE = (RedisError, OSError, TimeoutError, RuntimeError)  # RuntimeError: uvloop transports
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 IN_PROGRESS_EVERY_S = 10.0
+FETCH_REST_S = 1.0  # bounds taking the messages already waiting behind the first
 MAX_LINKS = 32
 
 
@@ -209,11 +210,23 @@ class Consumer:
 
     # ---- events ----------------------------------------------------------------------------
 
-    async def _events_loop(self) -> None:
+    async def _fetch(self) -> list[Msg]:
+        """The next batch: wait (up to ``fetch_wait_s``) for one message, then take what the
+        log already holds behind it, up to ``batch``. nats-py's ``fetch(n)`` on an idle
+        consumer waits its whole timeout for n messages; this returns as soon as one came."""
         s = self.settings
+        msgs: list[Msg] = await self._events.fetch(1, timeout=s.fetch_wait_s)
+        behind = min(_pending(msgs[-1]), s.batch - len(msgs))
+        if behind > 0:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                msgs += await self._events.fetch(behind, timeout=FETCH_REST_S)
+        return msgs
+
+    async def _prefetch(self, queue: asyncio.Queue[list[Msg]]) -> None:
+        """Fetch the next batch while the previous one is applied (one batch ahead)."""
         while not self._stopping.is_set():
             try:
-                msgs = await self._events.fetch(s.batch, timeout=s.fetch_wait_s)
+                msgs = await self._fetch()
             except nats.errors.TimeoutError:
                 msgs = []
             except NATS_ERRORS as exc:
@@ -222,13 +235,29 @@ class Consumer:
                 await asyncio.sleep(0.2)
                 continue
             self.health.nats = True
-            try:
+            await queue.put(msgs)
+
+    async def _events_loop(self) -> None:
+        queue: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=1)
+        fetcher = asyncio.get_running_loop().create_task(self._prefetch(queue))
+        try:
+            while not self._stopping.is_set() or not queue.empty():
+                try:
+                    msgs = await asyncio.wait_for(queue.get(), self.settings.fetch_wait_s * 2)
+                except TimeoutError:
+                    msgs = []
+                if self._stopping.is_set():
+                    fetcher.cancel()  # finish what was fetched, take nothing new
                 if msgs:
                     await self.process(msgs)
                 if self.offline.due(now=time.monotonic()):
                     await self._flush_offline()
-            except Stopped:
-                return
+        except Stopped:
+            return
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Apply one fetched batch (see the module docstring); acks follow the offline flush."""
@@ -252,13 +281,9 @@ class Consumer:
         events = [e for e, _ in decoded]
         with self._span(msgs):
             seeds = await self._retry("redis", msgs, lambda: self._seeds(events))
-            result = await self._retry(
-                "redis",
-                msgs,
-                lambda: self.state.apply(events, seeds=seeds, now_us=time.time_ns() // 1000),
-            )
+            result = await self._retry("redis", msgs, lambda: self._apply(events, seeds))
             if result.users:
-                await self._retry("feast", msgs, lambda: self.feast_write(result.users))
+                await self._retry("feast", msgs, lambda: self._feast_write(result.users))
         self.health.redis = True
         done = time.time()
         self.metrics.applied.inc(result.applied)
@@ -276,19 +301,17 @@ class Consumer:
         self._unacked.extend(m for _, m in decoded)
 
     async def _seeds(self, events: Sequence[Event]) -> dict[int, Seed]:
-        """Feast rows of the batch's users that have no state yet."""
+        """Feast rows of the batch's users that have no state yet (one round trip)."""
         users = list(dict.fromkeys(e.user_id for e in events if e.consumed))
-        missing = await self.state.users_without_state(users)
-        if not missing or self.seed_reader is None:
-            return {}
         reader = self.seed_reader
-        client: Any = reader.client
-        async with client.pipeline(transaction=False) as pipe:
-            for uid in missing:
-                pipe.hmget(reader.key(uid), *reader.fields)
-            raws = await pipe.execute()
+        if not users or reader is None:
+            return {}
+        async with asyncio.timeout(self.settings.redis_timeout_s):
+            rows = await self.state.feast_rows_of_new_users(
+                users, [reader.key(u) for u in users], reader.fields
+            )
         seeds: dict[int, Seed] = {}
-        for uid, raw in zip(missing, raws, strict=True):
+        for uid, raw in rows.items():
             row = reader.decode(raw)
             if row.get("interaction_count") is not None:
                 seeds[uid] = (
@@ -297,6 +320,16 @@ class Consumer:
                     list(row.get("seen_items") or []),
                 )
         return seeds
+
+    async def _apply(self, events: Sequence[Event], seeds: dict[int, Seed]) -> ApplyResult:
+        # The clients set no socket timeout (a task per read in redis-py); each call is bounded
+        # as a whole instead, and a cut-off call closes its connection (redis-py).
+        async with asyncio.timeout(self.settings.redis_timeout_s):
+            return await self.state.apply(events, seeds=seeds, now_us=time.time_ns() // 1000)
+
+    async def _feast_write(self, users: list[UserState]) -> None:
+        async with asyncio.timeout(self.settings.redis_timeout_s * 2):
+            await self.feast_write(users)
 
     async def _retry(self, stage: str, msgs: Sequence[Msg], op: Callable[[], Awaitable[T]]) -> T:
         """``op()`` until it succeeds: capped exponential backoff, the batch kept from
@@ -386,6 +419,10 @@ class Consumer:
                 with contextlib.suppress(*NATS_ERRORS):
                     await msg.ack()
 
+    async def _store_served(self, records: list[ServedRecord]) -> None:
+        async with asyncio.timeout(self.settings.redis_timeout_s):
+            await self.state.store_served(records)
+
     async def _lag_loop(self, js: JetStreamContext) -> None:
         while not self._stopping.is_set():
             try:
@@ -403,6 +440,14 @@ class Consumer:
 def _seq(msg: Msg) -> int:
     try:
         return int(msg.metadata.sequence.stream)
+    except (nats.errors.Error, AttributeError, ValueError):
+        return 0
+
+
+def _pending(msg: Msg) -> int:
+    """Messages of the consumer not yet delivered after ``msg`` (its backlog)."""
+    try:
+        return int(msg.metadata.num_pending)
     except (nats.errors.Error, AttributeError, ValueError):
         return 0
 

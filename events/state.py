@@ -159,6 +159,21 @@ return cmsgpack.pack({applied, dups, out, ctr})
 """
 
 
+# For each user: nothing when its state exists, else its Feast row (HMGET of the given fields):
+# the seed lookup in one round trip. KEYS: state key, Feast hash key, per user; ARGV: fields.
+_SEED_SCRIPT = r"""
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[#out + 1] = false
+  else
+    out[#out + 1] = redis.call('HMGET', KEYS[i + 1], unpack(ARGV))
+  end
+end
+return out
+"""
+
+
 def key_prefix(project: str) -> str:
     """Prefix of the consumer's keys (state ``u:``, dedup ``d:``, served ``s:``, ``ctr``) for
     a Feast project: one data set's online store, one set of keys."""
@@ -210,6 +225,7 @@ class StateStore:
         self.state_ttl_s = state_ttl_s
         self.served_ttl_s = served_ttl_s
         self._script = client.register_script(_SCRIPT)
+        self._seed_script = client.register_script(_SEED_SCRIPT)
 
     def user_key(self, user_id: int) -> str:
         return f"{self.prefix}u:{user_id}"
@@ -223,6 +239,19 @@ class StateStore:
                 pipe.exists(self.user_key(uid))
             found = await pipe.execute()
         return [uid for uid, n in zip(user_ids, found, strict=True) if not n]
+
+    async def feast_rows_of_new_users(
+        self, user_ids: Sequence[int], feast_keys: Sequence[bytes], fields: Sequence[bytes]
+    ) -> dict[int, list[bytes | None]]:
+        """For the users without state: the raw ``HMGET`` of ``fields`` on their Feast hash
+        (``feast_keys``, aligned with ``user_ids``), in one round trip."""
+        if not user_ids:
+            return {}
+        keys: list[str | bytes] = []
+        for uid, fkey in zip(user_ids, feast_keys, strict=True):
+            keys += [self.user_key(uid), fkey]
+        raw = await self._seed_script(keys=keys, args=list(fields))
+        return {uid: row for uid, row in zip(user_ids, raw, strict=True) if row}
 
     async def apply(
         self, events: Sequence[Event], *, seeds: dict[int, Seed], now_us: int
