@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from cascade.runtime.redact import redact
 from cascade.runtime.telemetry import client_links
 from events.contract import (
     EVENT_ID_PATTERN,
@@ -243,7 +244,7 @@ async def post_events(request: Request, principal: PrincipalDep) -> Response:
             span.set_attribute("events.outcome", EventOutcome.UNAVAILABLE.value)
             return _unavailable(
                 metrics, request_id, n, EventOutcome.UNAVAILABLE, "event_log_unavailable",
-                f"the event log did not store the batch ({exc.reason}); nothing is "
+                f"the event log did not store the batch ({redact(exc.reason)}); nothing is "
                 "acknowledged: retry with the same event ids",
             )  # fmt: skip
         finally:
