@@ -187,3 +187,29 @@ def test_kill_9_mid_batch_then_restart_applies_every_event_exactly_once(stack: S
             await reader.close()
 
     asyncio.run(run())
+
+
+def test_sigterm_finishes_acks_and_exits_0(stack: Stack) -> None:
+    user = 10**6 + 555
+    items = [int(i) for i in stack.items[:30]]
+    events = [
+        _event(50_000 + i, user, item, "view", timestamp=time.time() + i * 1e-3)
+        for i, item in enumerate(items)
+    ]
+
+    async def run() -> None:
+        await _publish(stack, events)
+        reader = OnlineReader(stack.layout)
+        try:
+            want = expected_state(stack.interactions, events)
+            assert await wait_for(reader, {user: want[user]}) == {user: want[user]}
+        finally:
+            await reader.close()
+
+    asyncio.run(run())
+    assert stack.consumer is not None
+    assert stack.consumer.stop(grace=15) == 0
+    assert "Traceback" not in stack.consumer.log_tail(200)
+    # what it applied was written to the offline log before it acked and left
+    log = read_event_log(stack.layout.dataset_dir(DATASET) / EVENTS_DIR)
+    assert {e.event_id for e in events} <= set(log["event_id"])
