@@ -31,6 +31,7 @@ from gateway.feedback import router as events_router
 from gateway.handlers import install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
+from gateway.rollout import wiring as rollout_wiring
 from gateway.routes import openapi_with_limits, router
 from gateway.schemas import EVENTS_PATH
 from gateway.settings import GatewaySettings
@@ -48,6 +49,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = configure_tracing(service_name="gateway")
     built = await app.state.components_factory(settings, metrics)
     built.chain.saturated = app.state.admission.saturated  # skip ALS while the loop is overloaded
+    rollout = await rollout_wiring.start(  # off unless GATEWAY_ROLLOUT_REDIS_URL is set
+        built.chain, metrics.registry, model=settings.triton_model,
+        saturated=app.state.admission.saturated, settings=getattr(app.state, "rollout", None),
+    )  # fmt: skip
     app.state.components = built
     app.state.readiness = UpstreamReadiness(built)
     await app.state.security.start()
@@ -76,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await rollout.close()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

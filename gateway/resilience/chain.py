@@ -22,25 +22,43 @@ known items left unseen), none seen (features' ``seen_items``, the training hist
 request's ``exclude``), all known ids, finite scores, best first. An answer that breaks a rule
 is that tier's error (outcome ``invalid``, and a failure for the primary's breaker), and so is
 any unexpected exception raised inside a tier call: the next tier serves, never a 500.
+
+Rollouts (``gateway.rollout``): when ``rollout`` is set, each request's route names the Triton
+version the primary is asked for (stable, or the candidate for the canary's sticky users, or a
+version pinned by a key allowed to), and the chain reports the primary call and who served to
+the router; during the shadow phase it hands the served answer to the router's mirror, which
+calls the candidate in the background. A canary's candidate calls give the breaker no verdict
+(``_verdict``): a bad candidate is the controller's to roll back, not a reason to cut every
+user off the primary.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from opentelemetry import propagate, trace
 
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.states import Permit
+from gateway.rollout.router import NO_ROLLOUT, Arm, CallOutcome, RolloutRouter, Route
 from gateway.schemas import FallbackReason, Tier
 from gateway.throttled_log import ThrottledLog
 from gateway.tiers.popular import PopularList
-from gateway.tiers.types import FallbackTier, FeatureSource, PrimaryTier, TierResult, UserFeatures
+from gateway.tiers.types import (
+    FallbackTier,
+    FeatureSource,
+    PrimaryTier,
+    TierResult,
+    UserFeatures,
+    VersionedPrimary,
+)
 from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
@@ -124,15 +142,23 @@ class FallbackChain:
         self.fallback = fallback
         self.clock = clock
         self.saturated = saturated
+        self.rollout: RolloutRouter | None = None  # set by the lifespan when rollouts are on
         self._log = ThrottledLog(logger)
 
     async def recommend(
-        self, *, user_id: int, k: int, exclude: Sequence[int], arrived: float | None = None
+        self,
+        *,
+        user_id: int,
+        k: int,
+        exclude: Sequence[int],
+        arrived: float | None = None,
+        pin_version: int | None = None,
     ) -> Outcome:
         """Serve k items for ``user_id`` within the deadline; never raises an upstream error.
 
         ``arrived``: when the request reached the gateway (on ``clock``); the deadline counts
         from it, so time spent queued before the chain is not granted again. Default: now.
+        ``pin_version``: ask the primary for this model version (the caller checked the right).
         """
         cfg = self.config
         deadline = (self.clock() if arrived is None else arrived) + cfg.deadline_s
@@ -152,8 +178,22 @@ class FallbackChain:
             reason = None
 
         if feats is not None and self.primary is not None:
-            result, primary_reason = await self._call_primary(feats, k, exclude_all, skip, deadline)
+            route = self._route(user_id, pin_version)
+            result, primary_reason = await self._call_primary(
+                feats, k, exclude_all, skip, deadline, route
+            )
+            if self.rollout is not None:
+                self.rollout.record_served(route, by_primary=result is not None)
             if result is not None:
+                if route.shadow_version is not None and self.rollout is not None:
+                    self.rollout.mirror(
+                        route,
+                        self._shadow_call(feats, k, exclude_all),
+                        result,
+                        k=k,
+                        skip=skip,
+                        catalogue=self.popular,
+                    )
                 return Outcome(result, Tier.TWO_TOWER, None, feature_state)
             reason = primary_reason
         elif reason is None:
@@ -175,6 +215,36 @@ class FallbackChain:
         return Outcome(result, Tier.POPULAR, reason, feature_state)
 
     # -- steps -------------------------------------------------------------------------------
+
+    def _route(self, user_id: int, pin_version: int | None) -> Route:
+        if self.rollout is not None:
+            return self.rollout.route(user_id, pin_version)
+        return Route(version=pin_version) if pin_version is not None else NO_ROLLOUT
+
+    def _ask_primary(
+        self, feats: UserFeatures, k: int, exclude: list[int], timeout_s: float, version: int | None
+    ) -> Awaitable[TierResult]:
+        assert self.primary is not None
+        if version is None:  # no rollout: the call every PrimaryTier understands
+            return self.primary.recommend(
+                feats, k=k, exclude=exclude, timeout_s=timeout_s, headers=_traceparent()
+            )
+        primary = cast(VersionedPrimary, self.primary)
+        return primary.recommend(
+            feats,
+            k=k,
+            exclude=exclude,
+            timeout_s=timeout_s,
+            headers=_traceparent(),
+            version=version,
+        )
+
+    def _shadow_call(
+        self, feats: UserFeatures, k: int, exclude: list[int]
+    ) -> Callable[[int], Awaitable[TierResult]]:
+        """The mirror's call: the full primary timeout (it delays no one), no breaker verdict."""
+        timeout_s = self.config.primary_timeout_s
+        return lambda version: self._ask_primary(feats, k, exclude, timeout_s, version)
 
     def _too_busy_for_als(self, reason: FallbackReason | None) -> bool:
         """After a timeout on a saturated loop, ALS would only add to the overload."""
@@ -210,7 +280,13 @@ class FallbackChain:
             return feats, state
 
     async def _call_primary(
-        self, feats: UserFeatures, k: int, exclude: list[int], skip: set[int], deadline: float
+        self,
+        feats: UserFeatures,
+        k: int,
+        exclude: list[int],
+        skip: set[int],
+        deadline: float,
+        route: Route = NO_ROLLOUT,
     ) -> tuple[TierResult | None, FallbackReason | None]:
         """The primary's valid answer (reason None), or None and why it was not served.
 
@@ -233,26 +309,28 @@ class FallbackChain:
             span.set_attribute("k", k)
             started = self.clock()
             try:
-                answer = await self.primary.recommend(
-                    feats, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
-                )
+                answer = await self._ask_primary(feats, k, exclude, budget, route.version)
                 result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
             except UpstreamTimeout as exc:
                 elapsed = self.clock() - started
+                self._rolled(route, CallOutcome.TIMEOUT, elapsed)
                 if cut_short:  # our deadline, not the upstream's fault: no verdict
                     self.breaker.release(permit)
                 else:
-                    self.breaker.record(permit, duration=elapsed, ok=False)
+                    self._verdict(permit, route, elapsed, ok=False)
                 self._failed(tier, TierOutcome.TIMEOUT, elapsed, span, exc)
                 return None, FallbackReason.TIMEOUT
             except UpstreamError as exc:  # InvalidAnswer included: garbage counts as failure
                 elapsed = self.clock() - started
-                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._verdict(permit, route, elapsed, ok=False)
                 self._failed(tier, _outcome(exc), elapsed, span, exc)
+                invalid = isinstance(exc, InvalidAnswer)
+                self._rolled(route, CallOutcome.INVALID if invalid else CallOutcome.ERROR, elapsed)
                 return None, FallbackReason.ERROR
             except Exception as exc:  # a bug or a library error: this tier failed, no 500
                 elapsed = self.clock() - started
-                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._verdict(permit, route, elapsed, ok=False)
+                self._rolled(route, CallOutcome.ERROR, elapsed)
                 self._observe(tier, TierOutcome.ERROR, elapsed, span)
                 self._crashed(tier.value, exc, span)
                 return None, FallbackReason.ERROR
@@ -260,10 +338,25 @@ class FallbackChain:
                 self.breaker.release(permit)  # cancelled: the caller gave up, no verdict
                 raise
             elapsed = self.clock() - started
-            self.breaker.record(permit, duration=elapsed, ok=True)
+            self._verdict(permit, route, elapsed, ok=True)
+            self._rolled(route, CallOutcome.OK, elapsed)
             self._observe(tier, TierOutcome.OK, elapsed, span)
             span.set_attribute("model.version", result.model_version)
         return result, None
+
+    def _verdict(self, permit: Permit, route: Route, elapsed: float, *, ok: bool) -> None:
+        """The breaker's verdict on a call, except for a canary's candidate calls: a bad
+        candidate must not open the breaker for every user (its errors are the rollout
+        controller's to judge, and it rolls the candidate back); Triton being down still opens
+        it through the stable calls."""
+        if route.arm is Arm.CANDIDATE:
+            self.breaker.release(permit)
+        else:
+            self.breaker.record(permit, duration=elapsed, ok=ok)
+
+    def _rolled(self, route: Route, outcome: CallOutcome, elapsed: float) -> None:
+        if self.rollout is not None:
+            self.rollout.record_call(route, outcome, elapsed)
 
     async def _call_fallback(
         self, user_id: int, k: int, exclude: list[int], skip: set[int], deadline: float

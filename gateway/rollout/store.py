@@ -255,7 +255,8 @@ class StateCache:
         self._listeners: list[Callable[[RolloutState, RolloutState], None]] = []
 
     def on_change(self, listener: Callable[[RolloutState, RolloutState], None]) -> None:
-        """``listener(old, new)`` after each refresh that changed the rev."""
+        """``listener(old, new)`` after the first successful read and each one that changed
+        the rev."""
         self._listeners.append(listener)
 
     async def refresh(self) -> RolloutState:
@@ -270,8 +271,9 @@ class StateCache:
             return self.state
         if self.stale and self.loaded_at is not None:
             logger.warning("rollout store reachable again")
+        first = self.loaded_at is None
         old, self.state, self.stale, self.loaded_at = self.state, new, False, self._clock()
-        if new.rev != old.rev:
+        if first or new.rev != old.rev:
             for listener in self._listeners:
                 listener(old, new)
         return new

@@ -122,10 +122,16 @@ class TritonPrimary:
         exclude: Sequence[int],
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        version: int | None = None,
     ) -> TierResult:
-        """Top-k for one user; raises UpstreamTimeout / UpstreamUnavailable / UpstreamError."""
+        """Top-k for one user; raises UpstreamTimeout / UpstreamUnavailable / UpstreamError.
+
+        ``version``: the Triton model version to ask (a rollout's stable or candidate); None
+        lets Triton pick its newest. A version Triton does not serve is an ``UpstreamError``."""
         request = service_pb2.ModelInferRequest()
         request.CopyFrom(self._template)
+        if version is not None:
+            request.model_version = str(version)
         values = input_arrays(features, k=k, exclude=exclude)
         request.raw_input_contents.extend(values[spec.name].tobytes() for spec in contract.INPUTS)
         metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())

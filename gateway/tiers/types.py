@@ -55,3 +55,20 @@ class FallbackTier(Protocol):
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> TierResult: ...
+
+
+class VersionedPrimary(Protocol):
+    """A primary that can address one model version (Triton's ``model_version``): what the
+    rollout needs. The chain passes ``version`` only when a rollout or a pin names one, so a
+    ``PrimaryTier`` without it keeps working while no rollout runs."""
+
+    async def recommend(
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+    ) -> TierResult: ...
