@@ -135,6 +135,7 @@ class Consumer:
             max_age_s=s.stream_max_age_s,
             duplicate_window_s=s.duplicate_window_s,
             served_max_age_s=float(s.served_ttl_s),
+            max_bytes=s.stream_max_bytes,
             timeout_s=s.connect_timeout_s * 2,
         )
         js = self.log.jetstream

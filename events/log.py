@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,16 @@ class LogUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a number") from None
 
 
 def trace_headers() -> dict[str, str]:
@@ -154,11 +165,11 @@ class EventLog:
     async def ensure_stream(
         self,
         *,
-        replicas: int = 1,
-        max_age_s: float = DEFAULT_MAX_AGE_S,
-        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
-        served_max_age_s: float = DEFAULT_SERVED_MAX_AGE_S,
-        max_bytes: int = -1,
+        replicas: int | None = None,
+        max_age_s: float | None = None,
+        duplicate_window_s: float | None = None,
+        served_max_age_s: float | None = None,
+        max_bytes: int | None = None,
         timeout_s: float = 5.0,
     ) -> None:
         """Create (or update) the events stream and the served-answers stream.
@@ -167,7 +178,20 @@ class EventLog:
         ``max_age_s``; with ``max_bytes`` set a full stream refuses new events (``discard
         new``: the publisher gets a 503) rather than dropping unread ones. Served records: file
         storage, kept ``served_max_age_s``, oldest dropped first (they only feed metrics).
+        A value not given comes from the consumer's variables (``EVENTS_STREAM_REPLICAS``,
+        ``EVENTS_STREAM_MAX_AGE_S``, ``EVENTS_DUPLICATE_WINDOW_S``, ``EVENTS_SERVED_TTL_S``,
+        ``EVENTS_STREAM_MAX_BYTES``), so the gateway and the consumer ask for the same streams.
         """
+        replicas = replicas or int(_env_number("EVENTS_STREAM_REPLICAS", 1))
+        max_age_s = max_age_s or _env_number("EVENTS_STREAM_MAX_AGE_S", DEFAULT_MAX_AGE_S)
+        duplicate_window_s = duplicate_window_s or _env_number(
+            "EVENTS_DUPLICATE_WINDOW_S", DEFAULT_DUPLICATE_WINDOW_S
+        )
+        served_max_age_s = served_max_age_s or _env_number(
+            "EVENTS_SERVED_TTL_S", DEFAULT_SERVED_MAX_AGE_S
+        )
+        if max_bytes is None:
+            max_bytes = int(_env_number("EVENTS_STREAM_MAX_BYTES", -1))
         events = StreamConfig(
             name=STREAM,
             subjects=[f"{SUBJECT_PREFIX}.>"],

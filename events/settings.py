@@ -29,6 +29,7 @@ variable                         default                    meaning
 ``EVENTS_OFFLINE_FLUSH_ROWS``    ``10000``                  ... or row count, whichever first
 ``EVENTS_STREAM_REPLICAS``       ``1``                      stream replicas (3 in a cluster)
 ``EVENTS_STREAM_MAX_AGE_S``      ``604800``                 how long the log keeps events
+``EVENTS_STREAM_MAX_BYTES``      ``-1`` (no limit)          full stream: new events refused (503)
 ``EVENTS_DUPLICATE_WINDOW_S``    ``120``                    JetStream ``Nats-Msg-Id`` dedup window
 ``EVENTS_REDIS_TIMEOUT_S``       ``2``                      Redis socket / connect timeout
 ``EVENTS_RETRY_MAX_S``           ``5``                      backoff cap while Redis is down
@@ -84,6 +85,7 @@ class EventsSettings(BaseSettings):
     offline_flush_rows: int = Field(default=10_000, ge=1)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     stream_max_age_s: float = Field(default=7 * 86_400.0, gt=0)
+    stream_max_bytes: int = Field(default=-1, ge=-1)
     duplicate_window_s: float = Field(default=120.0, gt=0)
     redis_timeout_s: float = Field(default=2.0, gt=0, le=60)
     retry_max_s: float = Field(default=5.0, gt=0, le=300)
