@@ -10,11 +10,15 @@ Two configurations of the same model, both committed under ``triton_models/two_t
 
 Version policy: ``latest { num_versions: N }``. Triton serves the N newest version folders and
 routes requests without an explicit version to the newest; ``cascade export two-tower`` keeps
-exactly those N on disk (older ones are deleted), so a rollback is "delete the newest folder".
+exactly those N on disk (older ones are deleted). During a rollout (docs/rollout.md) the gateway
+names the version of every request, so the stable and the candidate both serve; when the stable
+one is not among the N newest, ``versions=[stable, candidate]`` writes the explicit policy
+``specific { versions: [...] }`` instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from two_tower import contract
@@ -55,12 +59,21 @@ def render_config(
     instance_count: int = 1,
     versions_to_keep: int = DEFAULT_VERSIONS_TO_KEEP,
     torch_threads: int = 1,
+    versions: Sequence[int] | None = None,
 ) -> str:
-    """The ``config.pbtxt`` text for one instance group kind (``KIND_CPU`` or ``KIND_GPU``)."""
+    """The ``config.pbtxt`` text for one instance group kind (``KIND_CPU`` or ``KIND_GPU``).
+
+    ``versions``: serve exactly these versions (a rollout's stable and candidate) instead of
+    the ``versions_to_keep`` newest."""
     if kind not in ("KIND_CPU", "KIND_GPU"):
         raise ValueError(f"kind must be KIND_CPU or KIND_GPU, got {kind!r}")
     if instance_count < 1 or versions_to_keep < 1 or torch_threads < 1:
         raise ValueError("instance_count, versions_to_keep and torch_threads must be >= 1")
+    policy = f"latest {{ num_versions: {versions_to_keep} }}"
+    if versions is not None:
+        if not versions or any(v < 1 for v in versions):
+            raise ValueError(f"versions must be version numbers >= 1, got {list(versions)}")
+        policy = f"specific {{ versions: [ {', '.join(str(v) for v in sorted(set(versions)))} ] }}"
     inputs = ",\n".join(_tensor(s, "  ") for s in contract.INPUTS)
     outputs = ",\n".join(_tensor(s, "  ") for s in contract.OUTPUTS)
     gpus = "\n    gpus: [ 0 ]" if kind == "KIND_GPU" else ""
@@ -70,7 +83,7 @@ def render_config(
         f'name: "{contract.MODEL_NAME}"\n'
         f'backend: "{BACKEND}"\n'
         f"max_batch_size: {contract.MAX_BATCH_SIZE}\n"
-        f"version_policy: {{ latest {{ num_versions: {versions_to_keep} }} }}\n"
+        f"version_policy: {{ {policy} }}\n"
         f"input [\n{inputs}\n]\n"
         f"output [\n{outputs}\n]\n"
         "dynamic_batching {\n"
@@ -90,13 +103,20 @@ def render_config(
 
 
 def write_configs(
-    model_dir: Path, *, versions_to_keep: int = DEFAULT_VERSIONS_TO_KEEP
+    model_dir: Path,
+    *,
+    versions_to_keep: int = DEFAULT_VERSIONS_TO_KEEP,
+    versions: Sequence[int] | None = None,
 ) -> list[Path]:
     """Write ``config.pbtxt`` (CPU) and ``configs/gpu.pbtxt`` (GPU) into ``model_dir``."""
     model_dir.mkdir(parents=True, exist_ok=True)
     cpu = model_dir / "config.pbtxt"
-    cpu.write_text(render_config(kind="KIND_CPU", versions_to_keep=versions_to_keep))
+    cpu.write_text(
+        render_config(kind="KIND_CPU", versions_to_keep=versions_to_keep, versions=versions)
+    )
     gpu = model_dir / "configs" / f"{GPU_CONFIG_NAME}.pbtxt"
     gpu.parent.mkdir(exist_ok=True)
-    gpu.write_text(render_config(kind="KIND_GPU", versions_to_keep=versions_to_keep))
+    gpu.write_text(
+        render_config(kind="KIND_GPU", versions_to_keep=versions_to_keep, versions=versions)
+    )
     return [cpu, gpu]
