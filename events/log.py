@@ -248,24 +248,22 @@ class EventLog:
             raise LogUnavailable("not connected to the event log")
         js = self.jetstream
         base = dict(headers or {})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         futures: list[asyncio.Future[Any]] = []
         try:
-            for event in events:
-                hdr = {**base, MSG_ID_HEADER: event.event_id}
-                futures.append(
-                    await js.publish_async(
-                        subject_for(event.user_id, self.partitions),
-                        encode(event),
-                        wait_stall=max(deadline - loop.time(), 0.001),
-                        headers=hdr,
+            # One timeout for the whole batch, none per publish: a stall timeout makes nats-py
+            # wait on a task for every message, yielding to the loop so that the flusher writes
+            # each message in its own send() (80-135 µs of CPU per event in the gateway, against
+            # ~35 µs when the batch goes out in one write). The pending window (MAX_ASYNC_PENDING)
+            # can still stall a publish; the timeout bounds that too.
+            async with asyncio.timeout(timeout_s):
+                for event in events:
+                    futures.append(
+                        await js.publish_async(
+                            subject_for(event.user_id, self.partitions),
+                            encode(event),
+                            headers={**base, MSG_ID_HEADER: event.event_id},
+                        )
                     )
-                )
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(remaining):
                 await asyncio.gather(*futures)
         except TimeoutError as exc:
             raise LogUnavailable(f"the event log did not ack within {timeout_s:g} s") from exc
