@@ -59,6 +59,7 @@ class Plan:
     event_rate: float = 500.0
     event_batch: int = 50
     drain_limit_s: float = 30.0
+    loss_wait_s: float = 300.0  # how long the log may take to reach the online state at all
     # Recovery limits are multiplied by ``slack``: 1 in ``make drill`` (the tight figures,
     # printed and judged); more in CI, where the machine is shared and of unknown speed and the
     # test asserts behaviour (it recovered), not speed.
