@@ -107,25 +107,24 @@ async def d12_consumer_down(target: DrillTarget, plan: Plan) -> DrillResult:
         threshold = max(float(plan.event_batch), plan.event_rate)  # one second of load
         while run.now() < t_restart + limit + 1 and watch.drained_at(t_restart, threshold) is None:
             await asyncio.sleep(POLL_S)
-        # Every accepted event applied? Not yet applied is not lost while the log holds it: wait
-        # until the consumer has nothing pending and its applied count stands still (or
-        # ``loss_wait_s``), then count the accepted ids it never applied.
-        prefix = target.events_prefix
+    # The recommendation load has stopped: what follows only waits on the consumer.
+    # Every accepted event applied? Not yet applied is not lost while the log holds it: wait
+    # until the consumer has nothing pending and its applied count stands still (or
+    # ``loss_wait_s``), then count the accepted ids it never applied.
+    prefix = target.events_prefix
 
-        async def count() -> int:
-            return await asyncio.to_thread(
-                applied_ids, target.redis_url, load.accepted, prefix=prefix
-            )
+    async def count() -> int:
+        return await asyncio.to_thread(applied_ids, target.redis_url, load.accepted, prefix=prefix)
 
-        applied, previous = await count(), -1
-        while applied < len(load.accepted) and run.now() < t_stop + plan.loss_wait_s:
-            pending = watch.samples[-1][1] if watch.samples else None
-            if pending == 0 and applied == previous:
-                break  # drained, and nothing more arrives: what is missing is lost
-            await asyncio.sleep(2.0)
-            applied, previous = await count(), applied
-        t_applied = run.now()
-        await watch.stop()
+    applied, previous = await count(), -1
+    while applied < len(load.accepted) and run.now() < t_stop + plan.loss_wait_s:
+        pending = watch.samples[-1][1] if watch.samples else None
+        if pending == 0 and applied == previous:
+            break  # drained, and nothing more arrives: what is missing is lost
+        await asyncio.sleep(2.0)
+        applied, previous = await count(), applied
+    t_applied = run.now()
+    await watch.stop()
     drained = watch.drained_at(t_restart, threshold)
     drain_s = None if drained is None else drained - t_restart
     lost = len(load.accepted) - applied
