@@ -42,6 +42,12 @@ def data(
         help="Days between user-activity snapshots (default 7; 30 above 5M interactions); training rows use event-time history whatever the period.",
     ),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the folder is up to date."),
+    event_log: bool = typer.Option(
+        True,
+        "--event-log/--no-event-log",
+        help="Fold the feedback events the consumer logged since the last build into the "
+        "interactions (a new log file makes the data set out of date).",
+    ),
 ) -> None:
     """Build a data set (interactions, users, items) and its offline feature tables."""
     from cascade.data.dataset import read_manifest
@@ -60,6 +66,7 @@ def data(
             snapshot_every=timedelta(days=snapshot_days) if snapshot_days else None,
             force=force,
             profile=profile,
+            fold_event_log=event_log,
         )
     except DataSourceError as e:
         typer.echo(f"error: {e}", err=True)

@@ -62,6 +62,7 @@ def resolve_dataset(
     snapshot_every: timedelta | None = None,
     force: bool = False,
     profile: Profile | None = None,
+    fold_event_log: bool = False,
 ) -> Path:
     """The folder of the data set ``spec`` names, built (with its feature tables) if missing.
 
@@ -98,9 +99,13 @@ def resolve_dataset(
         wanted["profile"] = profile.value
     if snapshot_every is not None:
         wanted["snapshot_days"] = snapshot_every.total_seconds() / 86_400
-    # The consumer's event log (issue 17): a new part file makes the data set out of date, and
-    # the rebuild adds the log's consumption events to the source's interactions.
-    wanted["event_log"] = log_fingerprint(directory / EVENTS_DIR)
+    # The consumer's event log (issue 17): any rebuild adds the log's consumption events to the
+    # source's interactions, but only an explicit data build (`cascade data`, the retraining
+    # job's first step: fold_event_log) counts a new part file as "out of date". Otherwise every
+    # `cascade up` or `cascade evaluate` after live traffic would rebuild the data and retrain.
+    log_now = log_fingerprint(directory / EVENTS_DIR)
+    if fold_event_log:
+        wanted["event_log"] = log_now
     if not force and _up_to_date(directory, wanted):
         logger.info("data set %s is up to date at %s", spec, directory)
         return directory
@@ -113,7 +118,7 @@ def resolve_dataset(
         ds,
         directory,
         extra_manifest={
-            "event_log": wanted["event_log"],
+            "event_log": log_now,
             "positive_threshold": positive_threshold,
             "snapshot_days": every.total_seconds() / 86_400,
         },

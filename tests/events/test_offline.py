@@ -101,7 +101,11 @@ def test_the_next_data_build_sees_consumption_events(
     buf.flush()
     fingerprint = log_fingerprint(directory / EVENTS_DIR)
 
-    rebuilt = resolve_dataset("synthetic:tiny", layout=layout, seed=7)  # out of date: rebuilds
+    # Serving and evaluation reuse the data set as built: live traffic never forces a rebuild.
+    kept = resolve_dataset("synthetic:tiny", layout=layout, seed=7)
+    assert len(read_dataset(kept).interactions) == len(before.interactions)
+    # An explicit data build (`cascade data`, the retraining job) folds the log in.
+    rebuilt = resolve_dataset("synthetic:tiny", layout=layout, seed=7, fold_event_log=True)
     after = read_dataset(rebuilt)
     assert read_manifest(rebuilt)["event_log"] == fingerprint
     assert (rebuilt / EVENTS_DIR).is_dir()  # the log survives the rebuild
@@ -113,5 +117,5 @@ def test_the_next_data_build_sees_consumption_events(
     assert list(state.loc[int(users[0]), "recent_items"][:2]) == [int(items[6]), int(items[3])]
     assert np.array_equal(state.loc[new_user, "seen_items"], [int(items[7])])
     # up to date now: no rebuild, same data
-    assert resolve_dataset("synthetic:tiny", layout=layout, seed=7) == rebuilt
+    assert resolve_dataset("synthetic:tiny", layout=layout, seed=7, fold_event_log=True) == rebuilt
     assert len(read_dataset(rebuilt).interactions) == len(after.interactions)
