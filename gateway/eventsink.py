@@ -4,8 +4,9 @@ records, opened in the background so the log never gates the recommendations.
 - ``GATEWAY_EVENTS_NATS_URL`` empty: the sink is *disabled*; the events route answers 503
   ``events_disabled`` and no served record is published (nothing counts as dropped).
 - Otherwise :meth:`EventSink.run` (a lifespan task) connects, retrying with a backoff of
-  0.5 s doubling to 5 s, each attempt bounded by ``GATEWAY_EVENTS_CONNECT_TIMEOUT_MS``. Once
-  connected, nats-py reconnects by itself after a broker restart. The gateway is ready meanwhile:
+  0.5 s doubling to 5 s, each attempt bounded by ``GATEWAY_EVENTS_CONNECT_TIMEOUT_MS``, then
+  creates the streams if they are missing (the consumer's ``EVENTS_STREAM_*`` settings, which
+  both must share). Once connected, nats-py reconnects by itself after a broker restart. The gateway is ready meanwhile:
   ``/readyz`` reports ``event_log: connected | connecting | disabled`` as a non-fatal check.
 - :meth:`EventSink.served` hands a served answer to the log's bounded queue and returns at once
   (``events.log.EventLog.publish_served``); a record the log could not take is counted in
@@ -25,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from cascade.runtime.redact import redact_url
 from events.contract import ServedRecord
-from events.log import EventLog, LogUnavailable
+from events.log import EventLog, LogUnavailable, NatsError
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,22 @@ class EventSink:
                 wait = min(longest, wait * 2)
                 continue
             logger.info("event log connected: %s", redact_url(self.url))
-            return
+            break
+        await self._ensure_streams(wait, longest)
+
+    async def _ensure_streams(self, wait: float, longest: float) -> None:
+        """Create the streams if they are missing, as the consumer does at its start (same
+        ``EVENTS_STREAM_*`` settings: ``EventLog.ensure_stream``), so a gateway whose consumer
+        has not started yet (or is not run: ``cascade up`` on SQLite) still stores events."""
+        assert self.log is not None
+        while True:
+            try:
+                await self.log.ensure_stream()
+                return
+            except (LogUnavailable, *NatsError) as exc:  # retried: publishing needs no more
+                logger.warning("event log streams not ensured (retrying): %r", exc)
+            await asyncio.sleep(wait)
+            wait = min(longest, wait * 2)
 
     def served(
         self,

@@ -758,3 +758,24 @@ def test_gateway_is_scraped_with_its_metrics_token(
         for p in c["ports"]
     }
     assert keep and keep[0]["regex"] in port_names
+
+
+# ---- the event log (issue 17) ---------------------------------------------------------------------
+
+
+def test_gateway_and_consumer_share_the_event_logs_layout(overlay: tuple[str, Docs]) -> None:
+    """Both create the streams (EventLog.ensure_stream reads EVENTS_STREAM_*) and the gateway
+    publishes to the partitions the consumer reads: the same values on both sides, and as many
+    stream replicas as NATS servers at most."""
+    name, docs = overlay
+    gateway = pod_template(one(docs, "Deployment", "gateway"))["spec"]["containers"][0]
+    consumer = pod_template(one(docs, "Deployment", "events-consumer"))["spec"]["containers"][0]
+    gw, ev = config_env(docs, gateway), config_env(docs, consumer)
+    shared = sorted(k for k in set(gw) | set(ev) if k.startswith(("EVENTS_STREAM_", "EVENTS_PART")))
+    assert "EVENTS_STREAM_REPLICAS" in shared and "EVENTS_PARTITIONS" in shared
+    assert all(gw.get(k) == ev.get(k) for k in shared), {k: (gw.get(k), ev.get(k)) for k in shared}
+    assert gw["GATEWAY_EVENTS_NATS_URL"] == ev["EVENTS_NATS_URL"]
+    servers = one(docs, "StatefulSet", "nats")["spec"]["replicas"]
+    assert int(ev["EVENTS_STREAM_REPLICAS"]) <= servers
+    if name == "gpu-prod":
+        assert int(ev["EVENTS_STREAM_REPLICAS"]) == servers == 3  # R3: a quorum of 2 acks

@@ -357,3 +357,24 @@ def test_partitions_follow_the_consumers_variable(monkeypatch: pytest.MonkeyPatc
     assert make_settings().events_partitions == 4
     with pytest.raises(ValueError):
         make_settings(events_nats_url="redis://127.0.0.1:6379")  # not a NATS URL
+
+
+def test_the_gateway_creates_missing_streams(
+    tmp_path: Path, keyfile: tuple[Path, str, str]
+) -> None:
+    """No consumer has run against this broker: the gateway creates the streams itself (as the
+    consumer would, same settings), so events are stored, not refused, until a consumer comes."""
+    server = NatsServer(tmp_path / "js", log_path=tmp_path / "nats.log").start()
+    settings = make_settings(api_keys_file=keyfile[0], events_nats_url=server.url)
+    try:
+        with AppClient(create_app(settings, components=Fakes().factory)) as c:
+            deadline = time.monotonic() + 20
+            while True:
+                r = c.post(URL, json={"events": [event(0)]}, headers=auth(keyfile[1]))
+                if r.status_code == 202 or time.monotonic() > deadline:
+                    break
+                c.loop.run_until_complete(asyncio.sleep(0.1))
+            assert r.status_code == 202, r.text
+        assert [decode(d).event_id for d, _ in stored(server.url)] == ["e-0"]
+    finally:
+        server.stop()
