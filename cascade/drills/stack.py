@@ -158,9 +158,9 @@ class DrillStack:
             if name in self.procs:
                 await asyncio.to_thread(self.procs[name].stop, grace=10)
         if self.dataset:
-            # The drills' events are synthetic load: the consumer's offline log of them would
-            # become interactions at the next build (events are training data), growing the
-            # drill data set and retraining its models on every run.
+            # The drills' events are synthetic load: the consumer's offline log of them must not
+            # become interactions when the drill data set is next built explicitly (events are
+            # training data, docs/events.md).
             log = self.layout.dataset_dir(self.dataset) / EVENTS_DIR
             await asyncio.to_thread(shutil.rmtree, log, True)
 
