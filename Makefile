@@ -64,9 +64,11 @@ loadtest: $(STAMP)
 	$(PY) -m cascade.drills.loadtest $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(SHAPE),--shape $(SHAPE))
 
 # Fault drills D1-D10 under load, each PASS/FAIL with its figures; report in var/reports/drills.
+# D11 (bad model candidates rolled back, its own Triton and gateway) runs after them.
 # GATEWAY_CPU=0.5: the drill stack's gateway held to half a CPU.
 drill: $(STAMP)
 	$(PY) -m cascade.drills $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU))
+	$(PY) -m cascade.drills.d11_rollout --out var/reports/drills
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
