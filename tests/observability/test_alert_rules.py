@@ -35,6 +35,7 @@ REQUIRED_ALERTS = {
     "CascadeGatewayShedding",  # issue 20: edge sheds left the 5xx ratio
     "CascadeEventsConsumerLag",  # issue 17
     "CascadeEventsConsumerStopped",  # issue 17
+    "CascadeEventLogUnavailable",  # issue 17: the gateways refuse events
 }
 
 
