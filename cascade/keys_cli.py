@@ -29,10 +29,15 @@ def default_keys_file(layout: Layout | None = None) -> Path:
 
 
 def create_key(
-    *, path: Path, client: str, rate: float | None = None, burst: int | None = None
+    *,
+    path: Path,
+    client: str,
+    rate: float | None = None,
+    burst: int | None = None,
+    pin_version: bool = False,
 ) -> tuple[ApiKeyRecord, str]:
     """Add a key for ``client``; returns ``(record, key)``: the key exists nowhere else."""
-    return add_key(path, client=client, rate=rate, burst=burst)
+    return add_key(path, client=client, rate=rate, burst=burst, pin_version=pin_version)
 
 
 def list_keys(*, path: Path) -> list[ApiKeyRecord]:
@@ -90,12 +95,21 @@ def create(
     client: str = typer.Option(..., "--client", help="Client app name (1-64 of [A-Za-z0-9._-])."),
     rate: float = typer.Option(0.0, help="Requests/s for this key (0: the gateway's default)."),
     burst: int = typer.Option(0, help="Bucket size for this key (0: the gateway's default)."),
+    pin_version: bool = typer.Option(
+        False, "--pin-version", help="May pin a model version per request (debug, replay)."
+    ),
     keys_file: str = _FILE_OPTION,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     path = _path(keys_file)
     try:
-        record, key = create_key(path=path, client=client, rate=rate or None, burst=burst or None)
+        record, key = create_key(
+            path=path,
+            client=client,
+            rate=rate or None,
+            burst=burst or None,
+            pin_version=pin_version,
+        )
     except KeyFileError as exc:
         raise _fail(str(exc)) from None
     typer.echo(key)

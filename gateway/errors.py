@@ -49,6 +49,13 @@ class BadRequest(GatewayError):
     code = "invalid_request"
 
 
+class VersionPinForbidden(GatewayError):
+    """``model_version`` asked for by a caller whose key may not pin versions."""
+
+    status_code = 403
+    code = "version_pin_forbidden"
+
+
 class UpstreamError(GatewayError):
     status_code = 502
     code = "upstream_error"

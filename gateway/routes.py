@@ -25,7 +25,7 @@ from gateway.deps import PrincipalDep
 from gateway.edge.auth import Principal
 from gateway.edge.middleware import route_label
 from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, apply_pending_stamp, queue_shed_detail
-from gateway.errors import BadRequest, error_response
+from gateway.errors import BadRequest, VersionPinForbidden, error_response
 from gateway.eventsink import EventSink
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
@@ -38,7 +38,7 @@ router = APIRouter()
 _ERROR_TEXT = {
     400: "Body could not be read as JSON",
     401: "Missing or invalid credentials (one answer whatever the cause)",
-    403: "Not allowed from this address",
+    403: "Not allowed from this address, or model_version pinned by a key without pin_version",
     413: "Request body too large",
     422: "Invalid request: malformed user id, k out of range, bad body",
     429: "The client's rate limit is exhausted",
@@ -79,7 +79,13 @@ def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = N
 
 
 async def _serve(
-    request: Request, principal: Principal, *, user_id: int, k: int, exclude: list[int]
+    request: Request,
+    principal: Principal,
+    *,
+    user_id: int,
+    k: int,
+    exclude: list[int],
+    pin: int | None = None,
 ) -> Response:
     # The app's long-lived objects straight from its state: FastAPI's dependency solving for
     # them cost ~3% of the gateway's CPU per request on this hot path.
@@ -92,6 +98,8 @@ async def _serve(
         raise BadRequest(f"k must be at most {settings.max_k}, got {k}")
     if len(exclude) > settings.max_exclude:
         raise BadRequest(f"exclude holds at most {settings.max_exclude} ids, got {len(exclude)}")
+    if pin is not None and not principal.pin_version:
+        raise VersionPinForbidden("this key may not pin model_version (key flag pin_version)")
     request_id: str = request.state.request_id
     REQUEST_ID.set(request_id)  # log lines name the request, never the user (issue 20)
     state = request.scope["state"]
@@ -111,7 +119,7 @@ async def _serve(
         "gateway.recommend", context=ROOT, links=client_links(request.scope["headers"])
     ) as span:
         outcome = await comps.chain.recommend(
-            user_id=user_id, k=k, exclude=exclude, arrived=arrived
+            user_id=user_id, k=k, exclude=exclude, arrived=arrived, pin_version=pin
         )
         reason = outcome.reason.value if outcome.reason else None
         if span.is_recording():
@@ -162,7 +170,7 @@ async def _serve(
 @router.get(
     schemas.RECOMMENDATIONS_PATH + "/{user_id}",
     response_model=schemas.RecommendationResponse,
-    responses={**_OK, **_errors(401, 422, 429, 431, 500, 503)},
+    responses={**_OK, **_errors(401, 403, 422, 429, 431, 500, 503)},
     tags=["recommendations"],
 )
 async def get_recommendations(
@@ -172,24 +180,31 @@ async def get_recommendations(
         int, Path(ge=0, le=schemas.MAX_USER_ID, description="the data set's user id")
     ],
     k: Annotated[int | None, Query(ge=1, description="how many items")] = None,
+    model_version: Annotated[
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="pin a Two-Tower version (keys with pin_version)"),
+    ] = None,
 ) -> Response:
     """Top-k items for a user, from the best tier that answers within the deadline."""
     settings: GatewaySettings = request.app.state.settings
     k = settings.default_k if k is None else k
-    return await _serve(request, principal, user_id=user_id, k=k, exclude=[])
+    return await _serve(request, principal, user_id=user_id, k=k, exclude=[], pin=model_version)
 
 
 @router.post(
     schemas.RECOMMENDATIONS_PATH,
     response_model=schemas.RecommendationResponse,
-    responses={**_OK, **_errors(400, 401, 413, 422, 429, 431, 500, 503)},
+    responses={**_OK, **_errors(400, 401, 403, 413, 422, 429, 431, 500, 503)},
     tags=["recommendations"],
 )
 async def post_recommendations(
     request: Request, principal: PrincipalDep, body: schemas.RecommendationRequest
 ) -> Response:
     """Top-k items for a user, never returning the ``exclude`` ids."""
-    return await _serve(request, principal, user_id=body.user_id, k=body.k, exclude=body.exclude)
+    return await _serve(
+        request, principal, user_id=body.user_id, k=body.k, exclude=body.exclude,
+        pin=body.model_version,
+    )  # fmt: skip
 
 
 @router.get("/healthz", response_model=schemas.HealthResponse, tags=["ops"])

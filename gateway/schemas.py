@@ -39,6 +39,7 @@ def _json_integer(value: object) -> object:
 
 
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+PinnedVersion = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]
 ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID), BeforeValidator(_json_integer)]
 
 
@@ -69,6 +70,9 @@ class RecommendationRequest(BaseModel):
     k: JsonInt = Field(20, ge=1, description="how many items; at most the gateway's max_k")
     exclude: list[ItemId] = Field(
         default_factory=list, description="item ids never to return (besides the user's history)"
+    )
+    model_version: PinnedVersion | None = Field(
+        None, description="pin a Two-Tower version (keys with pin_version)"
     )
 
 

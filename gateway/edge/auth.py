@@ -53,6 +53,7 @@ class Principal:
     method: str  # "api_key", "jwt" or "none"
     rate: float | None = None
     burst: int | None = None
+    pin_version: bool = False  # the key may pin a model version (``model_version``)
 
     @property
     def label_client(self) -> str:
@@ -224,6 +225,7 @@ class Authenticator:
                 method="api_key",
                 rate=record.rate,
                 burst=record.burst,
+                pin_version=record.pin_version,
             ), "ok"
         if self.jwt is not None and token.count(".") == 2:
             return self.jwt.verify(token)

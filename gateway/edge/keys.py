@@ -66,6 +66,7 @@ class ApiKeyRecord:
     revoked_at: str | None = None
     rate: float | None = None
     burst: int | None = None
+    pin_version: bool = False  # may pin a model version per request (debugging, replay)
 
     @property
     def revoked(self) -> bool:
@@ -108,6 +109,7 @@ def _record(raw: dict[str, Any]) -> ApiKeyRecord:
             revoked_at=None if raw.get("revoked_at") is None else str(raw["revoked_at"]),
             rate=None if raw.get("rate") is None else float(raw["rate"]),
             burst=None if raw.get("burst") is None else int(raw["burst"]),
+            pin_version=raw.get("pin_version", False) is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyFileError(f"bad key entry {raw!r:.120}: {exc!r}") from exc
@@ -152,7 +154,11 @@ def read_keys(path: Path) -> dict[str, ApiKeyRecord]:
 def write_keys(path: Path, records: dict[str, ApiKeyRecord]) -> None:
     """Replace the key file atomically (temp file + rename), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": FILE_FORMAT, "keys": [asdict(r) for r in records.values()]}
+    # pin_version only where set: files without pinning keys stay as older gateways wrote them
+    entries = [
+        {k: v for k, v in asdict(r).items() if k != "pin_version" or v} for r in records.values()
+    ]
+    doc = {"format": FILE_FORMAT, "keys": entries}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -177,7 +183,12 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def add_key(
-    path: Path, *, client: str, rate: float | None = None, burst: int | None = None
+    path: Path,
+    *,
+    client: str,
+    rate: float | None = None,
+    burst: int | None = None,
+    pin_version: bool = False,
 ) -> tuple[ApiKeyRecord, str]:
     """Create a key for ``client``; returns the record and the key (shown once, never stored)."""
     if not valid_client(client):
@@ -198,6 +209,7 @@ def add_key(
             created_at=now_iso(),
             rate=rate,
             burst=burst,
+            pin_version=pin_version,
         )
         records[key_id] = record
         write_keys(path, records)

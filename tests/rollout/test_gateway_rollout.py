@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.edge import keys
 from gateway.main import create_app
 from gateway.metrics import LATENCY_BUCKETS
 from gateway.rollout.assign import in_candidate
@@ -189,3 +191,28 @@ def test_last_known_state_kept_when_redis_goes_away(fakes: Fakes, prefix: str) -
         assert router.cache.stale and router.cache.state.phase is Phase.CANARY
         assert serve_all(c) == first
         assert "gateway_rollout_state_stale 1.0" in c.get("/metrics").text
+
+
+def test_pin_version_only_with_the_key_flag(fakes: Fakes, tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _, debug = keys.add_key(path, client="debug", pin_version=True)
+    _, app_key = keys.add_key(path, client="app")
+    assert keys.read_keys(path)[debug.split("_")[1]].pin_version
+    app = create_app(make_settings(api_keys_file=path), components=fakes.factory)
+    with AppClient(app) as c:
+        pinned = c.get("/v1/recommendations/3?k=5&model_version=2", headers=bearer(debug))
+        assert pinned.status_code == 200 and pinned.json()["model_version"] == "two_tower/2"
+        body = {"user_id": 3, "k": 5, "model_version": 2}
+        assert c.post("/v1/recommendations", json=body, headers=bearer(debug)).status_code == 200
+        refused = c.get("/v1/recommendations/3?model_version=2", headers=bearer(app_key))
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "version_pin_forbidden"
+        assert c.post("/v1/recommendations", json=body, headers=bearer(app_key)).status_code == 403
+        plain = c.get("/v1/recommendations/3?k=5", headers=bearer(app_key))
+        assert plain.status_code == 200 and plain.json()["model_version"] == "two_tower/1"
+        bad = c.get("/v1/recommendations/3?model_version=0", headers=bearer(debug))
+        assert bad.status_code == 422
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
