@@ -27,7 +27,10 @@ to audit from the figures each check reports. The cost: at a strict z, a subtle 
 
 **Samples.** A step passes only when it has lasted its planned time *and* every check has its
 minimum sample (``min_requests`` calls per arm; ``min_latency_requests`` for the tail, enough to
-place stable's p99; ``min_impressions`` for CTR), with no check worse. It fails as soon as one
+place stable's p99; ``min_impressions`` for CTR), with no check worse, and no check *unclear*:
+its point estimate beyond the margin though not yet significant (a CTR 20% lower on a few
+hundred impressions). Such a step keeps running until the evidence settles either way, so "not
+proven worse" on a thin sample never promotes a candidate that looks worse. It fails as soon as one
 check is worse with at least ``min_fail_sample`` calls in the candidate arm: a garbage candidate
 is rolled back after tens of requests, never waiting for the step to end. A step without enough
 traffic neither passes nor fails: it stays (``continue``) until the traffic comes or an operator
@@ -52,6 +55,7 @@ class CheckStatus(StrEnum):
     OK = "ok"
     WORSE = "worse"
     TOO_FEW = "too_few"  # below the minimum sample: cannot pass yet
+    UNCLEAR = "unclear"  # worse than the margin so far, not yet significant: cannot pass yet
     NOT_MEASURED = "not_measured"  # no data source (CTR without feedback events)
 
 
@@ -157,6 +161,7 @@ def _proportion(
     margin: float,
     min_n: int,
     cfg: AnalysisConfig,
+    hold_margin: float = 0.0,
 ) -> Check:
     z = z_higher(x_c, n_c, x_s, n_s, margin)
     rc, rs = x_c / n_c if n_c else 0.0, x_s / n_s if n_s else 0.0
@@ -164,6 +169,8 @@ def _proportion(
         status = CheckStatus.WORSE
     elif n_c < min_n or n_s < min_n:
         status = CheckStatus.TOO_FEW
+    elif rc > rs + max(margin, hold_margin):
+        status = CheckStatus.UNCLEAR
     else:
         status = CheckStatus.OK
     return Check(metric, status, rc, rs, z, n_c, n_s, f"{x_c}/{n_c} vs {x_s}/{n_s}")
@@ -218,6 +225,14 @@ def analyze(
         too_few.append("ctr (no feedback events)")
     if too_few:
         return Verdict(Decision.CONTINUE, "too few samples: " + ", ".join(too_few), tuple(checks))
+    unclear = [c for c in checks if c.status is CheckStatus.UNCLEAR]
+    if unclear:
+        reason = "; ".join(
+            f"{c.metric} worse than the margin so far, not yet significant: candidate "
+            f"{c.candidate:.4g} vs stable {c.stable:.4g} (z={c.z:.1f})"
+            for c in unclear
+        )
+        return Verdict(Decision.CONTINUE, reason, tuple(checks))
     if not step_done:
         return Verdict(Decision.CONTINUE, "step time not over", tuple(checks))
     return Verdict(Decision.PASS, "no check worse, every sample reached", tuple(checks))
@@ -243,6 +258,7 @@ def _latency(
         margin=0.0,
         min_n=cfg.min_latency_requests,
         cfg=cfg,
+        hold_margin=0.01,  # equal tails differ by noise around 1%: hold only beyond 1 point more
     )
     detail = f"share slower than {limit * 1000:.0f} ms: {check.detail}"
     return Check(check.metric, check.status, p_c, p_s, check.z, n_c, n_s, detail)
@@ -258,6 +274,8 @@ def _ctr(candidate: ArmCounts, stable: ArmCounts, cfg: AnalysisConfig) -> Check:
         status = CheckStatus.WORSE
     elif i_c < cfg.min_impressions or i_s < cfg.min_impressions:
         status = CheckStatus.TOO_FEW
+    elif c_c / i_c < (1 - cfg.ctr_margin) * (c_s / i_s):
+        status = CheckStatus.UNCLEAR
     else:
         status = CheckStatus.OK
     ctr_c, ctr_s = c_c / i_c if i_c else 0.0, c_s / i_s if i_s else 0.0

@@ -107,3 +107,14 @@ def test_quantile_bound() -> None:
     assert quantile_bound([0, 99, 1], [0.01, 0.02], 0.99) == 0.02
     assert quantile_bound([0, 98, 2], [0.01, 0.02], 0.99) == float("inf")
     assert quantile_bound([], [0.01], 0.99) == 0.0
+
+
+def test_worse_but_not_yet_significant_holds_the_step(rng: np.random.Generator) -> None:
+    # CTR 20% lower on 1,500 impressions: not proven worse, not allowed to pass either
+    cand = ArmCounts(requests=500, calls=500, latency=(0, 500, *([0] * 8)), impressions=1500,
+                     clicks=120)  # fmt: skip
+    stable = ArmCounts(requests=3000, calls=3000, latency=(0, 2980, 20, *([0] * 7)),
+                       impressions=6000, clicks=600)  # fmt: skip
+    v = analyze(cand, stable, bounds=BOUNDS, step_done=True)
+    assert v.decision is Decision.CONTINUE and "not yet significant" in v.reason
+    assert {c.metric: c.status for c in v.checks}["ctr"] is CheckStatus.UNCLEAR
