@@ -19,6 +19,9 @@ can be switched on and tuned without touching the serving settings.
 ``GATEWAY_ROLLOUT_LATENCY_MARGIN_MS`` ``10``  p99 margin
 ``GATEWAY_ROLLOUT_CTR_MARGIN``      ``0.05``  relative CTR margin
 ``GATEWAY_ROLLOUT_REQUIRE_CTR``     ``false`` a step cannot pass without feedback counts
+``GATEWAY_ROLLOUT_EVENTS_CTR_KEY``  (empty)   the events consumer's CTR hash
+                                              (``cascade:events:<project>:ctr``); empty: the
+                                              rollout's ``<prefix>:feedback`` hash
 =================================== ========= ===============================================
 """
 
@@ -51,6 +54,9 @@ class RolloutSettings(BaseSettings):
     latency_margin_ms: float = Field(default=10.0, ge=0, le=10_000)
     ctr_margin: float = Field(default=0.05, ge=0, lt=1)
     require_ctr: bool = False
+    # The events consumer's CTR hash (cascade:events:<feast project>:ctr) in the same Redis;
+    # empty: the rollout's own <prefix>:feedback hash (what drill D11's click model feeds).
+    events_ctr_key: str = Field(default="", max_length=200)
 
     @field_validator("redis_url")
     @classmethod

@@ -16,7 +16,7 @@ from cascade.runtime.redact import redact_url
 from gateway.metrics import LATENCY_BUCKETS
 from gateway.resilience.chain import FallbackChain
 from gateway.rollout.controller import RolloutController
-from gateway.rollout.feedback import RedisFeedback
+from gateway.rollout.feedback import EventsConsumerCtr, RedisFeedback
 from gateway.rollout.metrics import RolloutMetrics
 from gateway.rollout.router import RolloutRouter
 from gateway.rollout.settings import RolloutSettings
@@ -74,7 +74,9 @@ async def start(
             model=model,
             config=cfg.analysis(),
             interval_s=cfg.interval_s,
-            ctr=RedisFeedback(store),
+            ctr=EventsConsumerCtr(store, cfg.events_ctr_key)
+            if cfg.events_ctr_key
+            else RedisFeedback(store),
             metrics=metrics,
         )
         runtime.tasks.append(asyncio.create_task(controller.run()))
