@@ -97,7 +97,7 @@ async def d12_consumer_down(target: DrillTarget, plan: Plan) -> DrillResult:
             await run.sleep(plan.consumer_down_s)
             t_restart = run.mark("restart")
             await run.act(lambda: target.restore("events"))  # returns once /readyz answers
-            run.mark("ready")
+            t_ready = run.mark("ready")
             await run.sleep(plan.after_s)
         finally:
             load.stop()
@@ -145,6 +145,8 @@ async def d12_consumer_down(target: DrillTarget, plan: Plan) -> DrillResult:
         else f"{load.accepted_rate():.0f}",
         peak_pending=watch.peak(t_kill, t_stop),
         drain_s=None if drain_s is None else f"{drain_s:.1f}",
+        # of which the consumer's own start (imports, Feast registry) until its /readyz
+        consumer_start_s=f"{t_ready - t_restart:.1f}",
         events_p99_ms=a.percentile([x * 1000 for x in load.latencies], 99),
     )
     r.checks = [
