@@ -87,10 +87,24 @@ def run_seed(
         ["evaluate", "--dataset", data, "--models", ",".join(MODELS)],
         log=logs / f"{seed}-evaluate.log",
     )
+    return collect_seed(seed=seed, data=data, layout=layout, costs=costs)
+
+
+def collect_seed(
+    *, seed: int, data: str, layout: Layout, costs: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """The figures of one seed: the evaluation's ``report.json`` and the metadata of the
+    Two-Tower artifact it evaluated (named in the report; ``latest`` is a pointer file, not a
+    link, so it is read through ``two_tower.artifacts.latest_dir`` when the report names none)."""
+    from two_tower.artifacts import latest_dir, root_dir
+
     name = data.split(":", 1)[-1]
     report = json.loads((layout.reports_dir / name / "report.json").read_text())
-    latest = layout.artifacts_dir / "two_tower" / "latest"
-    meta = json.loads((latest.resolve() / "metadata.json").read_text())
+    version = (report.get("params", {}).get("two_tower") or {}).get("artifact")
+    folder = (
+        root_dir(layout.artifacts_dir) / version if version else latest_dir(layout.artifacts_dir)
+    )
+    meta = json.loads((folder / "metadata.json").read_text())
     return {
         "seed": seed,
         "models": {m: report["models"][m] for m in MODELS if m in report["models"]},
@@ -103,7 +117,7 @@ def run_seed(
             "best_epoch": meta.get("best_epoch"),
             "epochs_run": [len(h) for h in meta.get("history", [])],
             "val_recall@20": [max(e.get("val_recall@20", 0.0) for e in h) for h in meta["history"]],
-            "artifact": str(latest.resolve()),
+            "artifact": str(folder),
         },
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,32 @@ def test_merge_joins_parallel_runs_by_seed_and_refuses_mixed_ones(tmp_path: Path
     other.write_text((tmp_path / "o" / "seeds.json").read_text())
     with pytest.raises(ValueError, match="differs"):
         tower_seeds.merge([paths[0], other])
+
+
+def test_collect_reads_the_artifact_the_report_evaluated(tmp_path: Path) -> None:
+    # `latest` is a pointer file naming the version, not a link: the first version of this bench
+    # read `latest/metadata.json` and failed after a whole training run.
+    from cascade.runtime.paths import Layout
+
+    layout = Layout(home=tmp_path)
+    report = {
+        "models": RUNS[0]["models"],
+        "users_evaluated": 19_416,
+        "params": {"two_tower": {"artifact": "20261204T150731Z"}},
+    }
+    (layout.reports_dir / "demo").mkdir(parents=True)
+    (layout.reports_dir / "demo" / "report.json").write_text(json.dumps(report))
+    for version, epochs in (("20261204T150731Z", 4), ("20261204T160000Z", 2)):
+        folder = layout.artifacts_dir / "two_tower" / version
+        folder.mkdir(parents=True)
+        history = [[{"epoch": float(e), "val_recall@20": 0.2 + e / 100} for e in range(epochs)]]
+        meta = {"train_seconds": 3466.1, "peak_rss_mb": 1419.0, "best_epoch": [epochs]}
+        (folder / "metadata.json").write_text(json.dumps({**meta, "history": history}))
+    (layout.artifacts_dir / "two_tower" / "latest").write_text("20261204T160000Z")
+    run = tower_seeds.collect_seed(seed=42, data="demo", layout=layout, costs={})
+    assert run["two_tower"]["epochs_run"] == [4]  # the evaluated one, not what `latest` names now
+    assert run["two_tower"]["val_recall@20"] == [pytest.approx(0.23)]
+    report["params"] = {}
+    (layout.reports_dir / "demo" / "report.json").write_text(json.dumps(report))
+    run = tower_seeds.collect_seed(seed=42, data="demo", layout=layout, costs={})
+    assert run["two_tower"]["epochs_run"] == [2]  # no name in the report: through `latest`
