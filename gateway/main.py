@@ -32,6 +32,7 @@ from gateway.handlers import install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
 from gateway.rollout import wiring as rollout_wiring
+from gateway.rollout.metrics import RolloutMetrics
 from gateway.routes import openapi_with_limits, router
 from gateway.schemas import EVENTS_PATH
 from gateway.settings import GatewaySettings
@@ -50,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     built = await app.state.components_factory(settings, metrics)
     built.chain.saturated = app.state.admission.saturated  # skip ALS while the loop is overloaded
     rollout = await rollout_wiring.start(  # off unless GATEWAY_ROLLOUT_REDIS_URL is set
-        built.chain, metrics.registry, model=settings.triton_model,
+        built.chain, app.state.rollout_metrics, model=settings.triton_model,
         saturated=app.state.admission.saturated, settings=getattr(app.state, "rollout", None),
     )  # fmt: skip
     app.state.components = built
@@ -129,6 +130,7 @@ def create_app(
     serve_docs_offline(app)
     app.state.settings, app.state.metrics, app.state.security = settings, metrics, security
     app.state.admission, app.state.components_factory = admission, components or build_components
+    app.state.rollout_metrics = RolloutMetrics(metrics.registry)  # exported even with rollouts off
     app.state.events = EventSink(settings)
     eventsink.register(app.state.events, metrics.registry)
     # Outermost last: GatewayMiddleware (request id, 413, metrics, last resort) > limits (431,

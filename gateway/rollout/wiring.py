@@ -10,8 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
-
 from cascade.runtime.redact import redact_url
 from gateway.metrics import LATENCY_BUCKETS
 from gateway.resilience.chain import FallbackChain
@@ -46,7 +44,7 @@ class RolloutRuntime:
 
 async def start(
     chain: FallbackChain,
-    registry: CollectorRegistry,
+    metrics: RolloutMetrics,
     *,
     model: str,
     saturated: Callable[[], bool],
@@ -57,7 +55,6 @@ async def start(
     if not cfg.redis_url:
         return RolloutRuntime()
     store = RolloutStore(connect(cfg.redis_url, timeout_s=cfg.timeout_ms / 1000), prefix=cfg.prefix)
-    metrics = RolloutMetrics(registry)
     cache = StateCache(store)
     router = RolloutRouter(
         cache, metrics, bounds=LATENCY_BUCKETS, shadow_slots=cfg.shadow_slots, saturated=saturated
