@@ -151,6 +151,20 @@ async def _apply(
         raise Refused(str(exc)) from exc
 
 
+async def set_stable_version(
+    *, store: RolloutStore, version: int, repository: Path, now: float | None = None
+) -> RolloutState:
+    """Name the version every user gets outside a rollout (it must be in the repository)."""
+    versions = served_versions(repository)
+    if version not in versions:
+        raise Refused(
+            f"version {version} is not in {repository / contract.MODEL_NAME} (has {versions})"
+        )
+    at = time.time() if now is None else now
+    new, _ = await _apply(store, lambda s: sm.set_stable(s, version, now=at, by="cli"))
+    return new
+
+
 async def promote_rollout(
     *, store: RolloutStore, reason: str, now: float | None = None
 ) -> RolloutState:
@@ -298,6 +312,24 @@ def start_command(
     typer.echo(
         f"rollout {new.plan.rollout_id}: v{new.plan.stable} -> v{new.plan.candidate}, now {new.label()}"
     )
+
+
+@app.command("init")
+def init_command(
+    stable: int = typer.Option(..., "--stable", help="The version every user gets."),
+    repository: Annotated[
+        Path, typer.Option("--model-repository", help="Triton model repository.")
+    ] = DEFAULT_REPOSITORY,
+    redis_url: str = UrlOpt,
+    prefix: str = PrefixOpt,
+) -> None:
+    """Name the stable version (before the first rollout, Triton's newest serves everyone)."""
+    new = _run(
+        redis_url,
+        prefix,
+        lambda store: set_stable_version(store=store, version=stable, repository=repository),
+    )
+    typer.echo(f"stable version: {new.stable_version} (every user, outside rollouts)")
 
 
 @app.command("status")

@@ -204,6 +204,24 @@ class RolloutState:
         )
 
 
+def set_stable(
+    state: RolloutState, version: int, *, now: float, by: str = "cli"
+) -> tuple[RolloutState, Transition]:
+    """Name the stable version outside a rollout (before the first one: until then the gateway
+    names no version and Triton's newest serves, so exporting a new version would reach
+    everyone)."""
+    if state.active:
+        raise IllegalTransition(
+            f"rollout {state.rollout_id} is {state.label()}: abort or promote it first"
+        )
+    if version < 1:
+        raise IllegalTransition(f"versions are Triton version numbers >= 1, got {version}")
+    new = replace(state, phase=Phase.STABLE, stable_version=version, since=now,
+                  reason=f"stable version set to {version}")  # fmt: skip
+    rid = state.rollout_id or "-"
+    return new, Transition(rid, state.phase, Phase.STABLE, -1, now, new.reason, by)
+
+
 def _move(
     state: RolloutState, to: Phase, *, step: int, now: float, reason: str, by: str, **changes: Any
 ) -> tuple[RolloutState, Transition]:

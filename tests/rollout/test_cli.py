@@ -124,3 +124,16 @@ def test_unreachable_redis(dead_url: str, repo: Path) -> None:
         r = cli(*args, "--redis-url", dead_url)
         assert r.exit_code == 1 and "Redis unavailable" in r.output
         assert "secretpw" not in r.output and "Traceback" not in r.output
+
+
+def test_init_names_the_stable_version(repo: Path, prefix: str) -> None:
+    common = ["--redis-url", REDIS_URL, "--prefix", prefix]
+    r = cli("init", "--stable", "9", "--model-repository", str(repo), *common)
+    assert r.exit_code == 2 and "not in" in r.output
+    r = cli("init", "--stable", "1", "--model-repository", str(repo), *common)
+    assert r.exit_code == 0 and "stable version: 1" in r.output
+    # start now takes stable from the state, no --stable needed
+    r = cli("start", "--candidate", "2", "--model-repository", str(repo), "--id", "r-i", *common)
+    assert r.exit_code == 0 and "v1 -> v2" in r.output
+    r = cli("init", "--stable", "2", "--model-repository", str(repo), *common)
+    assert r.exit_code == 2 and "abort or promote it first" in r.output

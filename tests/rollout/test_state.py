@@ -96,3 +96,11 @@ def test_json_round_trip() -> None:
     s, _ = sm.advance(s, now=6)
     assert RolloutState.from_json(s.to_json()) == s
     assert s.label() == "canary(2%)"
+
+
+def test_set_stable_outside_a_rollout_only() -> None:
+    s, t = sm.set_stable(RolloutState(), 4, now=1)
+    assert (s.phase, s.stable_version, t.to_phase) == (Phase.STABLE, 4, Phase.STABLE)
+    active, _ = sm.start(s, plan(stable=4, candidate=5), now=2)
+    with pytest.raises(IllegalTransition, match="abort or promote"):
+        sm.set_stable(active, 5, now=3)
