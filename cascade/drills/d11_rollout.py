@@ -50,7 +50,7 @@ import numpy as np
 from cascade.rollout_cli import start_rollout
 from cascade.runtime.procs import free_port
 from gateway.rollout.feedback import feedback_key
-from gateway.rollout.state import Phase, RolloutState, Transition
+from gateway.rollout.state import Phase, set_stable
 from gateway.rollout.store import RolloutStore, connect
 
 logger = logging.getLogger(__name__)
@@ -319,12 +319,7 @@ async def drill(
     try:
         triton.start()
         await asyncio.to_thread(triton.wait_ready, timeout=300)
-        init = RolloutState(stable_version=STABLE)
-        await store.write(
-            init,
-            Transition("init", Phase.STABLE, Phase.STABLE, -1, time.time(), "drill start", "d11"),
-            expected_rev=0,
-        )
+        await store.apply(lambda st: set_stable(st, STABLE, now=time.time(), by="d11"))
         port = free_port()
         env = {
             **os.environ,
