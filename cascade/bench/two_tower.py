@@ -44,7 +44,8 @@ def random_trained(
     n_items: int, *, n_users: int = 20_000, dim: int | None = None, seed: int = 0
 ) -> Any:
     """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only),
-    shaped like the shipped defaults (``TrainParams``: dim, members) unless ``dim`` is given."""
+    shaped like the shipped defaults (``TrainParams``: dim, members, the user tower's seen-set
+    and sequence readers) unless ``dim`` is given."""
     import torch
 
     from two_tower.artifacts import TrainedTwoTower
@@ -67,6 +68,12 @@ def random_trained(
         n_price_buckets=6,
         dim=dim or defaults.dim,
         members=1 if dim else defaults.members,
+        # The user tower's readers as training builds them (TrainParams), so the latency rows
+        # measure the tower that ships, not TwoTowerConfig's bare defaults (mean pooling).
+        seen_pool=defaults.seen_pool,
+        seen_attention=int(defaults.seen_attention),
+        seq_layers=defaults.seq_layers,
+        heads=defaults.heads,
     )
     model = build_two_tower(
         cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries
