@@ -356,7 +356,7 @@ async def drill(
         for name in sorted(variants, key=lambda v: v == "good"):  # the good one last: it promotes
             logger.info("D11 variant %s", name)
             results.append(
-                await run_variant(name, load, store, base, repo, 60.0 if name != "good" else 150.0)
+                await run_variant(name, load, store, base, repo, 60.0 if name != "good" else 240.0)
             )
         load.stop()
         await runner

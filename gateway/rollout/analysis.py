@@ -28,9 +28,10 @@ to audit from the figures each check reports. The cost: at a strict z, a subtle 
 **Samples.** A step passes only when it has lasted its planned time *and* every check has its
 minimum sample (``min_requests`` calls per arm; ``min_latency_requests`` for the tail, enough to
 place stable's p99; ``min_impressions`` for CTR), with no check worse, and no check *unclear*:
-its point estimate beyond the margin though not yet significant (a CTR 20% lower on a few
-hundred impressions). Such a step keeps running until the evidence settles either way, so "not
-proven worse" on a thin sample never promotes a candidate that looks worse. It fails as soon as one
+leaning worse at ``z_hold`` (default 2.0, one-sided 2.3%) though short of ``z_fail`` (a CTR 20%
+lower on a few hundred impressions). Such a step keeps running until the evidence settles
+either way, so "not proven worse" on a thin sample never advances a candidate that looks worse;
+an equal candidate leans at about one look in ten (four checks) and passes at a later one. It fails as soon as one
 check is worse with at least ``min_fail_sample`` calls in the candidate arm: a garbage candidate
 is rolled back after tens of requests, never waiting for the step to end. A step without enough
 traffic neither passes nor fails: it stays (``continue``) until the traffic comes or an operator
@@ -55,7 +56,7 @@ class CheckStatus(StrEnum):
     OK = "ok"
     WORSE = "worse"
     TOO_FEW = "too_few"  # below the minimum sample: cannot pass yet
-    UNCLEAR = "unclear"  # worse than the margin so far, not yet significant: cannot pass yet
+    UNCLEAR = "unclear"  # leaning worse (z_hold < z <= z_fail): cannot pass yet
     NOT_MEASURED = "not_measured"  # no data source (CTR without feedback events)
 
 
@@ -78,6 +79,7 @@ class ArmCounts:
 @dataclass(frozen=True)
 class AnalysisConfig:
     z_fail: float = 3.5
+    z_hold: float = 2.0  # leaning worse beyond this holds a step (never passes it)
     min_requests: int = 200
     min_latency_requests: int = 400
     min_impressions: int = 1000
@@ -161,7 +163,6 @@ def _proportion(
     margin: float,
     min_n: int,
     cfg: AnalysisConfig,
-    hold_margin: float = 0.0,
 ) -> Check:
     z = z_higher(x_c, n_c, x_s, n_s, margin)
     rc, rs = x_c / n_c if n_c else 0.0, x_s / n_s if n_s else 0.0
@@ -169,7 +170,7 @@ def _proportion(
         status = CheckStatus.WORSE
     elif n_c < min_n or n_s < min_n:
         status = CheckStatus.TOO_FEW
-    elif rc > rs + max(margin, hold_margin):
+    elif z > cfg.z_hold:
         status = CheckStatus.UNCLEAR
     else:
         status = CheckStatus.OK
@@ -228,7 +229,7 @@ def analyze(
     unclear = [c for c in checks if c.status is CheckStatus.UNCLEAR]
     if unclear:
         reason = "; ".join(
-            f"{c.metric} worse than the margin so far, not yet significant: candidate "
+            f"{c.metric} leaning worse, not yet significant: candidate "
             f"{c.candidate:.4g} vs stable {c.stable:.4g} (z={c.z:.1f})"
             for c in unclear
         )
@@ -258,7 +259,6 @@ def _latency(
         margin=0.0,
         min_n=cfg.min_latency_requests,
         cfg=cfg,
-        hold_margin=0.01,  # equal tails differ by noise around 1%: hold only beyond 1 point more
     )
     detail = f"share slower than {limit * 1000:.0f} ms: {check.detail}"
     return Check(check.metric, check.status, p_c, p_s, check.z, n_c, n_s, detail)
@@ -274,7 +274,7 @@ def _ctr(candidate: ArmCounts, stable: ArmCounts, cfg: AnalysisConfig) -> Check:
         status = CheckStatus.WORSE
     elif i_c < cfg.min_impressions or i_s < cfg.min_impressions:
         status = CheckStatus.TOO_FEW
-    elif c_c / i_c < (1 - cfg.ctr_margin) * (c_s / i_s):
+    elif z > cfg.z_hold:
         status = CheckStatus.UNCLEAR
     else:
         status = CheckStatus.OK

@@ -11,6 +11,7 @@ can be switched on and tuned without touching the serving settings.
 ``GATEWAY_ROLLOUT_SHADOW_SLOTS``    ``4``     shadow calls in flight at most
 ``GATEWAY_ROLLOUT_TIMEOUT_MS``      ``200``   each Redis call (off the request path)
 ``GATEWAY_ROLLOUT_Z_FAIL``          ``3.5``   one-sided z beyond which a check fails
+``GATEWAY_ROLLOUT_Z_HOLD``          ``2.0``   leaning worse beyond this holds a step
 ``GATEWAY_ROLLOUT_MIN_REQUESTS``    ``200``   calls per arm before a step may pass
 ``GATEWAY_ROLLOUT_MIN_LATENCY_REQUESTS`` ``400`` for the p99 check
 ``GATEWAY_ROLLOUT_MIN_IMPRESSIONS`` ``1000``  for the CTR check
@@ -45,6 +46,7 @@ class RolloutSettings(BaseSettings):
     shadow_slots: int = Field(default=4, ge=0, le=64)
     timeout_ms: float = Field(default=200.0, gt=0, le=5000)
     z_fail: float = Field(default=3.5, ge=2.0, le=10.0)
+    z_hold: float = Field(default=2.0, ge=0.0, le=10.0)
     min_requests: int = Field(default=200, ge=1)
     min_latency_requests: int = Field(default=400, ge=100)
     min_impressions: int = Field(default=1000, ge=1)
@@ -68,6 +70,7 @@ class RolloutSettings(BaseSettings):
     def analysis(self) -> AnalysisConfig:
         return AnalysisConfig(
             z_fail=self.z_fail,
+            z_hold=min(self.z_hold, self.z_fail),
             min_requests=self.min_requests,
             min_latency_requests=self.min_latency_requests,
             min_impressions=self.min_impressions,

@@ -49,9 +49,12 @@ def rng() -> np.random.Generator:
 
 
 def test_equal_arms_pass_at_step_end_and_continue_before(rng: np.random.Generator) -> None:
-    for _ in range(50):  # no false rollback over 50 independent equal steps
-        v = analyze(arm(rng, 2000), arm(rng, 40_000), bounds=BOUNDS, step_done=True)
-        assert v.decision is Decision.PASS, v.reason
+    decisions = [
+        analyze(arm(rng, 2000), arm(rng, 40_000), bounds=BOUNDS, step_done=True).decision
+        for _ in range(50)
+    ]
+    # no false rollback over 50 independent equal looks; most pass, a few lean and hold
+    assert Decision.FAIL not in decisions and decisions.count(Decision.PASS) >= 35
     v = analyze(arm(rng, 2000), arm(rng, 40_000), bounds=BOUNDS, step_done=False)
     assert v.decision is Decision.CONTINUE and "time" in v.reason
 
@@ -110,11 +113,11 @@ def test_quantile_bound() -> None:
 
 
 def test_worse_but_not_yet_significant_holds_the_step(rng: np.random.Generator) -> None:
-    # CTR 20% lower on 1,500 impressions: not proven worse, not allowed to pass either
+    # CTR 27% lower on 1,500 impressions: z 2.7, not proven worse, not allowed to pass either
     cand = ArmCounts(requests=500, calls=500, latency=(0, 500, *([0] * 8)), impressions=1500,
-                     clicks=120)  # fmt: skip
+                     clicks=110)  # fmt: skip
     stable = ArmCounts(requests=3000, calls=3000, latency=(0, 2980, 20, *([0] * 7)),
                        impressions=6000, clicks=600)  # fmt: skip
     v = analyze(cand, stable, bounds=BOUNDS, step_done=True)
-    assert v.decision is Decision.CONTINUE and "not yet significant" in v.reason
+    assert v.decision is Decision.CONTINUE and "leaning worse" in v.reason
     assert {c.metric: c.status for c in v.checks}["ctr"] is CheckStatus.UNCLEAR
