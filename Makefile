@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= demo
 
-.PHONY: install system-deps bench-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
+.PHONY: install system-deps nats-deps bench-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,16 +22,19 @@ install: $(STAMP)
 
 # promtool/prometheus (Debian package) for the alert-rule tests and the scrape test;
 # nats-server (Debian package) is the event log (JetStream) of the local stack and its tests.
-system-deps:
+system-deps: nats-deps
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
-	@command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; }
 
 # wrk (Debian package) drives the serving benchmark: a C client costs ~50x less CPU per request
 # than a Python one, so on two cores the driver does not starve what it measures.
 bench-deps:
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
-up: $(STAMP)
+# nats-server (Debian package) runs the event log; `cascade up` refuses to start without it.
+nats-deps:
+	@command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; }
+
+up: $(STAMP) nats-deps
 	$(VENV)/bin/cascade up --scale $(SCALE)
 
 test: $(STAMP) system-deps
@@ -60,13 +63,13 @@ bench-serve: $(STAMP) bench-deps
 # Locust against the local stack (starts `cascade up` when nothing answers); report in var/reports/loadtest.
 # GATEWAY_CPU=0.5: the gateway held to half a CPU for the run (a machine 2-3x slower; needs root).
 # DURATION=30 (seconds of load), USERS=40 (Locust users, 5 req/s each), SHAPE=steady|ramp|spike.
-loadtest: $(STAMP)
+loadtest: $(STAMP) nats-deps
 	$(PY) -m cascade.drills.loadtest $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU)) $(if $(DURATION),--duration $(DURATION)) $(if $(USERS),--users $(USERS)) $(if $(SHAPE),--shape $(SHAPE))
 
 # Fault drills D1-D10 under load, each PASS/FAIL with its figures; report in var/reports/drills.
 # D11 (bad model candidates rolled back, its own Triton and gateway) runs after them.
 # GATEWAY_CPU=0.5: the drill stack's gateway held to half a CPU.
-drill: $(STAMP)
+drill: $(STAMP) nats-deps
 	$(PY) -m cascade.drills $(if $(GATEWAY_CPU),--gateway-cpu $(GATEWAY_CPU))
 	$(PY) -m cascade.drills.d11_rollout --out var/reports/drills
 

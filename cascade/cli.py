@@ -88,6 +88,9 @@ def _configure(
 ) -> None:
     level = logging.DEBUG if verbose else os.environ.get("CASCADE_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # a line per HTTP call (cascade status) or registry refresh is noise here
+        for noisy in ("httpx", "httpcore", "feast"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     redact_root_handlers()  # no credential (a REDIS_URL password) in any line the CLI logs
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from cascade.runtime.paths import Layout
 from cascade.runtime.redact import redact, redact_url
 
 COLUMNS = ("tier", "model_version", "impressions", "clicks", "ctr")
@@ -61,6 +62,18 @@ def online_rows(
     return table(redis_url, dataset=dataset)
 
 
+def default_dataset(layout: Layout) -> str:
+    """$CASCADE_DATASET, else the data set the running `cascade up` serves, else demo."""
+    from cascade.stack_status import SUPERVISOR, read_state, running
+
+    if os.environ.get("CASCADE_DATASET"):
+        return os.environ["CASCADE_DATASET"]
+    up = (read_state(layout) or {}).get(SUPERVISOR) or {}
+    if running(up) and up.get("dataset"):
+        return str(up["dataset"])
+    return "demo"
+
+
 def report_online(
     redis_url: str = typer.Option(
         "",
@@ -69,7 +82,10 @@ def report_online(
         help="Redis of the online store (default $REDIS_URL, else redis://127.0.0.1:6379/0).",
     ),
     dataset: str = typer.Option(
-        "", metavar="NAME", help="Data set whose counters to read (default $CASCADE_DATASET, demo)."
+        "",
+        metavar="NAME",
+        help="Data set whose counters to read (default $CASCADE_DATASET, else the one the "
+        "running `cascade up` serves, else demo).",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON array instead of a table."),
 ) -> None:
@@ -79,8 +95,10 @@ def report_online(
     from cascade.stack_build import DEFAULT_REDIS_URL
 
     url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    layout = Layout.from_env()
+    dataset = dataset or default_dataset(layout)
     try:
-        rows = online_rows(redis_url=url, dataset=dataset or None)
+        rows = online_rows(redis_url=url, dataset=dataset)
     except (redis.RedisError, OSError) as exc:
         typer.echo(
             f"error: cannot read the online metrics from Redis at {redact_url(url)}: "
@@ -88,6 +106,15 @@ def report_online(
             err=True,
         )
         raise typer.Exit(code=2) from None
+    if not rows and not layout.dataset_dir(dataset).is_dir():
+        known = sorted(p.name for p in layout.datasets_dir.glob("*") if p.is_dir())
+        typer.echo(
+            f"error: no data set {dataset!r} under {layout.datasets_dir} "
+            f"(known: {', '.join(known) or 'none'}); pass --dataset",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    typer.echo(f"data set {dataset!r}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

@@ -271,6 +271,9 @@ def up(
         raise ProcessError(
             f"ports already in use on {host}: {busy} (another `cascade up`? set other ports)"
         )
+    from events.natsd import nats_server_binary
+
+    nats_server_binary()  # before minutes of building, not after: ProcessError says how to install
     store_url = choose_online_store(redis_url)
     dataset, two_tower_ready = build(
         layout=layout,

@@ -38,3 +38,38 @@ def test_unreachable_redis_is_one_line_and_exit_2_without_the_password() -> None
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "s3cr3t" not in result.stderr
     assert "cannot read the online metrics" in result.stderr and "***" in result.stderr
+
+
+def test_the_running_stacks_data_set_is_the_default_and_an_unknown_one_is_an_error(
+    tmp_path, monkeypatch
+) -> None:
+    import json
+    import os
+
+    import psutil
+
+    from cascade.report_online import default_dataset
+    from cascade.runtime.paths import Layout
+    from cascade.stack_status import state_path
+
+    layout = Layout(home=tmp_path)
+    monkeypatch.delenv("CASCADE_DATASET", raising=False)
+    assert default_dataset(layout) == "demo"  # no stack
+    layout.run_dir.mkdir(parents=True)
+    me = psutil.Process()
+    up = {"pid": me.pid, "create_time": me.create_time(), "dataset": "tiny"}
+    state_path(layout).write_text(json.dumps({"cascade_up": up}))
+    assert default_dataset(layout) == "tiny"  # the stack `cascade up` runs (here: this test)
+    monkeypatch.setenv("CASCADE_DATASET", "demo")
+    assert default_dataset(layout) == "demo"
+    # A data set that does not exist is named as such, not reported as "no traffic yet".
+    # (Redis at its default URL; without a Redis the command exits 2 as well.)
+    env = {k: v for k, v in os.environ.items() if k != "CASCADE_DATASET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cascade.cli", "report", "online", "--dataset", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "CASCADE_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
