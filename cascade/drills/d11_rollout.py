@@ -326,7 +326,7 @@ async def drill(
             "GATEWAY_ROLLOUT_REDIS_URL": redis_url, "GATEWAY_ROLLOUT_PREFIX": prefix,
             "GATEWAY_ROLLOUT_REFRESH_S": "0.5", "GATEWAY_ROLLOUT_INTERVAL_S": "2",
             "GATEWAY_ROLLOUT_MIN_REQUESTS": "100", "GATEWAY_ROLLOUT_MIN_LATENCY_REQUESTS": "100",
-            "GATEWAY_ROLLOUT_MIN_IMPRESSIONS": "500", "OPENBLAS_NUM_THREADS": "1",
+            "GATEWAY_ROLLOUT_MIN_IMPRESSIONS": "1000", "OPENBLAS_NUM_THREADS": "1",
         }  # fmt: skip
         log = (work / "gateway.log").open("wb")
         gateway = subprocess.Popen(

@@ -32,7 +32,8 @@ leaning worse at ``z_hold`` (default 2.0, one-sided 2.3%) though short of ``z_fa
 lower on a few hundred impressions). Such a step keeps running until the evidence settles
 either way, so "not proven worse" on a thin sample never advances a candidate that looks worse;
 an equal candidate leans at about one look in ten (four checks) and passes at a later one. It fails as soon as one
-check is worse with at least ``min_fail_sample`` calls in the candidate arm: a garbage candidate
+check is worse with at least ``min_fail_sample`` calls in the candidate arm (CTR: its full
+``min_impressions``, since impressions are clustered by request and user): a garbage candidate
 is rolled back after tens of requests, never waiting for the step to end. A step without enough
 traffic neither passes nor fails: it stays (``continue``) until the traffic comes or an operator
 decides (docs/runbook.md, "A rollout stalls").
@@ -270,10 +271,14 @@ def _ctr(candidate: ArmCounts, stable: ArmCounts, cfg: AnalysisConfig) -> Check:
     i_c, c_c = int(candidate.impressions or 0), int(candidate.clicks or 0)
     i_s, c_s = int(stable.impressions or 0), int(stable.clicks or 0)
     z = z_lower_relative(c_c, i_c, c_s, i_s, cfg.ctr_margin)
-    if i_c >= cfg.min_fail_sample and z > cfg.z_fail:
-        status = CheckStatus.WORSE
-    elif i_c < cfg.min_impressions or i_s < cfg.min_impressions:
+    # Impressions come k to a request and one user's taste to many requests: they are not
+    # independent trials, so the binomial variance is too small on a few requests (D11: a good
+    # candidate rolled back on 0 clicks in 80 impressions, 8 requests). CTR decides nothing,
+    # not even a failure, before its full minimum sample.
+    if i_c < cfg.min_impressions or i_s < cfg.min_impressions:
         status = CheckStatus.TOO_FEW
+    elif z > cfg.z_fail:
+        status = CheckStatus.WORSE
     elif z > cfg.z_hold:
         status = CheckStatus.UNCLEAR
     else:

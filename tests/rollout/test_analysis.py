@@ -121,3 +121,11 @@ def test_worse_but_not_yet_significant_holds_the_step(rng: np.random.Generator) 
     v = analyze(cand, stable, bounds=BOUNDS, step_done=True)
     assert v.decision is Decision.CONTINUE and "leaning worse" in v.reason
     assert {c.metric: c.status for c in v.checks}["ctr"] is CheckStatus.UNCLEAR
+
+
+def test_ctr_decides_nothing_before_its_minimum_sample(rng: np.random.Generator) -> None:
+    # 0 clicks in 80 impressions (8 requests) against 7%: clustered impressions, not evidence
+    cand = ArmCounts(requests=8, calls=8, latency=(0, 8, *([0] * 8)), impressions=80, clicks=0)
+    v = analyze(cand, arm(rng, 3000, ctr=0.07), bounds=BOUNDS, step_done=False)
+    assert v.decision is Decision.CONTINUE
+    assert {c.metric: c.status for c in v.checks}["ctr"] is CheckStatus.TOO_FEW
