@@ -112,6 +112,7 @@ def test_all_healthy_two_tower_serves(stack: GatewayStack, http: httpx.Client) -
         "breaker": "closed",
         "triton": "ready",
         "mf": "ready",
+        "event_log": "disabled",  # this stack runs no event log (GATEWAY_EVENTS_NATS_URL unset)
     }
     assert http.get(f"/v1/recommendations/{int(users[0])}", params={"k": 0}).status_code == 422
 

@@ -41,6 +41,8 @@ def prometheus_config(stack: GatewayStack, *, prometheus_port: int) -> dict[str,
         "triton": f"127.0.0.1:{triton_metrics}",
         "prometheus": f"127.0.0.1:{prometheus_port}",
     }
+    # This stack runs no events consumer: scrape only the jobs it has.
+    config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] in targets]
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
     return dict(config)

@@ -186,6 +186,7 @@ def test_unknown_and_upstream_paths_are_not_served(client: AppClient, k: Keys) -
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/events",
         "/v1/recommendations",
         "/v1/recommendations/{user_id}",
     }
