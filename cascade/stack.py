@@ -96,6 +96,7 @@ def _children(
     keys_file: Path | None = None,
     data_checksum: str | None = None,
     with_consumer: bool = True,
+    rollout_redis_url: str | None = None,
 ) -> list[Child]:
     env = dict(os.environ, CASCADE_HOME=str(layout.home), OPENBLAS_NUM_THREADS="1")
     logs = layout.run_dir
@@ -144,6 +145,13 @@ def _children(
     )
     if keys_file is not None:  # authentication on, with the development key (docs/security.md)
         gw_env["GATEWAY_API_KEYS_FILE"] = str(keys_file)
+    if rollout_redis_url:  # `cascade rollout` works against this stack (docs/rollout.md)
+        from cascade.runtime.feature_names import project_name
+        from events.state import CTR_HASH, key_prefix
+
+        gw_env["GATEWAY_ROLLOUT_REDIS_URL"] = rollout_redis_url
+        # A canary's CTR from the events consumer's counters, in the same Redis.
+        gw_env["GATEWAY_ROLLOUT_EVENTS_CTR_KEY"] = key_prefix(project_name(dataset)) + CTR_HASH
     gateway = ManagedProcess(
         "gateway", [sys.executable, "-m", "gateway"], log_path=logs / "gateway.log", env=gw_env
     )
@@ -303,6 +311,7 @@ def up(
             keys_file=keys_file,
             data_checksum=data_identity(layout.dataset_dir(dataset))["checksum"],
             with_consumer=store_url is not None,
+            rollout_redis_url=store_url,
         )
     )
     supervisor = {

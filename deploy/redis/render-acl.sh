@@ -15,7 +15,9 @@
 #   probe         no password, PING only: liveness and readiness probes
 #   gateway       read (HMGET/GET...) on every key = the feature store; read-write only on its
 #                 rate-limit buckets (cascade:ratelimit:*, the EVALSHA token bucket) and breaker
-#                 state (cascade:gateway:*); no key deletion, no FLUSH*, no CONFIG, no KEYS
+#                 state (cascade:gateway:*), and the model rollout's state, history, counters
+#                 and controller lock under cascade:gateway:rollout (Lua CAS: EVAL, RPUSH/LTRIM,
+#                 HINCRBY, MULTI/EXEC); no key deletion, no FLUSH*, no CONFIG, no KEYS
 #   materializer  the jobs (cascade features apply/materialize): read-write on every key
 #                 (HSET/EXPIRE/SCAN/DEL/HKEYS/HDEL), nothing @dangerous or @admin (no FLUSHALL,
 #                 FLUSHDB, CONFIG, KEYS, DEBUG, SHUTDOWN...), no scripts, no pub/sub
@@ -44,7 +46,7 @@ admin=$(hash admin)
 cat <<EOF
 user default off resetkeys resetchannels -@all
 user probe on nopass resetkeys resetchannels -@all +ping
-user gateway on #${gateway} resetkeys resetchannels -@all +@connection +time +get +mget +hget +hmget +hgetall +exists +ttl +pttl +evalsha +script|load +set +hset +pexpire %R~* ~cascade:ratelimit:* ~cascade:gateway:*
+user gateway on #${gateway} resetkeys resetchannels -@all +@connection +time +get +mget +hget +hmget +hgetall +exists +ttl +pttl +evalsha +eval +script|load +set +hset +hsetnx +pexpire +expire +hincrby +rpush +ltrim +lrange +multi +exec +discard %R~* ~cascade:ratelimit:* ~cascade:gateway:*
 user materializer on #${materializer} resetkeys resetchannels +@all -@dangerous -@admin -@scripting -@pubsub ~*
 user events on #${events} resetkeys resetchannels +@all -@dangerous -@admin -@pubsub ~*
 user admin on #${admin} ~* &* +@all

@@ -42,6 +42,9 @@ class ServiceCode:
     settings_class: str
     env_prefix: str
     app_module: str
+    # Settings classes read beside the main one (module, class, env prefix): the gateway's
+    # rollout settings (GATEWAY_ROLLOUT_*) are a class of their own.
+    extra: tuple[tuple[str, str, str], ...] = ()
 
     def settings_cls(self) -> Any:
         try:
@@ -52,16 +55,19 @@ class ServiceCode:
 
     def env_names(self) -> set[str]:
         """Every environment variable the settings class reads (field names and aliases)."""
-        cls = self.settings_cls()
+        classes = [(self.settings_cls(), self.env_prefix)]
+        for module, name, prefix in self.extra:
+            classes.append((getattr(importlib.import_module(module), name), prefix))
         names: set[str] = set()
-        for field_name, info in cls.model_fields.items():
-            names.add(f"{self.env_prefix}{field_name}".upper())
-            alias = info.validation_alias
-            choices = getattr(alias, "choices", None)
-            if choices is not None:
-                names.update(str(c).upper() for c in choices)
-            elif isinstance(alias, str):
-                names.add(alias.upper())
+        for cls, env_prefix in classes:
+            for field_name, info in cls.model_fields.items():
+                names.add(f"{env_prefix}{field_name}".upper())
+                alias = info.validation_alias
+                choices = getattr(alias, "choices", None)
+                if choices is not None:
+                    names.update(str(c).upper() for c in choices)
+                elif isinstance(alias, str):
+                    names.add(alias.upper())
         return names
 
     def default_port(self) -> int:
@@ -119,7 +125,14 @@ def _status(app_module: str, path: str) -> int:
     return _statuses(app_module, paths)[path]
 
 
-GATEWAY = ServiceCode("gateway", "gateway.settings", "GatewaySettings", "GATEWAY_", "gateway.main")
+GATEWAY = ServiceCode(
+    "gateway",
+    "gateway.settings",
+    "GatewaySettings",
+    "GATEWAY_",
+    "gateway.main",
+    extra=(("gateway.rollout.settings", "RolloutSettings", "GATEWAY_ROLLOUT_"),),
+)
 MF = ServiceCode(
     "fallback_mf", "fallback_mf.service.settings", "MfSettings", "MF_", "fallback_mf.service.main"
 )
@@ -136,8 +149,11 @@ def gateway_env_settings(env: dict[str, str], *, keys_dir: Path) -> Any:
     """
     cls = GATEWAY.settings_cls()
     prefix = GATEWAY.env_prefix
+    extra = tuple(p for _, _, p in GATEWAY.extra)  # GATEWAY_ROLLOUT_*: another class reads them
     values: dict[str, Any] = {
-        k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)
+        k.removeprefix(prefix).lower(): v
+        for k, v in env.items()
+        if k.startswith(prefix) and not k.startswith(extra)
     }
     if values.get("api_keys_file"):
         values["api_keys_file"] = keys_dir / Path(values["api_keys_file"]).name

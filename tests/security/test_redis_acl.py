@@ -266,3 +266,31 @@ def test_gpu_prod_redis_is_documented_with_tls() -> None:
     assert "rediss://gateway:" in text and "rediss://materializer:" in text
     external = (REPO / "k8s" / "overlays" / "gpu-prod" / "redis-external.yaml").read_text()
     assert "rediss://" in external
+
+
+def test_gateway_runs_a_rollout_under_its_own_keys(redis_port: int) -> None:
+    # compose and k8s set GATEWAY_ROLLOUT_PREFIX=cascade:gateway:rollout and the gateway user's
+    # URL: every store operation (Lua CAS with history, counters, CTR baseline, lock) must pass.
+    from gateway.rollout import state as rollout
+    from gateway.rollout.store import RolloutStore, connect
+
+    url = f"redis://gateway:{PASSWORDS['gateway']}@127.0.0.1:{redis_port}/0"
+
+    async def run() -> tuple[int | None, dict[str, int], dict[str, int], bool, int]:
+        store = RolloutStore(connect(url, timeout_s=1.0), prefix="cascade:gateway:rollout")
+        try:
+            await store.apply(lambda s: rollout.set_stable(s, 3, now=1.0))
+            await store.add_counts("r1", 0, {"stable": {"requests": 5}})
+            counts = await store.read_counts("r1", 0, "stable")
+            base = await store.ctr_baseline("r1", 0, {"impressions": 10})
+            locked = await store.hold_lock("replica-a", ttl_s=5)
+            history = await store.history()
+            return (await store.load()).stable_version, counts, base, locked, len(history)
+        finally:
+            await store.close()
+
+    stable, counts, base, locked, history = asyncio.run(run())
+    assert stable == 3 and counts == {"requests": 5} and base == {"impressions": 10}
+    assert locked and history == 1
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)no permissions|NOPERM"):
+        client(redis_port, "gateway").set("cascade:rollout:state", "x")  # outside its keys

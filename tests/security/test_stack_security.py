@@ -29,6 +29,20 @@ def test_children_env_keys_and_loopback(tmp_path: Path) -> None:
     assert gw_env["GATEWAY_MF_URL"] == "http://127.0.0.1:18001"
     assert gw_env["GATEWAY_API_KEYS_FILE"] == str(keys_file)
     assert KeyRing(keys_file).verify(key)[1] == "ok"
+    assert "GATEWAY_ROLLOUT_REDIS_URL" not in gw_env  # no Redis: no rollouts
+
+
+def test_with_redis_the_gateway_takes_part_in_rollouts(tmp_path: Path) -> None:
+    children = stack._children(
+        layout=Layout(home=tmp_path), dataset="tiny", host="127.0.0.1",
+        ports=stack.StackPorts(gateway=18000, mf=18001), repository=tmp_path,
+        with_triton=False, rollout_redis_url="redis://127.0.0.1:6379/0",
+    )  # fmt: skip
+    gw_env = {c.proc.name: c for c in children}["gateway"].proc.env
+    assert gw_env is not None
+    assert gw_env["GATEWAY_ROLLOUT_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    # the consumer's CTR hash for this data set's Feast project (events.state.key_prefix)
+    assert gw_env["GATEWAY_ROLLOUT_EVENTS_CTR_KEY"].endswith(":cascade_tiny:ctr")
 
 
 def test_banner_prints_the_key_and_curl(tmp_path: Path) -> None:
