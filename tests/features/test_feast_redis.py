@@ -508,7 +508,8 @@ def test_sqlite_store_reads_through_feast(sqlite_store: str, layout: Layout) -> 
 
 def test_the_read_deadline_does_not_count_the_loops_backlog() -> None:
     """A check that runs late (the loop was busy) extends the deadline once by its lateness; a
-    punctual one expires it. No wall clock is asserted: a 30 ms block is always > 2 ms late."""
+    punctual one expires it. No tight wall clock is asserted: a 30 ms block is always > 2 ms
+    late, and a punctual check is never 15 ms late."""
     import time
 
     from cascade.runtime.feast_redis import LagAwareDeadline
@@ -531,6 +532,8 @@ def test_the_read_deadline_does_not_count_the_loops_backlog() -> None:
         return watchdog.extended_by, expired
 
     extended, expired = asyncio.run(run(0.0))
-    assert extended == 0.0 and expired  # on time: exactly the timeout
+    # On time: the timeout, or a few ms more when a loaded machine ran the check late (a CI run
+    # once saw 3.3 ms): never anything like the 30 ms backlog below.
+    assert expired and extended < 0.015, extended
     extended, expired = asyncio.run(run(0.030))
     assert extended > LagAwareDeadline.GRACE_S and expired  # late: one extension, then expiry
