@@ -10,6 +10,7 @@ stale file never makes ``down`` signal an unrelated process that reused the pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -147,8 +148,10 @@ def down(layout: Layout, *, timeout_s: float = 60.0) -> tuple[str, int]:
     """Stop the stack: SIGTERM to ``cascade up``, then wait for it and its children to exit."""
     state = read_state(layout)
     up = (state or {}).get(SUPERVISOR) or {}
-    if state is None or not running(up):
+    if state is None:
         return "no stack running: nothing to stop", 0
+    if not running(up):
+        return _stop_orphans(state, timeout_s=timeout_s)
     pid = int(up["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -162,6 +165,25 @@ def down(layout: Layout, *, timeout_s: float = 60.0) -> tuple[str, int]:
         f"(still running: {', '.join(left) or 'cascade up'}); see its logs in {layout.run_dir}",
         1,
     )
+
+
+def _stop_orphans(state: dict[str, Any], *, timeout_s: float) -> tuple[str, int]:
+    """``cascade up`` was killed (SIGKILL, OOM) and left its children running: SIGTERM them in
+    reverse start order, as it would have, and wait."""
+    orphans = _alive_children(state)
+    if not orphans:
+        return "no stack running: nothing to stop", 0
+    for child in reversed(orphans):
+        with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+            os.kill(int(child.pid or 0), signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive_children(state):
+        time.sleep(0.2)
+    left = [c.name for c in _alive_children(state)]
+    names = ", ".join(c.name for c in orphans)
+    if left:
+        return f"cascade up was gone; {', '.join(left)} still running after SIGTERM", 1
+    return f"cascade up was gone; stopped what it left running: {names}", 0
 
 
 def _alive_children(state: dict[str, Any]) -> list[ChildStatus]:

@@ -5,6 +5,7 @@ that answers a readiness URL and stops on SIGTERM, and a state file written the 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -88,3 +89,22 @@ def test_a_reused_pid_is_not_the_stack(tmp_path: Path) -> None:
 def test_no_state_file(tmp_path: Path) -> None:
     text, code = stack_status.status_text(Layout(home=tmp_path))
     assert code == 1 and "cascade up" in text
+
+
+def test_down_stops_what_a_killed_cascade_up_left_running(tmp_path: Path) -> None:
+    # cascade up SIGKILLed: its pid is gone, a child still runs (own process group).
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-c", STAND_IN, str(port)])
+    try:
+        layout = Layout(home=tmp_path)
+        layout.run_dir.mkdir(parents=True)
+        gone = {"pid": 2**22 + 7, "create_time": 1.0}  # no such process
+        entry = {"pid": child.pid, "create_time": psutil.Process(child.pid).create_time()}
+        state = {"gateway": {**entry, "ready_url": "", "log": ""}, "cascade_up": gone}
+        stack_status.state_path(layout).write_text(json.dumps(state))
+        text, code = stack_status.down(layout, timeout_s=20)
+        assert code == 0 and "gateway" in text, text
+        assert child.wait(timeout=10) in (0, -signal.SIGTERM)  # stopped by SIGTERM
+    finally:
+        child.kill()
+        child.wait(timeout=10)
