@@ -41,8 +41,12 @@ def test_with_redis_the_gateway_takes_part_in_rollouts(tmp_path: Path) -> None:
     gw_env = {c.proc.name: c for c in children}["gateway"].proc.env
     assert gw_env is not None
     assert gw_env["GATEWAY_ROLLOUT_REDIS_URL"] == "redis://127.0.0.1:6379/0"
-    # the consumer's CTR hash for this data set's Feast project (events.state.key_prefix)
-    assert gw_env["GATEWAY_ROLLOUT_EVENTS_CTR_KEY"].endswith(":cascade_tiny:ctr")
+    # the consumer's CTR hash for this data set's Feast project (cascade_tiny, or
+    # CASCADE_FEAST_PROJECT, which a session fixture of the integration tests sets)
+    from cascade.runtime.feature_names import project_name
+    from events.state import key_prefix
+
+    assert gw_env["GATEWAY_ROLLOUT_EVENTS_CTR_KEY"] == key_prefix(project_name("tiny")) + "ctr"
 
 
 def test_banner_prints_the_key_and_curl(tmp_path: Path) -> None:
