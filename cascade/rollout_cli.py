@@ -243,12 +243,16 @@ def _run(url: str, prefix: str, body: Callable[[RolloutStore], Awaitable[T]]) ->
         typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(code=2) from None
     except StoreUnavailable as exc:
-        typer.echo(f"error: {exc} (GATEWAY_ROLLOUT_REDIS_URL={redact_url(url)})", err=True)
+        typer.echo(f"error: {exc} (rollout state at {redact_url(url)})", err=True)
         raise typer.Exit(code=1) from None
 
 
 UrlOpt = typer.Option(
-    DEFAULT_URL, "--redis-url", envvar=URL_ENV, help="Redis holding the rollout state."
+    DEFAULT_URL,
+    "--redis-url",
+    # The gateway's variable, else the online store's: `cascade up` gives its gateway REDIS_URL.
+    envvar=[URL_ENV, "REDIS_URL"],
+    help="Redis holding the rollout state (env GATEWAY_ROLLOUT_REDIS_URL, else REDIS_URL).",
 )
 PrefixOpt = typer.Option(
     DEFAULT_PREFIX, "--prefix", envvar="GATEWAY_ROLLOUT_PREFIX", help="Key prefix."

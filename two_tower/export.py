@@ -15,9 +15,9 @@ uses the same number). A fresh clone plus ``cascade train two-tower`` and
 ``cascade export two-tower`` gives a servable repository.
 
 The folder is written under a hidden temporary name and renamed into place, so a polling server
-never sees half a version. The server here runs with ``--model-control-mode=none``: a new
-version is picked up on the next start (production: restart the pod, or run Triton with
-``--model-control-mode=poll``).
+never sees half a version. The local server (``cascade up``) polls the repository
+(``--model-control-mode=poll``), so a new version is served within seconds; containers load a
+version explicitly once its manifest verifies (``two_tower.manifest``).
 
 No ANN index: exact top-k by one (n_users x dim) @ (dim x n_items) product costs about
 ``dim * n_items`` multiply-adds per user, 6.4M at 100K items and dim 64, well under a

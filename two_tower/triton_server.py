@@ -8,8 +8,10 @@ the interpreter's ``LIBDIR``, the virtualenv's ``bin`` first on ``PATH`` so the 
 Python finds torch), and :class:`TritonProcess` starts, waits for
 ``/v2/models/two_tower/ready`` and stops the server.
 
-Flags: ``--model-control-mode=none`` (every model in the repository loads at start; nothing can
-be loaded or unloaded over the network), ``--exit-on-error=true`` (a model that fails to load
+Flags: ``--model-control-mode=poll`` every ``POLL_SECS`` (every model in the repository loads
+at start, and a version ``cascade export two-tower`` adds, or prunes, is loaded or unloaded within
+seconds, so a rollout can address it; the export renames a finished folder into place, so a poll
+never sees half a version; nothing can be loaded or unloaded over the network), ``--exit-on-error=true`` (a model that fails to load
 stops the server instead of leaving it half-up), and the repository, model-config and logging
 APIs restricted on HTTP and gRPC to callers sending the admin header (``TRITON_ADMIN_KEY``; a
 random one when unset). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, Triton exports OpenTelemetry
@@ -154,6 +156,9 @@ def _otlp_traces_url(endpoint: str) -> str:
     return url.split("://", 1)[-1]
 
 
+POLL_SECS = 5  # a new export is served within this (plus its load time)
+
+
 def server_args(settings: TritonSettings) -> list[str]:
     """Command line for ``tritonserver`` (settings already resolved)."""
     assert settings.backends_dir is not None
@@ -162,7 +167,8 @@ def server_args(settings: TritonSettings) -> list[str]:
         str(tritonserver_binary()),
         f"--model-repository={settings.model_repository}",
         f"--backend-directory={settings.backends_dir}",
-        "--model-control-mode=none",
+        "--model-control-mode=poll",
+        f"--repository-poll-secs={POLL_SECS}",
         "--exit-on-error=true",
         "--strict-readiness=true",
         f"--http-address={settings.host}",

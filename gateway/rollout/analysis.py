@@ -270,6 +270,8 @@ def _ctr(candidate: ArmCounts, stable: ArmCounts, cfg: AnalysisConfig) -> Check:
         return Check("ctr", CheckStatus.NOT_MEASURED, 0.0, 0.0, 0.0, 0, 0, "no feedback events")
     i_c, c_c = int(candidate.impressions or 0), int(candidate.clicks or 0)
     i_s, c_s = int(stable.impressions or 0), int(stable.clicks or 0)
+    if i_c == 0 and i_s == 0:  # counters exist but no app sends events: nothing to wait for
+        return Check("ctr", CheckStatus.NOT_MEASURED, 0.0, 0.0, 0.0, 0, 0, "no feedback events")
     z = z_lower_relative(c_c, i_c, c_s, i_s, cfg.ctr_margin)
     # Impressions come k to a request and one user's taste to many requests: they are not
     # independent trials, so the binomial variance is too small on a few requests (D11: a good

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,18 @@ def test_ctr_decides_nothing_before_its_minimum_sample(rng: np.random.Generator)
     v = analyze(cand, arm(rng, 3000, ctr=0.07), bounds=BOUNDS, step_done=False)
     assert v.decision is Decision.CONTINUE
     assert {c.metric: c.status for c in v.checks}["ctr"] is CheckStatus.TOO_FEW
+
+
+def test_zero_impressions_on_both_arms_is_not_measured_and_does_not_hold(
+    rng: np.random.Generator,
+) -> None:
+    # `cascade up` points the gateway at the consumer's counters; an app that sends no events
+    # leaves them at 0, which must read as "no feedback", not as "too few impressions" forever.
+    cand, stable = arm(rng, 2000, ctr=None), arm(rng, 9000, ctr=None)
+    cand = replace(cand, impressions=0, clicks=0)
+    stable = replace(stable, impressions=0, clicks=0)
+    v = analyze(cand, stable, bounds=BOUNDS, step_done=True, config=AnalysisConfig())
+    assert v.decision is Decision.PASS, v.reason
+    held = analyze(cand, stable, bounds=BOUNDS, step_done=True,
+                   config=AnalysisConfig(require_ctr=True))  # fmt: skip
+    assert held.decision is Decision.CONTINUE

@@ -69,7 +69,7 @@ def test_triton_listens_on_loopback_with_admin_apis_restricted(tmp_path: Path) -
     )
     args = server_args(settings)
     for flag in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-                 "--model-control-mode=none"):  # fmt: skip
+                 "--model-control-mode=poll"):  # fmt: skip
         assert flag in args
     restricted = [
         a for a in args if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))
