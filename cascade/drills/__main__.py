@@ -21,6 +21,7 @@ import typer
 
 from cascade.drills.analysis import DrillResult
 from cascade.runtime.paths import Layout
+from cascade.runtime.redact import redact_root_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -121,4 +122,5 @@ if __name__ == "__main__":
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request costs CPU
+    redact_root_handlers()  # as the cascade CLI: no admin key or password in the drill log
     typer.run(main)
