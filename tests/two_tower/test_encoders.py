@@ -152,3 +152,30 @@ def test_early_stop_is_logged_only_when_training_stopped_early(
     messages = [r.getMessage() for r in caplog.records]
     assert not any("early stop after epoch 2" in m for m in messages)
     assert any("early stop" in m or "ran all 2 epochs" in m for m in messages)
+
+
+def _full_block(block: torch.nn.Module, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+    """The textbook pre-LN layer, every position computed: what the trimmed block must equal."""
+    n, length, d = x.shape
+    qkv = block.qkv(block.norm1(x)).view(n, length, 3, block.heads, d // block.heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    x = x + block.proj(att.transpose(1, 2).reshape(n, length, d))
+    return x + block.ffn(block.norm2(x))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_last_layer_computes_only_the_summary_token_and_changes_nothing(layers: int) -> None:
+    encoder = _model(seq_layers=layers).user_tower.sequence
+    assert encoder is not None
+    torch.manual_seed(1)
+    emb = torch.randn(5, 20, 16)
+    keep = torch.rand(5, 20) > 0.4
+    keep[2] = False  # no history: the summary token alone
+    n, length, d = emb.shape
+    x = torch.cat([encoder.summary.expand(n, 1, d), emb + encoder.position.unsqueeze(0)], dim=1)
+    attend = torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1).view(n, 1, 1, length + 1)
+    for block in encoder.blocks:
+        x = _full_block(block, x, attend)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(emb, keep), encoder.norm(x[:, 0]))
