@@ -37,12 +37,13 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from cascade.data.dataset import read_side_tables
+from cascade.data.dataset import item_category_names, read_side_tables
 from cascade.evaluation.model_data import prepare_data
 from cascade.evaluation.split import SplitParams
 from cascade.recommenders import PopularityRecommender
 from cascade.runtime.paths import Layout
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
+from two_tower import feature_settings
 from two_tower.artifacts import TrainedTwoTower, save_two_tower
 from two_tower.data import item_catalogue, item_rows
 from two_tower.model import TowerEnsemble, TwoTower
@@ -151,6 +152,7 @@ def run_train_two_tower(
             "params": params.to_dict(),
             "engine": engine,
             "training_set": training_set_summary(prepared),
+            feature_settings.KEY: feature_settings.current(),
             "history": [r.history for r in results],  # one list of epochs per member
             "best_epoch": [r.best_epoch for r in results],
             "train_seconds": round(sum(r.seconds for r in results), 2),
@@ -177,7 +179,7 @@ def training_set_summary(prepared: Prepared) -> dict[str, Any]:
     """What the metadata records about the training rows (``cascade train`` prints it)."""
     return {
         "rows": len(prepared.training),
-        "user_history": "event_time",  # cascade.data.history: strictly before each interaction
+        "user_history": feature_settings.USER_HISTORY,
         "empty_history_share": round(prepared.empty_history_share, 4),
     }
 
@@ -225,6 +227,7 @@ def finish(
         item_embeddings=item_vectors(model, catalogue),
         popular_items=popular.items,
         popular_counts=popular.counts,
+        item_categories=item_category_names(items, prepared.item_vocab),
     )
 
 
@@ -278,6 +281,7 @@ def train_in_memory(
         {
             "params": params.to_dict(),
             "training_set": training_set_summary(prepared),
+            feature_settings.KEY: feature_settings.current(),
             "history": [r.history for r in results],
             "best_epoch": [r.best_epoch for r in results],
             "samples_per_second": sum(r.samples_per_second for r in results) / len(results),

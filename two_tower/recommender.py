@@ -21,6 +21,7 @@ import torch
 
 from cascade.recommenders import PAD_ITEM, PopularityRecommender, UserItems, check_request, top_k
 from cascade.runtime.schema import ITEM_ID, USER_ID
+from two_tower import feature_settings
 from two_tower.data import ItemRows, UserRows, user_rows, user_table
 
 if TYPE_CHECKING:
@@ -226,6 +227,13 @@ def load_two_tower(
                 f"Two-Tower version {version} cannot be used: {dataset.mismatch(meta.get('data'))}"
             )
         if dataset.matches(meta.get("data")):
+            try:
+                feature_settings.check(meta, what=f"Two-Tower artifact {directory.name}")
+            except feature_settings.FeatureSettingsMismatch as exc:
+                if version is not None:
+                    raise ModelUnavailable(str(exc)) from exc
+                logger.warning("skipping it: %s", exc)
+                continue
             logger.info("two_tower: using artifact %s", directory)
             trained = load_two_tower_artifact(directory)
             if dataset.directory is None:
