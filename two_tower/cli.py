@@ -55,6 +55,12 @@ def train_two_tower(
     uniform_negatives: int = typer.Option(
         0, min=0, help="Extra uniformly sampled negatives per batch."
     ),
+    target_window: int = typer.Option(
+        1,
+        min=1,
+        max=1000,
+        help="Positive of a row: any of the user's next N events (1: the next event only).",
+    ),
     seen_pool: int = typer.Option(
         500, min=0, max=500, help="Newest distinct seen items the user tower pools (0: off)."
     ),
@@ -111,6 +117,7 @@ def train_two_tower(
             members=members,
             temperature=temperature,
             uniform_negatives=uniform_negatives,
+            target_window=target_window,
             seen_pool=seen_pool,
             seen_attention=seen_attention,
             seq_layers=seq_layers,

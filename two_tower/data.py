@@ -115,6 +115,7 @@ class TrainingSet:
 
     users: UserRows
     items: ItemRows
+    history: EventHistory | None = None  # the rows' event-time history (None: rows only)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -205,6 +206,7 @@ def training_set(
     return TrainingSet(
         users=training_user_rows(frame, history, seen_len=seen_len),
         items=item_rows(frame, categories),
+        history=history,
     )
 
 

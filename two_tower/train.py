@@ -57,6 +57,7 @@ class TrainParams:
     history_dropout: float = 0.2  # share of history items hidden per training row (see model)
     temperature: float = 0.03
     uniform_negatives: int = 0
+    target_window: int = 1  # positive: any of the user's next N events (1: the next one)
     logq_correction: bool = True
     patience: int = 2
     seed: int = 42
@@ -87,6 +88,8 @@ class TrainParams:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}")
         if self.uniform_negatives < 0 or self.patience < 1:
             raise ValueError("uniform_negatives must be >= 0 and patience >= 1")
+        if self.target_window < 1:
+            raise ValueError("target_window must be >= 1")
 
 
 @dataclass
@@ -195,6 +198,9 @@ def fit(
     shard, wrap, agree, is_main = hooks.shard, hooks.wrap, hooks.agree, hooks.is_main
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(params.seed)
+    targets = np.random.default_rng(params.seed)  # the target window's draws
+    if params.target_window > 1 and training.history is None:
+        raise ValueError("target_window > 1 needs the training rows' event history")
     item_vocab = cast(Tensor, model.user_tower.item_vocab)
     log_q = torch.from_numpy(item_log_q(training, item_vocab.cpu().numpy())).to(device)
     user_arrays, item_arrays = training.users.as_dict(), training.items.as_dict()
@@ -222,7 +228,12 @@ def fit(
         for step in range(steps):
             index = order[step * params.batch_size : (step + 1) * params.batch_size]
             users = _to_tensors(user_arrays, index, device)
-            items = _to_tensors(item_arrays, index, device)
+            target = index
+            if params.target_window > 1 and training.history is not None:
+                target = torch.from_numpy(
+                    training.history.future(index.numpy(), params.target_window, targets)
+                )
+            items = _to_tensors(item_arrays, target, device)
             item_index = _lookup(item_vocab, items["item_id"])
             negatives = None
             if params.uniform_negatives and cat_arrays is not None:

@@ -86,6 +86,9 @@ class EventHistory:
     next_same: np.ndarray  # (n,) position of the same (user, item) pair's next event; n if none
     start: np.ndarray  # (rows,) position of the row's user's first event
     end: np.ndarray  # (rows,) end (exclusive) of the row's history: its instant's first event
+    position: np.ndarray  # (rows,) the row's own position in the sorted log
+    stop: np.ndarray  # (rows,) end (exclusive) of the row's user's events in the sorted log
+    row_at: np.ndarray  # (n,) the row at each sorted position (the inverse of ``position``)
 
     @classmethod
     def from_log(cls, users: np.ndarray, items: np.ndarray, ts_us: np.ndarray) -> EventHistory:
@@ -103,8 +106,10 @@ class EventHistory:
             new_instant = new_user | np.r_[True, t[1:] != t[:-1]]
             user_start = np.maximum.accumulate(np.where(new_user, pos, 0))
             hist_end = np.maximum.accumulate(np.where(new_instant, pos, 0))
+            last_of_user = np.r_[u[1:] != u[:-1], True]
+            user_stop = np.minimum.accumulate(np.where(last_of_user, pos + 1, n)[::-1])[::-1]
         else:
-            user_start = hist_end = pos
+            user_start = hist_end = user_stop = pos
         del t
         # Next occurrence of the same pair: group by (user, item), positions ascending (lexsort
         # is stable, and positions are already ascending).
@@ -115,9 +120,21 @@ class EventHistory:
         del pairs, same, u
         start = np.empty(n, dtype=idx)
         end = np.empty(n, dtype=idx)
+        stop = np.empty(n, dtype=idx)
+        position = np.empty(n, dtype=idx)
         start[order] = user_start
         end[order] = hist_end
-        return cls(items=i, next_same=next_same, start=start, end=end)
+        stop[order] = user_stop.astype(idx)
+        position[order] = pos
+        return cls(
+            items=i,
+            next_same=next_same,
+            start=start,
+            end=end,
+            position=position,
+            stop=stop,
+            row_at=order.astype(idx),
+        )
 
     @classmethod
     def from_interactions(cls, interactions: pd.DataFrame) -> EventHistory:
@@ -133,7 +150,22 @@ class EventHistory:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.items, self.next_same, self.start, self.end))
+        arrays = (self.items, self.next_same, self.start, self.end, self.position, self.stop)
+        return sum(a.nbytes for a in (*arrays, self.row_at))
+
+    def future(self, rows: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+        """For each row, a row drawn uniformly from the user's events from that row on: the row
+        itself and the next ``window - 1`` (fewer near the end of the user's log). ``window`` 1
+        gives the rows back. The training target of the "any of the next few items" objective
+        (``two_tower.train``), whose history stays the one of ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if window <= 1:
+            return rows
+        at = self.position[rows].astype(np.int64)
+        span = np.minimum(self.stop[rows].astype(np.int64) - at, window)
+        ahead = np.floor(rng.random(len(rows)) * span).astype(np.int64)
+        out: np.ndarray = self.row_at[at + ahead].astype(np.int64)
+        return out
 
     def counts(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """``interaction_count`` of ``rows`` (int64)."""

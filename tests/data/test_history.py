@@ -142,7 +142,7 @@ def test_memory_is_linear_in_the_log() -> None:
     )
     per_row = small.nbytes / len(small)
     assert big.nbytes / len(big) == pytest.approx(per_row)
-    assert per_row <= 8 + 3 * 4  # int64 items, three int32 offsets
+    assert per_row <= 8 + 6 * 4  # int64 items, six int32 offsets
 
 
 def test_empty_log() -> None:
@@ -160,3 +160,28 @@ def test_count_before_and_event_order() -> None:
     order = event_order(np.array([2, 1, 1, 1]), np.array([0, 4, 4, 1]), np.array([0, 9, 2, 5]))
     assert order.tolist() == [3, 2, 1, 0]
     assert timestamps_us(pd.Series([T0])).tolist() == [T0.value // 1000]
+
+
+def test_future_draws_the_row_or_one_of_the_users_next_events() -> None:
+    users = np.array([2, 1, 2, 1, 2, 1, 1])
+    items = np.array([10, 20, 11, 21, 12, 22, 23])
+    ts = np.array([5, 1, 6, 2, 6, 3, 9])  # user 2's last two events share an instant
+    history = EventHistory.from_log(users, items, ts)
+    rows = np.arange(len(users))
+    assert np.array_equal(history.future(rows, 1, np.random.default_rng(0)), rows)
+    rng = np.random.default_rng(0)
+    reached: dict[int, set[int]] = {int(r): set() for r in rows}
+    for _ in range(200):
+        for row, drawn in zip(rows, history.future(rows, 3, rng), strict=True):
+            reached[int(row)].add(int(drawn))
+    # user 1 in time order: rows 1, 3, 5, 6; user 2: rows 0, 2, 4 (2 and 4 at one instant,
+    # item 11 before 12 by the tie rule)
+    assert reached == {
+        1: {1, 3, 5},
+        3: {3, 5, 6},
+        5: {5, 6},
+        6: {6},
+        0: {0, 2, 4},
+        2: {2, 4},
+        4: {4},
+    }
