@@ -169,7 +169,16 @@ def batch_loss(
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     if negatives is not None:
-        _, vn = model(users, negatives)  # user side recomputed cheaply; keeps DDP's one forward
+        # The item tower alone: running the whole model again recomputed the user tower, the
+        # dearer half. Uniform negatives never run under DDP (two_tower.ddp refuses them).
+        items_only = cast(torch.nn.Module, getattr(model, "module", model).item_tower)
+        vn = items_only(
+            negatives["item_id"],
+            negatives["category"],
+            negatives["price_bucket"],
+            negatives["popularity"],
+            negatives["age_days"],
+        )
         n_items = log_q.shape[0] - 1
         extra = u @ vn.T / params.temperature
         if params.logq_correction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,19 @@ def test_an_ensemble_scores_by_its_members_mean_cosine(tiny_trained) -> None:
 def test_members_are_bounded() -> None:
     with pytest.raises(ValueError, match="members"):
         replace(TINY, members=0).check()
+
+
+@pytest.mark.parametrize("change", [{"uniform_negatives": 32}, {"target_window": 5}])
+def test_uniform_negatives_and_the_target_window_train(tiny_interactions, change) -> None:
+    """Both options run end to end and leave a model that scores (finite unit vectors)."""
+    from two_tower.pipeline import train_in_memory
+
+    trained = train_in_memory(tiny_interactions, params=replace(TINY, members=1, **change))
+    assert trained.metadata["params"][next(iter(change))] == next(iter(change.values()))
+    assert np.isfinite(trained.item_embeddings).all()
+    assert np.allclose(np.linalg.norm(trained.item_embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_target_window_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="target_window"):
+        replace(TINY, target_window=0).check()
