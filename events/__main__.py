@@ -7,13 +7,12 @@ offline buffer, acks, and the process exits 0. A configuration error exits 2 wit
 
 from __future__ import annotations
 
-import signal
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from cascade.runtime.feature_store import FeatureStoreError
+from cascade.runtime.serve import run_service
 from cascade.runtime.service_logging import configure_logging
 from events.main import SERVICE_NAME, ConfigError, create_app, preflight
 from events.settings import EventsSettings
@@ -28,24 +27,11 @@ def main() -> int:
         return 2
     configure_logging(service=SERVICE_NAME, level=settings.log_level, json_logs=settings.json_logs)
     try:
-        preflight(settings)
+        store = preflight(settings)
     except (ConfigError, FeatureStoreError) as exc:
         print(f"events: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+    return run_service(create_app(settings, store), host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -25,6 +26,9 @@ from events.offline import OfflineBuffer
 from events.settings import EventsSettings
 from events.state import StateStore, UserState
 
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
 logger = logging.getLogger(__name__)
 SERVICE_NAME = "events-consumer"
 START_RETRY_S = 1.0
@@ -34,8 +38,11 @@ class ConfigError(Exception):
     """The consumer cannot run with this configuration (the message says what to fix)."""
 
 
-async def build_consumer(settings: EventsSettings, metrics: ConsumerMetrics) -> Consumer:
-    """The consumer with its Feast store, Redis clients and offline buffer (not started)."""
+async def build_consumer(
+    settings: EventsSettings, metrics: ConsumerMetrics, store: FeatureStore | None = None
+) -> Consumer:
+    """The consumer with its Feast store (``store``: the one :func:`preflight` opened, else
+    opened here), Redis clients and offline buffer (not started)."""
     import redis.asyncio as aioredis
 
     from cascade.runtime.feast_redis import FeastRedisReader, UnsupportedLayout
@@ -43,9 +50,10 @@ async def build_consumer(settings: EventsSettings, metrics: ConsumerMetrics) -> 
     if settings.redis_url is None:
         raise ConfigError("REDIS_URL is not set: the consumer writes to the Redis online store")
     layout = Layout.from_env()
-    store = await asyncio.to_thread(
-        open_store, layout=layout, dataset=settings.dataset, project=settings.project
-    )
+    if store is None:
+        store = await asyncio.to_thread(
+            open_store, layout=layout, dataset=settings.dataset, project=settings.project
+        )
     online = store.config.online_store
     if online.type != "redis":
         raise ConfigError(f"the online store is {online.type!r}; the consumer needs Redis")
@@ -96,17 +104,14 @@ async def build_consumer(settings: EventsSettings, metrics: ConsumerMetrics) -> 
     return consumer
 
 
-def preflight(settings: EventsSettings) -> None:
+def preflight(settings: EventsSettings) -> FeatureStore:
     """Refuse a configuration the consumer cannot run with, in one clear line
-    (:class:`ConfigError`): no Redis, or no ``user_activity`` view in the data set's registry."""
+    (:class:`ConfigError`): no Redis, or no ``user_activity`` view in the data set's registry.
+    Returns the Feast store it opened, for :func:`create_app` (opening it costs ~1 s of the
+    consumer's start, more on a busy machine: once is enough)."""
     if settings.redis_url is None:
         raise ConfigError("REDIS_URL is not set: the consumer writes to the Redis online store")
-    store = open_store(
-        layout=Layout.from_env(),
-        dataset=settings.dataset,
-        project=settings.project,
-        redis_timeout_s=settings.redis_timeout_s,
-    )
+    store = open_store(layout=Layout.from_env(), dataset=settings.dataset, project=settings.project)
     try:
         store.get_feature_view(names.USER_ACTIVITY)
     except Exception as exc:  # Feast raises its own not-found types
@@ -114,6 +119,7 @@ def preflight(settings: EventsSettings) -> None:
             f"no feature view {names.USER_ACTIVITY!r} in the Feast registry of data set "
             f"{settings.dataset!r} ({exc.__class__.__name__}); run `cascade features apply`"
         ) from None
+    return store
 
 
 async def _start(consumer: Consumer) -> None:
@@ -127,15 +133,17 @@ async def _start(consumer: Consumer) -> None:
         await asyncio.sleep(START_RETRY_S)
 
 
-def create_app(settings: EventsSettings | None = None) -> FastAPI:
-    """Build the app; the consumer starts in the lifespan."""
+def create_app(
+    settings: EventsSettings | None = None, store: FeatureStore | None = None
+) -> FastAPI:
+    """Build the app; the consumer starts in the lifespan (with ``store`` when given)."""
     settings = settings or EventsSettings()
     metrics = ConsumerMetrics()
     tracer_provider = configure_tracing(service_name=SERVICE_NAME)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        consumer = await build_consumer(settings, metrics)
+        consumer = await build_consumer(settings, metrics, store)
         app.state.consumer = consumer
         starter = asyncio.create_task(_start(consumer))
         try:

@@ -15,15 +15,15 @@ benchmark's tables say which process answered.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import uuid
 from typing import Any
 
 import orjson
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
+
+from cascade.runtime.serve import run_service
 
 PATH = "/v1/recommendations/{user_id}"  # gateway.schemas.RECOMMENDATIONS_PATH + "/{user_id}"
 N_ITEMS = 3_000  # item ids stay in a demo-size catalogue
@@ -67,21 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    # Like the gateway: uvicorn re-raises the signal it stopped on; no-op handlers make that exit 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    config = uvicorn.Config(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        workers=1,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+    return run_service(create_app(), host=args.host, port=args.port)  # the gateway's options
 
 
 if __name__ == "__main__":
