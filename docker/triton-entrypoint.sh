@@ -15,10 +15,12 @@
 #                                         trace through the traceparent header)
 #   CASCADE_TOOLS_DIR        /opt/cascade where model_manifest.py is (tests point it elsewhere)
 #
-# Model control is explicit: nothing in the repository loads unless asked. At start every
-# version folder of two_tower must match its sha256 manifest (two_tower/manifest.py) or the
-# container exits; then Triton loads two_tower (with no version yet it starts empty). A loader next to the server
-# (`model_manifest.py watch`) checks the folders every TRITON_POLL_SECS and, when they changed
+# Model control is explicit: nothing in the repository loads unless asked. The models are
+# two_tower (recommendations) and two_tower_similar (similar items, the same versions' item
+# embeddings; two_tower/similar_export.py). At start every version folder of each must match its
+# sha256 manifest (two_tower/manifest.py) or the container exits; then Triton loads each model
+# that has a version (with none yet it starts without it). A loader per model next to the server
+# (`model_manifest.py watch`) checks its folders every TRITON_POLL_SECS and, when they changed
 # and verify, asks Triton over loopback, with the admin header, to load them.
 set -eu
 
@@ -58,21 +60,26 @@ if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
         "$@"
 fi
 
-if ls -d "${repository}"/two_tower/[0-9]* >/dev/null 2>&1; then
-    # Refuse to start on a version folder that does not match its manifest.
-    python3 "${tools}/model_manifest.py" verify "${repository}/two_tower"
-    set -- --load-model=two_tower "$@"
-else
-    # First deployment, before the first export: start empty (not ready); the loader loads the
-    # first version that verifies.
-    echo "triton-entrypoint: no two_tower version yet; the loader loads the first verified one" >&2
-fi
+models="two_tower two_tower_similar"
+for model in ${models}; do
+    if ls -d "${repository}/${model}"/[0-9]* >/dev/null 2>&1; then
+        # Refuse to start on a version folder that does not match its manifest.
+        python3 "${tools}/model_manifest.py" verify "${repository}/${model}"
+        set -- --load-model="${model}" "$@"
+    else
+        # First deployment, before the first export: start without it (two_tower: not ready);
+        # the loader loads the first version that verifies.
+        echo "triton-entrypoint: no ${model} version yet; the loader loads the first verified one" >&2
+    fi
+done
 
 if [ "${TRITON_POLL_SECS:-30}" != "0" ]; then
-    # Outlives this shell: after the exec below it is tritonserver's child, stopped with the
-    # container. It reaches Triton over loopback; the admin key stays in the environment.
-    python3 "${tools}/model_manifest.py" watch "${repository}/two_tower" \
-        --url "http://127.0.0.1:${http_port}" --interval "${TRITON_POLL_SECS:-30}" &
+    # Outlive this shell: after the exec below they are tritonserver's children, stopped with
+    # the container. They reach Triton over loopback; the admin key stays in the environment.
+    for model in ${models}; do
+        python3 "${tools}/model_manifest.py" watch "${repository}/${model}" --model "${model}" \
+            --url "http://127.0.0.1:${http_port}" --interval "${TRITON_POLL_SECS:-30}" &
+    done
 fi
 
 exec tritonserver "$@"

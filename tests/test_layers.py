@@ -23,7 +23,9 @@ FLOORS = {
     # core: what every process may load (stdlib, numpy, pydantic, telemetry; no pandas, no torch)
     "cascade.runtime": "core",
     "two_tower.contract": "core",
+    "two_tower.similar_contract": "core",
     "fallback_mf.schemas": "core",
+    "fallback_mf.similar_schemas": "core",
     "fallback_mf.artifact_format": "core",
     "gateway.schemas": "core",
     "events.contract": "core",

@@ -11,8 +11,10 @@
 
 then regenerates ``config.pbtxt`` and ``configs/gpu.pbtxt`` from the contract and deletes all but
 the ``keep`` newest version folders (the config's ``version_policy: latest { num_versions }``
-uses the same number). A fresh clone plus ``cascade train two-tower`` and
-``cascade export two-tower`` gives a servable repository.
+uses the same number). The similar-items model ``two_tower_similar`` then gets the same versions,
+each serving its Two-Tower version's item embeddings (``two_tower.similar_export``). A fresh
+clone plus ``cascade train two-tower`` and ``cascade export two-tower`` gives a servable
+repository.
 
 The folder is written under a hidden temporary name and renamed into place, so a polling server
 never sees half a version. The local server (``cascade up``) polls the repository
@@ -41,6 +43,7 @@ import numpy as np
 from two_tower import contract
 from two_tower.artifacts import TrainedTwoTower
 from two_tower.manifest import write_manifest
+from two_tower.similar_export import sync_versions as sync_similar
 from two_tower.triton_config import DEFAULT_VERSIONS_TO_KEEP, write_configs
 
 logger = logging.getLogger(__name__)
@@ -144,6 +147,8 @@ def export_to_triton(
         raise
     write_configs(folder, versions_to_keep=keep)
     removed = prune_versions(repository, keep=keep)
+    # The similar-items model serves the same version's item embeddings (same N, same policy).
+    sync_similar(repository, versions_to_keep=keep)
     logger.info(
         "exported Two-Tower version %d to %s (removed %s)", version, folder / str(version), removed
     )

@@ -11,7 +11,9 @@ Python finds torch), and :class:`TritonProcess` starts, waits for
 Flags: ``--model-control-mode=poll`` every ``POLL_SECS`` (every model in the repository loads
 at start, and a version ``cascade export two-tower`` adds, or prunes, is loaded or unloaded within
 seconds, so a rollout can address it; the export renames a finished folder into place, so a poll
-never sees half a version; nothing can be loaded or unloaded over the network), ``--exit-on-error=true`` (a model that fails to load
+never sees half a version; nothing can be loaded or unloaded over the network; the repository's
+models are ``two_tower`` and ``two_tower_similar``, whose versions :class:`TritonProcess` makes
+mirror the Two-Tower's before starting, ``two_tower.similar_export``), ``--exit-on-error=true`` (a model that fails to load
 stops the server instead of leaving it half-up), and the repository, model-config and logging
 APIs restricted on HTTP and gRPC to callers sending the admin header (``TRITON_ADMIN_KEY``; a
 random one when unset). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, Triton exports OpenTelemetry
@@ -195,6 +197,16 @@ def server_args(settings: TritonSettings) -> list[str]:
     return args
 
 
+def _sync_similar(repository: Path) -> None:
+    """Give ``two_tower_similar`` the Two-Tower's versions before the server starts, when the
+    repository has that model (a repository exported before it existed has its folder from git,
+    but no versions, and poll mode stops the server on a model without one)."""
+    from two_tower import similar_export
+
+    if similar_export.model_dir(repository).is_dir():
+        similar_export.sync_versions(repository)
+
+
 class TritonProcess(ManagedProcess):
     """A tritonserver child process: ``start()``, ``wait_ready()``, ``stop()`` (TERM, then KILL)."""
 
@@ -204,6 +216,7 @@ class TritonProcess(ManagedProcess):
         self.settings = (settings or TritonSettings()).resolved()
         assert self.settings.backends_dir is not None
         prepare_backends(self.settings.backends_dir)
+        _sync_similar(self.settings.model_repository)
         super().__init__(
             "tritonserver",
             server_args(self.settings),
