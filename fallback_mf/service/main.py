@@ -24,6 +24,7 @@ from fallback_mf.service.metrics import ServiceMetrics
 from fallback_mf.service.middleware import ObservabilityMiddleware
 from fallback_mf.service.model import Loader, ModelStore, ServedData, load_artifact
 from fallback_mf.service.settings import MfSettings
+from fallback_mf.service.similar import router as similar_router
 
 logger = logging.getLogger(__name__)
 SERVICE_NAME = "fallback-mf"
@@ -116,6 +117,7 @@ def create_app(settings: MfSettings | None = None, *, loader: Loader = load_arti
     app.state.metrics = metrics
     app.state.tracer_provider = tracer_provider
     app.include_router(router)
+    app.include_router(similar_router)
     app.add_exception_handler(MfServiceError, _render_error)
     app.add_middleware(
         ObservabilityMiddleware, metrics=metrics, tracer=tracer_provider.get_tracer("fallback_mf")
