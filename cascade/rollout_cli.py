@@ -25,7 +25,7 @@ from cascade.rollout_gate import GateError, GateResult, offline_gate
 from cascade.runtime.paths import Layout
 from cascade.runtime.redact import redact, redact_url
 from gateway.rollout import state as sm
-from gateway.rollout.state import IllegalTransition, Plan, RolloutState, Transition
+from gateway.rollout.state import IllegalTransition, Plan, RolloutState, Transition, describe_move
 from gateway.rollout.store import DEFAULT_PREFIX, RolloutStore, StoreUnavailable, connect
 from two_tower import contract
 
@@ -106,6 +106,20 @@ async def start_rollout(
         if not older:
             raise Refused("no stable version: pass --stable V (no rollout has run yet)")
         stable = older[-1]
+    # The plan's own checks (steps, durations, shares) before the gate: a bad option is
+    # reported as such, not after a gate refusal it had nothing to do with.
+    try:
+        plan = Plan(
+            rollout_id=rollout_id or f"v{candidate}-{int(now())}",
+            stable=stable,
+            candidate=candidate,
+            shadow_s=shadow_s,
+            steps=steps,
+            step_s=step_s,
+            shadow_share=shadow_share,
+        )
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
     note = ""
     gate: GateResult | None = None
     try:
@@ -126,18 +140,6 @@ async def start_rollout(
         note = f"{gate.message}; started anyway (--force)"
     elif gate is not None:
         note = gate.message
-    try:
-        plan = Plan(
-            rollout_id=rollout_id or f"v{candidate}-{int(now())}",
-            stable=stable,
-            candidate=candidate,
-            shadow_s=shadow_s,
-            steps=steps,
-            step_s=step_s,
-            shadow_share=shadow_share,
-        )
-    except ValueError as exc:
-        raise Refused(str(exc)) from exc
     new, _ = await _apply(store, lambda s: sm.start(s, plan, now=now(), by="cli"))
     return new, gate, note
 
@@ -220,9 +222,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         lines.append("history:")
         for h in status["history"]:
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h["at"]))
-            lines.append(
-                f"  {at} {h['rollout_id']}: {h['from']} -> {h['to']} (step {h['step']}) by {h['by']}: {h['reason']}"
-            )
+            lines.append(f"  {at} {describe_move(h)}")
     return "\n".join(lines)
 
 

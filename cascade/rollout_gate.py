@@ -84,6 +84,9 @@ def offline_gate(
 ) -> GateResult:
     """Compare the two versions' offline ``metric``; GateError when they cannot be compared."""
     metas = {v: version_metadata(repository, model, v) for v in (stable, candidate)}
+    # Figures first: a version with none (trained on the full data, as `cascade up` does) is
+    # told so, rather than blamed for a split that differs only because it has none.
+    s, c = _figure(metas[stable], metric, stable), _figure(metas[candidate], metric, candidate)
     datas = {v: _data_block(metas[v], artifacts_dir) for v in (stable, candidate)}
     for v, data in datas.items():
         if data is None:
@@ -96,7 +99,6 @@ def offline_gate(
             f"({a.get('dataset')} {str(a.get('checksum'))[:12]} split {a.get('split')} vs "
             f"{b.get('dataset')} {str(b.get('checksum'))[:12]} split {b.get('split')}): not comparable"
         )
-    s, c = _figure(metas[stable], metric, stable), _figure(metas[candidate], metric, candidate)
     drop = (s - c) / s if s > 0 else 0.0
     passed = drop <= max_drop
     verb = "passes" if passed else "fails"

@@ -114,6 +114,10 @@ class Transition:
     reason: str
     by: str  # "cli", "controller", or a replica name
 
+    def describe(self) -> str:
+        """``rollout_id: from -> to [(step N)] by who: reason``, one line for logs and status."""
+        return describe_move(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rollout_id": self.rollout_id,
@@ -124,6 +128,18 @@ class Transition:
             "reason": self.reason,
             "by": self.by,
         }
+
+
+def describe_move(move: dict[str, Any]) -> str:
+    """A history entry (``Transition.to_json``) in one line; the step only inside a canary, and
+    the first record of a store (``init``, stable to stable) said as such."""
+    if move["from"] == move["to"] == Phase.STABLE.value:
+        change = f"{move['to']} (initialised)"
+    else:
+        change = f"{move['from']} -> {move['to']}"
+        if move["to"] == Phase.CANARY.value and move["step"] >= 0:
+            change += f" (step {move['step']})"
+    return f"{move['rollout_id']}: {change} by {move['by']}: {move['reason']}"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from cascade.runtime.redact import redact
-from gateway.rollout.state import RolloutState, Transition
+from gateway.rollout.state import Phase, RolloutState, Transition
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +133,9 @@ class RolloutStore:
             raise _unavailable("write", exc) from exc
         if not ok:
             raise Conflict(f"rollout state changed (rev {rev}, expected {expected_rev}): retry")
-        logger.warning(
-            "rollout %s: %s -> %s (step %d) by %s: %s",
-            transition.rollout_id,
-            transition.from_phase.value,
-            transition.to_phase.value,
-            transition.step,
-            transition.by,
-            transition.reason,
-        )
+        # A rollback is what an operator must see; every other move is routine.
+        level = logging.WARNING if transition.to_phase is Phase.ROLLED_BACK else logging.INFO
+        logger.log(level, "rollout %s", transition.describe())
         return stored
 
     async def apply(

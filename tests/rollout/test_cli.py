@@ -51,6 +51,14 @@ def test_gate_figures(repo: Path) -> None:
         offline_gate(repository=repo, stable=1, candidate=9, max_drop=0.02)
 
 
+def test_a_stable_version_without_figures_is_told_so_not_blamed_for_its_split(tmp_path) -> None:
+    """`cascade up` exports a version trained on the full data: no holdout figures, no split."""
+    version(tmp_path, 1, None, {**DATA, "split": None})
+    version(tmp_path, 2, 0.2)
+    with pytest.raises(GateError, match="version 1 records no offline recall@20"):
+        offline_gate(repository=tmp_path, stable=1, candidate=2, max_drop=0.02)
+
+
 def test_gate_reads_data_from_the_artifact(tmp_path: Path) -> None:
     version(tmp_path / "repo", 1, 0.2, data=None)
     version(tmp_path / "repo", 2, 0.2, data=None)
@@ -107,6 +115,8 @@ def test_start_status_abort_promote(repo: Path, prefix: str) -> None:
         (["--candidate", "2", "--steps", "5,1"], "must increase"),
         (["--candidate", "2", "--steps", "a,b"], "percentages"),
         (["--candidate", "2", "--shadow", "soon"], "not a duration"),
+        # the plan's checks come before the gate, which would refuse v3 (-25%)
+        (["--candidate", "3", "--steps", "5,1"], "must increase"),
     ],
 )
 def test_bad_input_is_a_message(repo: Path, prefix: str, args: list[str], message: str) -> None:
@@ -137,3 +147,18 @@ def test_init_names_the_stable_version(repo: Path, prefix: str) -> None:
     assert r.exit_code == 0 and "v1 -> v2" in r.output
     r = cli("init", "--stable", "2", "--model-repository", str(repo), *common)
     assert r.exit_code == 2 and "abort or promote it first" in r.output
+
+
+def test_history_lines_name_the_step_only_inside_a_canary() -> None:
+    from gateway.rollout.state import describe_move
+
+    base = {"rollout_id": "v2-1", "by": "cli", "reason": "why", "step": -1}
+    assert describe_move({**base, "from": "stable", "to": "stable"}) == (
+        "v2-1: stable (initialised) by cli: why"
+    )
+    assert describe_move({**base, "from": "shadow", "to": "canary", "step": 0}) == (
+        "v2-1: shadow -> canary (step 0) by cli: why"
+    )
+    assert describe_move({**base, "from": "canary", "to": "rolled_back"}) == (
+        "v2-1: canary -> rolled_back by cli: why"
+    )
