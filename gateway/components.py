@@ -14,6 +14,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker, redis_storage
 from gateway.resilience.chain import ChainConfig, FallbackChain
 from gateway.settings import GatewaySettings
+from gateway.similar import SimilarChain, build_similar
 from gateway.tiers.features import FeastFeatureReader, FeaturesUnavailable
 from gateway.tiers.mf import MfFallback
 from gateway.tiers.popular import PopularList
@@ -31,6 +32,7 @@ class Components:
     primary: TritonPrimary | None = None
     fallback: MfFallback | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    similar: SimilarChain | None = None  # GET /v1/items/{item_id}/similar (gateway.similar)
 
     @property
     def popular(self) -> PopularList:
@@ -130,4 +132,9 @@ async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -
         primary=primary,
         fallback=fallback,
     )
-    return Components(chain=chain, primary=primary, fallback=fallback, closers=closers)
+    similar = build_similar(
+        settings, metrics, config=chain.config, popular=popular, mf=fallback, closers=closers
+    )
+    return Components(
+        chain=chain, primary=primary, fallback=fallback, closers=closers, similar=similar
+    )

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.redact import redact_url
 from cascade.runtime.telemetry import configure_tracing
-from gateway import background, eventsink, gc_watch
+from gateway import background, eventsink, gc_watch, similar, similar_routes
 from gateway.components import Components, build_components
 from gateway.edge.admission import AdaptiveLimit
 from gateway.edge.limits import LimitsMiddleware, SecurityMetrics
@@ -50,6 +50,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = configure_tracing(service_name="gateway")
     built = await app.state.components_factory(settings, metrics)
     built.chain.saturated = app.state.admission.saturated  # skip ALS while the loop is overloaded
+    if built.similar is None:  # a components factory without one: popular items answer
+        built.similar = similar.popular_only(
+            settings, metrics, config=built.chain.config, popular=built.popular
+        )
+    built.similar.saturated = app.state.admission.saturated
     rollout = await rollout_wiring.start(  # off unless GATEWAY_ROLLOUT_REDIS_URL is set
         built.chain, app.state.rollout_metrics, model=settings.triton_model,
         saturated=app.state.admission.saturated, settings=getattr(app.state, "rollout", None),
@@ -146,5 +151,8 @@ def create_app(
     install_error_handlers(app, metrics)
     app.include_router(router)
     app.include_router(events_router)
-    app.openapi = lambda: openapi_with_limits(app, settings)  # type: ignore[method-assign]
+    app.include_router(similar_routes.router)
+    app.openapi = lambda: similar_routes.document_limits(  # type: ignore[method-assign]
+        openapi_with_limits(app, settings), settings
+    )
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from gateway.components import Components
 
@@ -20,8 +21,16 @@ READY_CACHE_S = 2.0
 PROBE_TIMEOUT_S = 0.2
 
 
+@runtime_checkable
+class Probed(Protocol):
+    """A tier that can say whether its upstream is ready."""
+
+    async def ready(self, *, timeout_s: float = 0.5) -> bool: ...
+
+
 class UpstreamReadiness:
-    """``checks()`` -> ``{"triton": ..., "mf": ...}`` (``ready``, ``down``, ``unconfigured``)."""
+    """``checks()`` -> ``{"triton": ..., "mf": ..., "triton_similar": ...}`` (``ready``,
+    ``down``, ``unconfigured``)."""
 
     def __init__(
         self,
@@ -53,11 +62,16 @@ class UpstreamReadiness:
             comps = self.components
             primary = comps.primary.ready(timeout_s=PROBE_TIMEOUT_S) if comps.primary else None
             mf = comps.fallback.ready(timeout_s=PROBE_TIMEOUT_S) if comps.fallback else None
-            answers = await asyncio.gather(*(c for c in (primary, mf) if c is not None))
+            tier = comps.similar.primary if comps.similar else None
+            similar = tier.ready(timeout_s=PROBE_TIMEOUT_S) if isinstance(tier, Probed) else None
+            answers = await asyncio.gather(*(c for c in (primary, mf, similar) if c is not None))
             it = iter(answers)
             value = {
                 "triton": "unconfigured" if primary is None else ("ready" if next(it) else "down"),
                 "mf": "unconfigured" if mf is None else ("ready" if next(it) else "down"),
+                "triton_similar": (
+                    "unconfigured" if similar is None else ("ready" if next(it) else "down")
+                ),
             }
             self._value, self._at = value, self.clock()
             return value

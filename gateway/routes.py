@@ -229,6 +229,7 @@ async def readyz(request: Request) -> Response:
     checks = {
         "popular": comps.popular.version or "missing",
         "breaker": comps.breaker.state,
+        "breaker_similar": comps.similar.breaker.state if comps.similar else "unconfigured",
         **(await readiness.checks()),
         "event_log": request.app.state.events.state,
     }

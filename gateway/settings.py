@@ -8,6 +8,8 @@ variable                            default                    meaning
 ``GATEWAY_HOST`` / ``GATEWAY_PORT`` ``127.0.0.1`` / ``8000``   bind address and port
 ``GATEWAY_TRITON_URL``              ``127.0.0.1:8101``         Triton's gRPC ``host:port``; empty: no primary
 ``GATEWAY_MF_URL``                  ``http://127.0.0.1:8001``  fallback MF service; empty: no ALS tier
+``GATEWAY_SIMILAR_MODEL``           ``two_tower_similar``      Triton model of similar items (same
+                                                               ``TRITON_URL``); empty: ALS, popular
 ``GATEWAY_DATASET``                 ``$CASCADE_DATASET``/demo  data set whose Feast registry is read
 ``GATEWAY_FEATURES_ENABLED``        ``true``                   false: never read features
 ``GATEWAY_ARTIFACTS_DIR``           ``$CASCADE_HOME/artifacts`` where the ALS artifacts (popular list) are
@@ -91,7 +93,7 @@ from cascade.runtime.redact import redact_url
 from events.contract import MAX_FUTURE_SKEW_S, MAX_PARTITIONS, PARTITIONS
 from gateway.edge.queue_time import trusted_peers
 from gateway.resilience.breaker import BreakerConfig
-from two_tower import contract
+from two_tower import contract, similar_contract
 
 
 def _default_dataset() -> str:
@@ -112,6 +114,8 @@ class GatewaySettings(BaseSettings):
     triton_url: str = "127.0.0.1:8101"
     triton_model: str = contract.MODEL_NAME
     mf_url: str = "http://127.0.0.1:8001"
+    # GET /v1/items/{item_id}/similar: the Triton model of the Two-Tower's item embeddings.
+    similar_model: str = Field(default=similar_contract.MODEL_NAME, max_length=128)
     dataset: str = Field(
         default_factory=_default_dataset,
         validation_alias=AliasChoices("GATEWAY_DATASET", "CASCADE_DATASET"),

@@ -47,11 +47,16 @@ logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", EVENTS_PATH)
+# GET /v1/items/{item_id}/similar (gateway.similar_routes, which imports this module)
+SIMILAR_ROUTE = "/v1/items/{item_id}/similar"
+_ITEMS_PREFIX, _SIMILAR_SUFFIX = "/v1/items/", "/similar"
 
 
 def route_label(path: str) -> str:
     if path.startswith(RECOMMENDATIONS_PATH + "/"):
         return RECOMMENDATIONS_PATH + "/{user_id}"
+    if path.startswith(_ITEMS_PREFIX) and path.endswith(_SIMILAR_SUFFIX):
+        return SIMILAR_ROUTE
     if path == RECOMMENDATIONS_PATH or path in _ROUTES:
         return path
     return "other"

@@ -110,8 +110,10 @@ def test_all_healthy_two_tower_serves(stack: GatewayStack, http: httpx.Client) -
     assert http.get("/readyz").json()["checks"] == {
         "popular": body["model_version"].split("/", 1)[1],
         "breaker": "closed",
+        "breaker_similar": "closed",
         "triton": "ready",
         "mf": "ready",
+        "triton_similar": "ready",  # the export wrote two_tower_similar beside two_tower
         "event_log": "disabled",  # this stack runs no event log (GATEWAY_EVENTS_NATS_URL unset)
     }
     assert http.get(f"/v1/recommendations/{int(users[0])}", params={"k": 0}).status_code == 422
