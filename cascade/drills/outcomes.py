@@ -135,7 +135,7 @@ def markdown(outcomes: Sequence[Outcome], *, window_s: int = 10) -> str:
     lines = [
         "## Answers by fallback reason and 503 cause",
         "",
-        f"- requests: {b.requests}, 2xx: {b.ok}, failures (non-2xx): {b.failures}"
+        f"- recommendation requests: {b.requests}, 2xx: {b.ok}, failures (non-2xx): {b.failures}"
         f" ({_pct(b.failures, b.requests)})",
         f"- **fallback share excluding cold_start: {_share(b.fallback_share)}**"
         f" ({b.fallback}/{b.eligible} 2xx answers not from {PRIMARY}; top reason: {top})",

@@ -233,14 +233,20 @@ def loadtest_report(*, csv_prefix: Path, out_dir: Path, title: str = "Cascade lo
 
     agg = stats[stats["Name"] == "Aggregated"].iloc[0]
     total = int(agg["Request Count"])
+    named = stats[stats["Name"] != "Aggregated"]
+    events = int(named.loc[_is_event(named["Name"]), "Request Count"].sum())
+    # Locust counts every HTTP request; the outcomes section below counts recommendation
+    # answers only: the split says where two different "requests" figures come from.
+    split = f" ({total - events} recommendations, {events} event batches)" if events else ""
     lines = [
         f"# {title}",
         "",
-        f"- requests: {total}, failures: {int(agg['Failure Count'])}, "
+        f"- HTTP requests: {total}{split}, failures: {int(agg['Failure Count'])}, "
         f"throughput: {float(agg['Requests/s']):.1f} requests/s",
-        f"- latency (all{', events included' if _is_event(stats['Name']).any() else ''}): "
+        f"- latency (all{', events included' if events else ''}): "
         f"p50 {agg['50%']:.0f} ms, p95 {agg['95%']:.0f} ms, p99 {agg['99%']:.0f} ms",
-        f"- mean fallback share: {_mean_share(share):.1%} (requests not served by two_tower)",
+        f"- mean fallback share: {_mean_share(share):.1%} (recommendations not served by "
+        "two_tower, cold_start included; the section below leaves cold_start out)",
         "",
         "| method | tier | requests | failures | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | req/s |",
         "|---|---|---|---|---|---|---|---|---|---|",

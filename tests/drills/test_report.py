@@ -87,7 +87,7 @@ def test_loadtest_report_writes_plots_and_summary(csvs: Path, tmp_path: Path) ->
     for png in ("throughput.png", "latency_by_tier.png", "fallback_share.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     text = summary.read_text()
-    assert "requests: 460, failures: 10" in text
+    assert "HTTP requests: 460, failures: 10" in text
     assert "| GET | two_tower | 300 | 0 | 20 |" in text
     assert "| POST | popular | 50 |" in text
     assert "| GET | error | 10 | 10 |" in text
@@ -134,3 +134,19 @@ def test_write_drill_report(tmp_path: Path) -> None:
     assert (tmp_path / "D7_samples.csv").read_text().splitlines()[
         1
     ] == "0.5000,10.00,200,two_tower,,GET"
+
+
+def test_the_headline_splits_http_requests_into_recommendations_and_event_batches(
+    csvs: Path, tmp_path: Path
+) -> None:
+    """Locust's total counts event batches too; the outcomes section counts recommendations
+    only: the headline says how the two figures relate."""
+    stats = Path(f"{csvs}_stats.csv")
+    rows = stats.read_text().splitlines()
+    rows.insert(-1, _stats_row("POST", "/v1/events", 40, 0, 9, 4.0))
+    rows[-1] = _stats_row("", "Aggregated", 500, 10, 20, 50.0)
+    stats.write_text("\n".join(rows) + "\n")
+    text = loadtest_report(csv_prefix=csvs, out_dir=tmp_path / "r").read_text()
+    assert "HTTP requests: 500 (460 recommendations, 40 event batches), failures: 10" in text
+    assert "latency (all, events included)" in text
+    assert "mean fallback share: 20.0%" in text  # event batches have no tier: not in the share
