@@ -179,13 +179,17 @@ def export_two_tower(
     keep: int = typer.Option(2, min=1, help="Versions to keep (also the config's version_policy)."),
 ) -> None:
     """Export a trained Two-Tower artifact as a new Triton model version; keep the newest N."""
+    from two_tower import feature_settings
     from two_tower.artifacts import ArtifactError, latest_dir, load_two_tower_artifact
     from two_tower.export import ExportError, export_to_triton
 
     try:
         folder = artifact or latest_dir(Layout.from_env().artifacts_dir)
-        result = export_to_triton(load_two_tower_artifact(folder), repository=repository, keep=keep)
-    except (ArtifactError, ExportError) as exc:
+        trained = load_two_tower_artifact(folder)
+        # Served features must be the ones it learned from (the gateway sends what the store holds)
+        feature_settings.check(trained.metadata, what=f"Two-Tower artifact {folder.name}")
+        result = export_to_triton(trained, repository=repository, keep=keep)
+    except (ArtifactError, ExportError, feature_settings.FeatureSettingsMismatch) as exc:
         raise _fail(str(exc)) from None
     removed = f", removed {result.removed}" if result.removed else ""
     typer.echo(
