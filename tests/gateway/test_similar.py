@@ -446,3 +446,19 @@ def test_mf_unreachable_is_unavailable() -> None:
     with pytest.raises(UpstreamUnavailable) as caught:
         ask_mf(handler)
     assert "/v1/items/5/" not in caught.value.detail  # the item id stays out of logs
+
+
+def test_the_openapi_spec_documents_the_route(client: AppClient) -> None:
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/items/{item_id}/similar"]["get"]
+    assert set(op["responses"]) == {"200", "401", "404", "422", "429", "431", "500", "503"}
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok.endswith("/SimilarItemsResponse")
+    body = spec["components"]["schemas"]["SimilarItemsResponse"]
+    assert set(body["required"]) >= {"item_id", "items", "served_by", "model_version"}
+    assert op["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
+    item = next(p for p in op["parameters"] if p["name"] == "item_id")
+    assert item["schema"]["minimum"] == 0 and item["in"] == "path"
+    assert op.get("security"), "the route declares the API key / bearer schemes"
