@@ -55,6 +55,12 @@ def train_two_tower(
     uniform_negatives: int = typer.Option(
         0, min=0, help="Extra uniformly sampled negatives per batch."
     ),
+    logq_correction: float = typer.Option(
+        1.0,
+        min=0.0,
+        max=1.0,
+        help="Weight of the log-Q popularity correction (1: full, 0: none).",
+    ),
     target_window: int = typer.Option(
         1,
         min=1,
@@ -118,6 +124,7 @@ def train_two_tower(
             temperature=temperature,
             uniform_negatives=uniform_negatives,
             target_window=target_window,
+            logq_correction=logq_correction,
             seen_pool=seen_pool,
             seen_attention=seen_attention,
             seq_layers=seq_layers,

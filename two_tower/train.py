@@ -58,7 +58,9 @@ class TrainParams:
     temperature: float = 0.03
     uniform_negatives: int = 0
     target_window: int = 1  # positive: any of the user's next N events (1: the next one)
-    logq_correction: bool = True
+    # Weight of the log-Q correction: 1 the full correction (Yi et al. 2019), 0 none. Below 1
+    # the model keeps part of the popularity the in-batch negatives take away.
+    logq_correction: float = 1.0
     patience: int = 2
     seed: int = 42
     device: str = "auto"
@@ -90,6 +92,8 @@ class TrainParams:
             raise ValueError("uniform_negatives must be >= 0 and patience >= 1")
         if self.target_window < 1:
             raise ValueError("target_window must be >= 1")
+        if not 0.0 <= self.logq_correction <= 1.0:
+            raise ValueError("logq_correction must be in [0, 1]")
 
 
 @dataclass
@@ -164,7 +168,7 @@ def batch_loss(
     b = u.shape[0]
     logits = u @ v.T / params.temperature
     if params.logq_correction:
-        logits = logits - (log_q[item_index] + math.log(b)).unsqueeze(0)
+        logits = logits - params.logq_correction * (log_q[item_index] + math.log(b)).unsqueeze(0)
     same = item_index.unsqueeze(0) == item_index.unsqueeze(1)
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
@@ -182,7 +186,7 @@ def batch_loss(
         n_items = log_q.shape[0] - 1
         extra = u @ vn.T / params.temperature
         if params.logq_correction:
-            extra = extra - math.log(vn.shape[0] / n_items)
+            extra = extra - params.logq_correction * math.log(vn.shape[0] / n_items)
         logits = torch.cat([logits, extra], dim=1)
     return F.cross_entropy(logits, torch.arange(b, device=logits.device))
 

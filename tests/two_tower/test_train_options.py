@@ -50,7 +50,12 @@ def test_cosine_schedule_decays_from_lr_towards_one_percent_over_all_epochs() ->
 
 @pytest.mark.parametrize(
     "change",
-    [{"lr_schedule": "linear"}, {"history_dropout": 1.0}, {"history_dropout": -0.1}],
+    [
+        {"lr_schedule": "linear"},
+        {"history_dropout": 1.0},
+        {"history_dropout": -0.1},
+        {"logq_correction": 1.5},
+    ],
 )
 def test_bad_options_are_refused(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
