@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= demo
 
-.PHONY: install system-deps nats-deps bench-deps up test lint typecheck bench bench-offline bench-triton bench-serve loadtest drill clean
+.PHONY: install system-deps nats-deps bench-deps up test lint typecheck bench bench-offline bench-triton bench-tower-shapes bench-serve loadtest drill clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-offline: $(STAMP)
 
 bench-triton: $(STAMP)
 	$(PY) -m cascade.bench.triton
+
+bench-tower-shapes: $(STAMP)
+	$(PY) -m cascade.bench.tower_shapes $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # GATEWAY_CPU=0.5 / MF_CPU=0.5: hold the gateways and the bare app / the MF service to half a CPU.
 # SCALE=tiny (default demo), DURATION=3 (seconds per row).

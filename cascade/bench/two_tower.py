@@ -20,20 +20,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import py_compile
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cascade.runtime.paths import Layout
 from two_tower import contract
+
+if TYPE_CHECKING:
+    from two_tower.train import TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +46,17 @@ CONCURRENCY = (1, 8, 32)
 
 
 def random_trained(
-    n_items: int, *, n_users: int = 20_000, dim: int | None = None, seed: int = 0
+    n_items: int,
+    *,
+    n_users: int = 20_000,
+    dim: int | None = None,
+    seed: int = 0,
+    params: TrainParams | None = None,
 ) -> Any:
     """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only),
     shaped like the shipped defaults (``TrainParams``: dim, members, the user tower's seen-set
-    and sequence readers) unless ``dim`` is given."""
+    and sequence readers, the user-id embedding) unless ``dim`` is given (then 1 member of that
+    size), or shaped by ``params`` (a ``TrainParams``: another user-tower shape to compare)."""
     import torch
 
     from two_tower.artifacts import TrainedTwoTower
@@ -53,12 +64,16 @@ def random_trained(
     from two_tower.towers import StringVocab, TwoTowerConfig
     from two_tower.train import TrainParams
 
-    defaults = TrainParams()
+    shape = params or TrainParams()
+    if params is None and dim:
+        shape = dataclasses.replace(shape, dim=dim, members=1)
 
     torch.manual_seed(seed)
     countries = np.sort(
         np.array([contract.country_code(c) for c in ("DE", "FR", "US")], dtype=np.int64)
     )
+    # The network as training builds it from TrainParams (two_tower.prepare.build_model), so the
+    # latency rows measure the tower that ships, not TwoTowerConfig's bare defaults.
     cfg = TwoTowerConfig(
         n_users=n_users + 1,
         n_items=n_items + 1,
@@ -66,14 +81,15 @@ def random_trained(
         n_countries=len(countries) + 1,
         n_categories=21,
         n_price_buckets=6,
-        dim=dim or defaults.dim,
-        members=1 if dim else defaults.members,
-        # The user tower's readers as training builds them (TrainParams), so the latency rows
-        # measure the tower that ships, not TwoTowerConfig's bare defaults (mean pooling).
-        seen_pool=defaults.seen_pool,
-        seen_attention=int(defaults.seen_attention),
-        seq_layers=defaults.seq_layers,
-        heads=defaults.heads,
+        dim=shape.dim,
+        hidden=shape.hidden,
+        side_dim=shape.side_dim,
+        seen_pool=shape.seen_pool,
+        seen_attention=int(shape.seen_attention),
+        seq_layers=shape.seq_layers,
+        heads=shape.heads,
+        user_id_embedding=int(shape.user_id_embedding),
+        members=shape.members,
     )
     model = build_two_tower(
         cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries
@@ -95,7 +111,7 @@ def random_trained(
 
 def _request_arrays(rng: np.random.Generator, n_items: int, n_users: int) -> dict[str, np.ndarray]:
     seen = rng.choice(n_items, size=min(int(rng.integers(20, 500)), n_items), replace=False)
-    return {
+    arrays: dict[str, np.ndarray] = {
         contract.USER_ID: np.array([[rng.integers(n_users)]], np.int64),
         contract.AGE_BUCKET: np.array([[2]], np.int64),
         contract.COUNTRY: np.array([[contract.country_code("DE")]], np.int64),
@@ -111,12 +127,27 @@ def _request_arrays(rng: np.random.Generator, n_items: int, n_users: int) -> dic
         ),
         contract.K: np.array([[20]], np.int32),
     }
+    # Any further input of the contract (the category filters) travels as padding (-1: none).
+    for spec in contract.INPUTS:
+        if spec.name not in arrays:
+            arrays[spec.name] = np.full((1, *spec.dims), -1, dtype=spec.numpy_dtype)
+    return arrays
 
 
 async def _load(
-    url: str, *, concurrency: int, duration: float, n_items: int, n_users: int
+    url: str,
+    *,
+    concurrency: int,
+    duration: float,
+    n_items: int,
+    n_users: int,
+    cpu_pid: int | None = None,
 ) -> dict[str, Any]:
+    """Closed-loop load at ``concurrency`` for ``duration`` s after 1 s of warm-up; with
+    ``cpu_pid`` (the server), its CPU seconds (and its children's) over the measured window."""
     import tritonclient.grpc.aio as grpcclient
+
+    from cascade.bench.cpu_meter import cpu_seconds
 
     client = grpcclient.InferenceServerClient(url)
     rng = np.random.default_rng(concurrency)
@@ -147,10 +178,12 @@ async def _load(
     stop = time.perf_counter() + 1.0
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     latencies.clear()
+    cpu_before = cpu_seconds(cpu_pid) if cpu_pid is not None else float("nan")
     started = time.perf_counter()
     stop = started + duration
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(cpu_pid) if cpu_pid is not None else float("nan")
     await client.close()
     lat = np.array(latencies) * 1000.0
     return {
@@ -160,13 +193,14 @@ async def _load(
         "throughput": len(lat) / elapsed,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu_after - cpu_before,
     }
 
 
-def bench_triton(
-    trained: Any, *, label: str, duration: float, workdir: Path
-) -> list[dict[str, Any]]:
-    """Export ``trained`` into a scratch repository, serve it, load it at each concurrency."""
+def triton_process(trained: Any, *, label: str, workdir: Path) -> Any:
+    """Export ``trained`` into a scratch repository under ``workdir``; a ``TritonProcess``
+    serving it on free ports (not started: ``with`` it, then ``wait_ready``)."""
     from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
     from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY, TritonProcess, TritonSettings
 
@@ -179,6 +213,12 @@ def bench_triton(
         model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
     )
     export_to_triton(trained, repository=repo)
+    # The Python backend's stub writes model.py's bytecode into the version folder on its first
+    # import; the poll after the load sees a changed folder and loads the model a second time,
+    # while the load generator runs (stubs replaced, CPU readings going backwards). Written here
+    # first, it is current when the stub imports, and the repository stays as Triton scanned it.
+    for source in repo.glob("*/[0-9]*/model.py"):
+        py_compile.compile(str(source), doraise=True)
     settings = TritonSettings(
         model_repository=repo,
         backends_dir=workdir / "backends",
@@ -187,20 +227,35 @@ def bench_triton(
         metrics_port=0,
         otlp_endpoint=None,
     )
-    server = TritonProcess(settings, log_path=workdir / f"triton-{slug}.log")
+    return TritonProcess(settings, log_path=workdir / f"triton-{slug}.log")
+
+
+def load_level(
+    trained: Any, url: str, *, concurrency: int, duration: float, cpu_pid: int | None = None
+) -> dict[str, Any]:
+    """One concurrency level against the server at ``url`` serving ``trained`` (see ``_load``)."""
+    return asyncio.run(
+        _load(
+            url,
+            concurrency=concurrency,
+            duration=duration,
+            n_items=len(trained.item_ids),
+            n_users=len(trained.user_vocab),
+            cpu_pid=cpu_pid,
+        )
+    )
+
+
+def bench_triton(
+    trained: Any, *, label: str, duration: float, workdir: Path
+) -> list[dict[str, Any]]:
+    """Export ``trained`` into a scratch repository, serve it, load it at each concurrency."""
+    server = triton_process(trained, label=label, workdir=workdir)
     rows = []
     with server:
         server.wait_ready(timeout=240)
         for c in CONCURRENCY:
-            row = asyncio.run(
-                _load(
-                    server.grpc_url,
-                    concurrency=c,
-                    duration=duration,
-                    n_items=len(trained.item_ids),
-                    n_users=len(trained.user_vocab),
-                )
-            )
+            row = load_level(trained, server.grpc_url, concurrency=c, duration=duration)
             row["catalogue"] = label
             rows.append(row)
             logger.info("triton %s: %s", label, row)
