@@ -35,6 +35,7 @@ from pathlib import Path
 from cascade.runtime.paths import Layout
 from cascade.runtime.procs import ManagedProcess, free_port, http_ok
 from two_tower import contract
+from two_tower.model_bytecode import compile_repository
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,8 @@ class TritonProcess(ManagedProcess):
         assert self.settings.backends_dir is not None
         prepare_backends(self.settings.backends_dir)
         _sync_similar(self.settings.model_repository)
+        # else each model.py import writes bytecode into its version folder and the poll reloads
+        compile_repository(self.settings.model_repository)
         super().__init__(
             "tritonserver",
             server_args(self.settings),

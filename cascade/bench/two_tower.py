@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import py_compile
 import shutil
 import subprocess
 import tempfile
@@ -213,12 +212,7 @@ def triton_process(trained: Any, *, label: str, workdir: Path) -> Any:
         model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
     )
     export_to_triton(trained, repository=repo)
-    # The Python backend's stub writes model.py's bytecode into the version folder on its first
-    # import; the poll after the load sees a changed folder and loads the model a second time,
-    # while the load generator runs (stubs replaced, CPU readings going backwards). Written here
-    # first, it is current when the stub imports, and the repository stays as Triton scanned it.
-    for source in repo.glob("*/[0-9]*/model.py"):
-        py_compile.compile(str(source), doraise=True)
+    # TritonProcess compiles each model.py first (two_tower.model_bytecode): no poll reload.
     settings = TritonSettings(
         model_repository=repo,
         backends_dir=workdir / "backends",
