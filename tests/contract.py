@@ -193,3 +193,121 @@ class RecommenderContract:
         for row, user in enumerate(users):
             single, _ = recommender.recommend(np.array([user]), k=K)
             assert set(single[0].tolist()) == set(batch[row].tolist())
+
+
+# -- the category filter -------------------------------------------------------------------------
+
+
+def contract_category(item_id: int) -> str:
+    """The category of an item of :func:`contract_interactions` (ids 100..129): three groups."""
+    return f"g{int(item_id) % 3}"
+
+
+class CategoryFilterContract:
+    """Mixin for tiers with a category filter (``include_categories`` / ``exclude_categories``).
+
+    Fixtures: ``filtered`` (an adapter whose ``recommend(user_ids, *, k, exclude=None,
+    include_categories=(), exclude_categories=())`` answers like the contract's), the
+    ``train_interactions`` and ``catalogue`` of :class:`RecommenderContract`, and
+    ``item_category`` (item id -> category name). The rules: every item inside the filter; k
+    items whenever the allowed catalogue has k unseen ones (the filter is applied inside the
+    top-k, not by dropping from an unfiltered top-k); fewer only when it runs out.
+    """
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def filtered(cls):  # pragma: no cover - provided by the subclass
+        raise NotImplementedError("provide a `filtered` fixture")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def item_category(cls, catalogue: np.ndarray) -> dict[int, str]:
+        return {int(i): contract_category(int(i)) for i in catalogue}
+
+    @staticmethod
+    def _seen(train_interactions: pd.DataFrame, user: int) -> set[int]:
+        return RecommenderContract.seen_of(train_interactions, user)
+
+    def _users(self, train_interactions: pd.DataFrame, allowed: set[int]) -> list[int]:
+        """Up to four users with at least K + 2 unseen allowed items (the greedy user of
+        :func:`contract_interactions` has too few)."""
+        users = []
+        for u in np.unique(train_interactions[USER_ID].to_numpy(np.int64)):
+            if len(allowed - self._seen(train_interactions, int(u))) >= K + 2:
+                users.append(int(u))
+            if len(users) == 4:
+                break
+        assert users, "no user has enough allowed items for this check"
+        return users
+
+    def _allowed(self, catalogue, item_category, include=(), exclude=()) -> set[int]:
+        return {
+            int(i)
+            for i in catalogue
+            if (not include or item_category.get(int(i), "") in include)
+            and item_category.get(int(i), "") not in exclude
+        }
+
+    def _check(self, items, scores, *, k, allowed: set[int], forbidden: set[int]) -> None:
+        valid = items >= 0
+        got = items[valid].tolist()
+        assert set(got) <= allowed, f"items outside the filter: {set(got) - allowed}"
+        assert not set(got) & forbidden, f"seen/excluded items: {set(got) & forbidden}"
+        assert len(set(got)) == len(got)
+        assert np.all(np.diff(scores[valid]) <= 0)
+        assert len(got) == min(k, len(allowed - forbidden)), (
+            f"{len(got)} items, expected {min(k, len(allowed - forbidden))}"
+        )
+
+    def test_include_gives_k_items_of_the_allowed_categories(
+        self, filtered, train_interactions, catalogue, item_category
+    ):
+        names = sorted(set(item_category.values()) - {""})
+        include = names[:1]
+        allowed = self._allowed(catalogue, item_category, include=include)
+        for user in self._users(train_interactions, allowed):
+            seen = self._seen(train_interactions, user)
+            items, scores = filtered.recommend(np.array([user]), k=K, include_categories=include)
+            self._check(items[0], scores[0], k=K, allowed=allowed, forbidden=seen)
+
+    def test_exclude_categories_and_exclude_items_together(
+        self, filtered, train_interactions, catalogue, item_category
+    ):
+        names = sorted(set(item_category.values()) - {""})
+        excluded = names[:1]
+        allowed = self._allowed(catalogue, item_category, exclude=excluded)
+        user = self._users(train_interactions, allowed)[0]
+        first, _ = filtered.recommend(np.array([user]), k=K, exclude_categories=excluded)
+        drop = [int(i) for i in first[0][:2] if i >= 0]
+        items, scores = filtered.recommend(
+            np.array([user]), k=K, exclude=[np.asarray(drop, np.int64)], exclude_categories=excluded
+        )
+        forbidden = self._seen(train_interactions, user) | set(drop)
+        self._check(items[0], scores[0], k=K, allowed=allowed, forbidden=forbidden)
+
+    def test_fewer_than_k_only_when_the_allowed_catalogue_runs_out(
+        self, filtered, train_interactions, catalogue, item_category
+    ):
+        names = sorted(set(item_category.values()) - {""})
+        include = names[:1]
+        allowed = self._allowed(catalogue, item_category, include=include)
+        user = self._users(train_interactions, allowed)[0]
+        seen = self._seen(train_interactions, user)
+        left = sorted(allowed - seen)
+        keep = 2  # exclude all but two allowed unseen items: exactly those two come back
+        assert len(left) > keep
+        exclude = np.asarray(left[keep:], np.int64)
+        items, scores = filtered.recommend(
+            np.array([user]), k=K, exclude=[exclude], include_categories=include
+        )
+        forbidden = seen | set(exclude.tolist())
+        self._check(items[0], scores[0], k=K, allowed=allowed, forbidden=forbidden)
+        assert sorted(items[0][:keep].tolist()) == left[:keep]
+        assert np.all(items[0][keep:] == -1)
+
+    def test_an_include_filter_of_unknown_categories_gives_nothing(
+        self, filtered, train_interactions, catalogue
+    ):
+        user = self._users(train_interactions, {int(i) for i in catalogue})[0]
+        items, _ = filtered.recommend(np.array([user]), k=K, include_categories=["no-such"])
+        assert np.all(items[0] == -1)

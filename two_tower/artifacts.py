@@ -10,6 +10,9 @@ Layout (``layout.artifacts_dir / "two_tower"``)::
         country_vocab.npy          int64 sorted country codes (two_tower.contract.country_code)
         item_ids.npy               int64: the scored catalogue (= item_vocab)
         item_embeddings.npy        float32 (n_items, dim): item tower output, for offline use
+        item_categories.npy        unicode: each item's category name ("" = unknown), in
+                                   item_vocab order (absent in artifacts trained before the
+                                   category filter; their exports cannot filter)
         popular_items.npy, popular_counts.npy   fallback ranking for users never seen
         metadata.json              config, string vocabularies, params, metrics, data, versions
 
@@ -46,6 +49,7 @@ FORMAT_VERSION = 2
 LATEST_FILE = store.LATEST_FILE
 METADATA_FILE = store.METADATA_FILE
 WEIGHTS_FILE = "model.safetensors"
+ITEM_CATEGORIES = "item_categories"  # optional: artifacts before the category filter lack it
 _ARRAYS = (
     "user_vocab",
     "item_vocab",
@@ -71,6 +75,9 @@ class TrainedTwoTower:
     popular_items: np.ndarray
     popular_counts: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Each item's category name in item_vocab order ("" = unknown); None: not recorded (an
+    # artifact older than the category filter).
+    item_categories: np.ndarray | None = None
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -107,6 +114,8 @@ def save_two_tower(
         n += 1
         version = f"{base}-{n}"
     arrays = {name: getattr(trained, name) for name in _ARRAYS}
+    if trained.item_categories is not None:
+        arrays[ITEM_CATEGORIES] = np.asarray(trained.item_categories, dtype=str)
     meta = dict(trained.metadata)
     meta.update(
         {
@@ -193,6 +202,14 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
             raise ArtifactError(
                 f"{path}: shape {arrays[name].shape} != metadata {meta['shapes'][name]}"
             )
+    categories_path = directory / f"{ITEM_CATEGORIES}.npy"
+    item_categories = None
+    if ITEM_CATEGORIES in meta["shapes"]:
+        if not categories_path.is_file():
+            raise ArtifactError(f"{categories_path} is missing: incomplete artifact")
+        item_categories = np.load(categories_path, allow_pickle=False)
+        if item_categories.shape != arrays["item_vocab"].shape or item_categories.dtype.kind != "U":
+            raise ArtifactError(f"{categories_path}: not one category name per item")
     if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
         raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
     cfg = TwoTowerConfig.from_dict(meta["config"])
@@ -224,6 +241,7 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         popular_items=arrays["popular_items"],
         popular_counts=arrays["popular_counts"],
         metadata=meta,
+        item_categories=item_categories,
     )
 
 

@@ -22,7 +22,18 @@ seen_items     INT64  [MAX_SEEN_ITEMS]     Feast ``seen_items`` as stored: disti
 exclude_items  INT64  [MAX_EXCLUDE_ITEMS]  the request's ``exclude`` ids: never recommended,
                                            not history; right-padded
 k              INT32  [1]                  1 <= k <= MAX_K
+include_categories INT64 [MAX_FILTER_CATEGORIES]  ``category_code`` of each category the answer
+                                           may hold; all PAD_CODE (-1): no include filter
+exclude_categories INT64 [MAX_FILTER_CATEGORIES]  ``category_code`` of each category the answer
+                                           must not hold; right-padded with PAD_CODE
 ============== ====== ==================== ==================================================
+
+The category filter is applied inside the top-k, not after it: items outside the filter are
+masked like seen items before the ranking, so a row still gets k items whenever k items of the
+allowed categories are left. An item whose category is unknown (missing in the data set) never
+matches an include filter and always passes an exclude filter. Each exported version holds its
+items' codes (``item_categories.npy`` beside ``item_embeddings.npy``); a version exported before
+these inputs existed ignores them, which the gateway's answer check catches (rule ``category``).
 
 ``seen_items`` and ``exclude_items`` are apart because the user tower reads ``seen_items`` in
 order as the user's history (``two_tower.encoders``): ids a client asks to exclude must not
@@ -41,7 +52,8 @@ buffer filled with their first byte, and the stub dies). Integer tensors travel 
 are unaffected. The model keeps a vocabulary of codes, so the hash never needs reversing.
 
 Errors (a Triton error for that request; the model stays ready): wrong dtype or shape, a negative
-``user_id``, an item id below -1 (in any list), ``k`` outside ``[1, MAX_K]``. A ``user_id`` the model has not
+``user_id``, an item id below -1 (in any list), a category code below -1, ``k`` outside
+``[1, MAX_K]``. A ``user_id`` the model has not
 seen in training is not an error: it gets the out-of-vocabulary user embedding, and its features
 and recent items still personalise the result. Unknown item ids in ``recent_items`` are ignored;
 unknown ids in ``seen_items`` cannot be recommended anyway.
@@ -50,6 +62,7 @@ unknown ids in ``seen_items`` cannot be recommended anyway.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MODEL_NAME = "two_tower"
@@ -62,6 +75,9 @@ PAD_ITEM = -1
 
 MAX_EXCLUDE_ITEMS = 500  # the gateway's default max_exclude; more are cut (validation still guards)
 MAX_K = 100
+# Category names per filter (include, exclude); the gateway refuses more with a 422.
+MAX_FILTER_CATEGORIES = 20
+PAD_CODE = -1
 MAX_BATCH_SIZE = 64
 # Dynamic batching: how long Triton may hold a request to form a larger batch.
 MAX_QUEUE_DELAY_MICROSECONDS = 500
@@ -91,6 +107,8 @@ RECENT_ITEMS = "recent_items"
 SEEN_ITEMS = "seen_items"
 EXCLUDE_ITEMS = "exclude_items"
 K = "k"
+INCLUDE_CATEGORIES = "include_categories"
+EXCLUDE_CATEGORIES = "exclude_categories"
 
 ITEM_IDS = "item_ids"
 SCORES = "scores"
@@ -104,6 +122,8 @@ INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(SEEN_ITEMS, "INT64", (MAX_SEEN_ITEMS,)),
     TensorSpec(EXCLUDE_ITEMS, "INT64", (MAX_EXCLUDE_ITEMS,)),
     TensorSpec(K, "INT32", (1,)),
+    TensorSpec(INCLUDE_CATEGORIES, "INT64", (MAX_FILTER_CATEGORIES,)),
+    TensorSpec(EXCLUDE_CATEGORIES, "INT64", (MAX_FILTER_CATEGORIES,)),
 )
 
 OUTPUTS: tuple[TensorSpec, ...] = (
@@ -130,6 +150,22 @@ def country_code(country: str | bytes | None) -> int:
     if not raw:
         return 0
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF or 1
+
+
+def category_code(category: str | bytes | None) -> int:
+    """Stable int64 code of an item category name, by the same hash as :func:`country_code`
+    (first 8 bytes of its SHA-256, positive). Names are compared exactly (case and inner
+    whitespace count; surrounding whitespace does not). Missing or empty -> 0, which no filter
+    code equals (filter names are non-empty), so an item without a category never matches an
+    include filter."""
+    return country_code(category)
+
+
+def pad_codes(categories: Iterable[str], length: int = MAX_FILTER_CATEGORIES) -> list[int]:
+    """The codes of ``categories`` (distinct, in order), truncated or right-padded with PAD_CODE
+    to exactly ``length``."""
+    codes = list(dict.fromkeys(category_code(c) for c in categories))[:length]
+    return codes + [PAD_CODE] * (length - len(codes))
 
 
 def ready_path(model_name: str = MODEL_NAME) -> str:

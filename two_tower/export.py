@@ -7,6 +7,9 @@
     user_tower.pt         TorchScript of the user tower
     item_embeddings.npy   float32 (n_items, dim)
     item_ids.npy          int64 sorted
+    item_categories.npy   int64: each item's ``contract.category_code`` (0 = unknown), in
+                          item_ids order; only when the artifact records item categories
+                          (trained after the category filter), ``item_categories`` in metadata
     metadata.json         contract fingerprint, max_k, list lengths, artifact version, dim, n_items
 
 then regenerates ``config.pbtxt`` and ``configs/gpu.pbtxt`` from the contract and deletes all but
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "model.py"
 TOWER_FILE = "user_tower.pt"
+CATEGORIES_FILE = "item_categories.npy"
 
 
 class ExportError(RuntimeError):
@@ -77,6 +81,12 @@ def list_versions(repository: Path) -> list[int]:
     if not folder.is_dir():
         return []
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def category_codes(names: np.ndarray) -> np.ndarray:
+    """``contract.category_code`` of each item's category name (int64; "" -> 0)."""
+    table = {name: contract.category_code(name) for name in set(names.tolist())}
+    return np.fromiter((table[n] for n in names.tolist()), dtype=np.int64, count=len(names))
 
 
 def script_user_tower(trained: TrainedTwoTower, path: Path) -> None:
@@ -116,6 +126,8 @@ def export_to_triton(
         "recent_items_len": contract.RECENT_ITEMS_LEN,
         "max_seen_items": contract.MAX_SEEN_ITEMS,
         "max_exclude_items": contract.MAX_EXCLUDE_ITEMS,
+        "max_filter_categories": contract.MAX_FILTER_CATEGORIES,
+        "item_categories": trained.item_categories is not None,
         "dim": trained.model.cfg.out_dim,
         "n_items": len(trained.item_ids),
         "trained_at": trained.metadata.get("trained_at"),
@@ -135,6 +147,19 @@ def export_to_triton(
             np.ascontiguousarray(trained.item_embeddings, dtype=np.float32),
             allow_pickle=False,
         )
+        if trained.item_categories is not None:
+            np.save(
+                tmp / CATEGORIES_FILE,
+                category_codes(trained.item_categories),
+                allow_pickle=False,
+            )
+        else:
+            logger.warning(
+                "artifact %s records no item categories (trained before the category filter): "
+                "this version answers a filtered request with an error, and the gateway falls "
+                "back to ALS for it; train the Two-Tower again to filter on the primary",
+                meta["artifact_version"],
+            )
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
         )

@@ -20,6 +20,7 @@ from cascade.runtime.schema import (
     INTERACTION_COLUMNS,
     INTERACTIONS_FILE,
     ITEM_COLUMNS,
+    ITEM_ID,
     ITEMS_FILE,
     MANIFEST_FILE,
     USER_COLUMNS,
@@ -175,6 +176,14 @@ def read_side_tables(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     users = conform(pd.read_parquet(directory / USERS_FILE), USER_COLUMNS, USER_DTYPES)
     items = conform(pd.read_parquet(directory / ITEMS_FILE), ITEM_COLUMNS, ITEM_DTYPES)
     return users, items
+
+
+def item_category_names(items: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+    """Each of ``item_ids``' category name from an items table, as a unicode array in that
+    order ("" where the table has none): what the models store for the category filter."""
+    table = items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["category"]
+    names = table.reindex(np.asarray(item_ids, dtype=np.int64))
+    return np.asarray([str(c) if isinstance(c, str) and c else "" for c in names], dtype=str)
 
 
 def read_dataset(directory: Path) -> Dataset:

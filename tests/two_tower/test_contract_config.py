@@ -55,3 +55,13 @@ def test_pad_items():
 
 def test_version_policy_is_configurable():
     assert "latest { num_versions: 5 }" in render_config(versions_to_keep=5)
+
+
+def test_category_codes_are_stable_and_filters_pad_with_minus_one():
+    assert contract.category_code("drama") == contract.category_code(" drama ") > 0
+    assert contract.category_code("drama") != contract.category_code("Drama")
+    assert contract.category_code("") == 0  # an item without category never matches a filter
+    codes = contract.pad_codes(["a", "b", "a"])
+    assert len(codes) == contract.MAX_FILTER_CATEGORIES
+    assert codes[:2] == [contract.category_code("a"), contract.category_code("b")]
+    assert codes[2:] == [contract.PAD_CODE] * (contract.MAX_FILTER_CATEGORIES - 2)

@@ -128,3 +128,43 @@ def test_export_writes_versions_and_keeps_the_newest(tiny_trained, tmp_path):
 def test_export_without_template_fails_clearly(tiny_trained, tmp_path):
     with pytest.raises(ExportError, match="template"):
         export_to_triton(tiny_trained, repository=tmp_path)
+
+
+def test_item_categories_survive_the_artifact_and_become_codes_in_the_export(
+    tiny_trained, tmp_path
+):
+    """Training records each item's category name; the export writes their
+    ``contract.category_code`` beside the embeddings; an artifact without names (trained before
+    the category filter) loads with None and exports no codes."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from two_tower import contract
+    from two_tower.export import CATEGORIES_FILE, TEMPLATE_NAME, model_dir
+    from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
+
+    assert tiny_trained.item_categories is not None  # train_in_memory: all unknown ("")
+    names = np.asarray([f"g{i % 3}" for i in tiny_trained.item_ids], dtype=str)
+    named = dataclasses.replace(tiny_trained, item_categories=names)
+    loaded = load_two_tower_artifact(save_two_tower(named, artifacts_dir=tmp_path / "a"))
+    assert loaded.item_categories is not None and loaded.item_categories.tolist() == names.tolist()
+    old = dataclasses.replace(tiny_trained, item_categories=None)
+    assert (
+        load_two_tower_artifact(save_two_tower(old, artifacts_dir=tmp_path / "b")).item_categories
+        is None
+    )
+
+    repo = tmp_path / "repo"
+    model_dir(repo).mkdir(parents=True)
+    (model_dir(repo) / TEMPLATE_NAME).write_text(
+        (model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME).read_text()
+    )
+    with_codes = export_to_triton(loaded, repository=repo).version_dir
+    codes = np.load(with_codes / CATEGORIES_FILE, allow_pickle=False)
+    assert codes.dtype == np.int64 and codes.tolist() == [contract.category_code(n) for n in names]
+    assert json.loads((with_codes / "metadata.json").read_text())["item_categories"] is True
+    without = export_to_triton(old, repository=repo).version_dir
+    assert not (without / CATEGORIES_FILE).exists()
+    assert json.loads((without / "metadata.json").read_text())["item_categories"] is False

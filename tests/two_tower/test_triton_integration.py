@@ -1,18 +1,25 @@
 """A real tritonserver on an exported tiny model, called over HTTP and gRPC.
 
 Checks: the served top-k equals the offline model's top-k for sampled users, with and without a
-request's ``exclude_items`` (excluded, and not read as history); bad input gets a clear Triton
-error (400) and the model stays ready.
+request's ``exclude_items`` (excluded, and not read as history); the category filter is applied
+inside the top-k (the served answer is the offline ranking restricted to the allowed categories,
+k items long); a version exported without item categories refuses a filtered request; bad input
+gets a clear Triton error (400) and the model stays ready.
+
+Two versions are exported: 1 without item categories (as an artifact trained before the filter
+exports), 2 with them (the newest, which requests without a version get).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 
 from cascade.data.features import user_state
+from tests.contract import contract_category
 from two_tower import contract
 from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
 from two_tower.recommender import TwoTowerRecommender
@@ -29,7 +36,8 @@ def server(tiny_trained, tmp_path_factory):
     shutil.copy(
         model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
     )
-    export_to_triton(tiny_trained, repository=repo)
+    export_to_triton(dataclasses.replace(tiny_trained, item_categories=None), repository=repo)
+    export_to_triton(_with_categories(tiny_trained), repository=repo)
     settings = TritonSettings(
         model_repository=repo,
         backends_dir=tmp_path_factory.mktemp("backends"),
@@ -45,6 +53,11 @@ def server(tiny_trained, tmp_path_factory):
         yield proc
     finally:
         proc.stop()
+
+
+def _with_categories(trained):
+    names = np.asarray([contract_category(i) for i in trained.item_ids], dtype=str)
+    return dataclasses.replace(trained, item_categories=names)
 
 
 def _wire_rows(state, users):
@@ -66,10 +79,16 @@ def _wire_rows(state, users):
         ),
         contract.EXCLUDE_ITEMS: np.full((n, contract.MAX_EXCLUDE_ITEMS), -1, np.int64),
         contract.K: np.full((n, 1), K, np.int32),
+        contract.INCLUDE_CATEGORIES: np.full((n, contract.MAX_FILTER_CATEGORIES), -1, np.int64),
+        contract.EXCLUDE_CATEGORIES: np.full((n, contract.MAX_FILTER_CATEGORIES), -1, np.int64),
     }
 
 
-def _infer(module, client, arrays, dtypes=None):
+def _codes(n, names):
+    return np.array([contract.pad_codes(names)] * n, np.int64)
+
+
+def _infer(module, client, arrays, dtypes=None, version=""):
     inputs = []
     for spec in contract.INPUTS:
         array = arrays[spec.name]
@@ -77,7 +96,7 @@ def _infer(module, client, arrays, dtypes=None):
         tensor = module.InferInput(spec.name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = client.infer(contract.MODEL_NAME, inputs)
+    result = client.infer(contract.MODEL_NAME, inputs, model_version=version)
     return result.as_numpy(contract.ITEM_IDS), result.as_numpy(contract.SCORES)
 
 
@@ -143,6 +162,62 @@ def test_per_row_k_pads_and_seen_items_are_excluded(client, offline):
         assert not set(ids[row][ids[row] >= 0]) & set(arrays[contract.SEEN_ITEMS][row])
 
 
+@pytest.mark.parametrize(
+    ("include", "exclude"), [(["g1"], []), ([], ["g0", "g2"]), (["g0", "g1"], ["g0"])]
+)
+def test_the_category_filter_is_applied_inside_the_top_k(client, offline, include, exclude):
+    """The served answer is the offline ranking restricted to the allowed categories: k items
+    (the contract frame has 10 per category), not the unfiltered top-k minus the others."""
+    module, c = client
+    rec, state = offline
+    users = state["user_id"].to_numpy()[1:5]  # not the greedy user 0
+    arrays = _wire_rows(state, users)
+    arrays[contract.INCLUDE_CATEGORIES] = _codes(len(users), include)
+    arrays[contract.EXCLUDE_CATEGORIES] = _codes(len(users), exclude)
+    arrays[contract.K] = np.full((len(users), 1), 5, np.int32)
+    ids, scores = _infer(module, c, arrays)
+    full_ids, full_scores = rec.recommend(users, k=30)
+    for row in range(len(users)):
+        inside = [
+            (int(i), float(s))
+            for i, s in zip(full_ids[row], full_scores[row], strict=True)
+            if i >= 0
+            and (not include or contract_category(i) in include)
+            and contract_category(i) not in exclude
+        ]
+        want = inside[:5]
+        assert len(want) == 5, "too few allowed items for this check"
+        assert ids[row].tolist() == [i for i, _ in want]
+        np.testing.assert_allclose(scores[row], [s for _, s in want], rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_category_leaves_nothing_and_mixed_rows_keep_their_own_filter(client, offline):
+    module, c = client
+    _, state = offline
+    users = state["user_id"].to_numpy()[1:3]
+    arrays = _wire_rows(state, users)
+    arrays[contract.INCLUDE_CATEGORIES] = np.array(
+        [contract.pad_codes(["no-such"]), contract.pad_codes([])], np.int64
+    )
+    ids, scores = _infer(module, c, arrays)
+    assert (ids[0] == -1).all() and np.isneginf(scores[0]).all()
+    assert (ids[1] >= 0).all()
+
+
+def test_a_version_without_item_categories_refuses_a_filter(client, offline, server):
+    from tritonclient.utils import InferenceServerException
+
+    module, c = client
+    _, state = offline
+    arrays = _wire_rows(state, state["user_id"].to_numpy()[1:2])
+    ids, _ = _infer(module, c, arrays, version="1")  # no filter: served as before
+    assert (ids >= 0).all()
+    arrays[contract.INCLUDE_CATEGORIES] = _codes(1, ["g1"])
+    with pytest.raises(InferenceServerException, match="without item categories"):
+        _infer(module, c, arrays, version="1")
+    assert server.model_ready()
+
+
 def _bad_cases(state):
     users = state["user_id"].to_numpy()[:2]
     base = _wire_rows(state, users)
@@ -153,7 +228,11 @@ def _bad_cases(state):
     bad_exclude = dict(base, exclude_items=np.full((2, contract.MAX_EXCLUDE_ITEMS), -7, np.int64))
     short = dict(base, recent_items=base[contract.RECENT_ITEMS][:, :5].copy())
     wrong_dtype = dict(base, user_id=base[contract.USER_ID].astype(np.int32))
+    bad_code = dict(
+        base, include_categories=np.full((2, contract.MAX_FILTER_CATEGORIES), -3, np.int64)
+    )
     return [
+        (bad_code, None, "invalid category code in include_categories"),
         (k0, None, "out of range"),
         (k_big, None, "out of range"),
         (neg_user, None, "invalid user_id"),
@@ -194,4 +273,4 @@ def test_the_export_writes_a_manifest_that_verifies(server):
     # Written inside the temporary folder before the rename: no reader sees a version without it.
     from two_tower.manifest import verify_model
 
-    assert verify_model(model_dir(server.settings.model_repository)) == [1]
+    assert verify_model(model_dir(server.settings.model_repository)) == [1, 2]

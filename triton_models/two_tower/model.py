@@ -6,6 +6,9 @@ SOURCE TEMPLATE. ``cascade export two-tower`` copies this file into each version
     user_tower.pt         TorchScript user tower (raw ids and features in, unit vector out)
     item_embeddings.npy   float32 (n_items, dim), L2-normalised, row order = item_ids.npy
     item_ids.npy          int64, sorted: the data set's own item ids
+    item_categories.npy   int64, row order = item_ids.npy: each item's category code
+                          (``contract.category_code``; 0 = unknown); absent in versions exported
+                          before the category filter, which then refuse a filtered request
     metadata.json         limits (max_k, list lengths), versions
 
 Self-contained on purpose: the production Triton image has torch and numpy but not the
@@ -16,6 +19,12 @@ Tensors move between Triton and torch by DLPack (``to_dlpack`` / ``Tensor.from_d
 numpy 2, ``as_numpy()`` plus ``pb_utils.Tensor(name, ndarray)`` returns wrong output shapes, and
 on ``KIND_GPU`` DLPack keeps the tensors on the GPU without copies. Every input is an integer
 tensor (the country travels as its int64 code): this stub corrupts BYTES inputs under numpy 2.
+
+The category filter (``include_categories`` / ``exclude_categories``, codes right-padded with
+-1) masks the items outside it before the top-k, like seen items: a filtered row still gets k
+items whenever k allowed items are left. Codes are looked up in the version's own vocabulary of
+category codes, so the mask costs one (rows x categories) table and one gather per batch, and
+nothing at all for a batch without filters.
 
 Dynamic batching hands ``execute`` several requests: the valid ones are scored together in one
 user-tower call and one matrix product; an invalid request gets its own error response and the
@@ -44,6 +53,15 @@ def _lookup(vocab: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Index 1..n of each id in the sorted ``vocab``; 0 for ids not in it (padding included)."""
     pos = torch.searchsorted(vocab, ids).clamp(max=vocab.numel() - 1)
     return torch.where(vocab[pos] == ids, pos + 1, torch.zeros_like(pos))
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of several requests as one tensor; 2-D parts of different widths (category
+    filters padded to different lengths) are right-padded with -1 to the widest."""
+    if parts[0].dim() == 2:
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=-1) for p in parts]
+    return torch.cat(parts)
 
 
 def _invalid_arg(message: str | None) -> Any:
@@ -79,6 +97,7 @@ class TritonPythonModel:
             self.device
         )
         self.version = meta.get("artifact_version", "?")
+        self._load_categories(folder, len(items))
         self._warm_up(
             int(meta["recent_items_len"]),
             int(meta["max_seen_items"]),
@@ -88,6 +107,41 @@ class TritonPythonModel:
             f"two_tower version {args['model_version']} (artifact {self.version}): "
             f"{len(items)} items, device {self.device}"
         )
+
+    def _load_categories(self, folder: str, n_items: int) -> None:
+        """Each item's category as an index into this version's sorted category codes."""
+        path = os.path.join(folder, "item_categories.npy")
+        self.has_categories = os.path.isfile(path)
+        codes = (
+            np.load(path, allow_pickle=False).astype(np.int64)
+            if self.has_categories
+            else np.zeros(n_items, dtype=np.int64)
+        )
+        if codes.shape != (n_items,):
+            raise ValueError(f"item_categories.npy has shape {codes.shape}, not ({n_items},)")
+        vocab, index = np.unique(codes, return_inverse=True)
+        self.category_vocab = torch.from_numpy(vocab).to(self.device)
+        self.item_category = torch.from_numpy(index.astype(np.int64)).to(self.device)
+
+    def _category_mask(self, include: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor | None:
+        """``(n, n_items)`` True where an item is outside its row's filter; None: no filter."""
+        has_include = (include >= 0).any(dim=1)
+        has_exclude = (exclude >= 0).any(dim=1)
+        if not bool(has_include.any()) and not bool(has_exclude.any()):
+            return None
+        n, n_codes = include.shape[0], self.category_vocab.numel()
+
+        def table(codes: torch.Tensor) -> torch.Tensor:
+            # (n, n_codes + 1): column 1 + j is True when the row names vocabulary code j;
+            # column 0 collects codes this version has no item of (and the padding).
+            out = torch.zeros((n, n_codes + 1), dtype=torch.bool, device=self.device)
+            out.scatter_(1, _lookup(self.category_vocab, codes), True)
+            return out[:, 1:]
+
+        allowed = torch.ones((n, n_codes), dtype=torch.bool, device=self.device)
+        allowed = torch.where(has_include.unsqueeze(1), table(include), allowed)
+        allowed &= ~table(exclude)
+        return ~allowed[:, self.item_category]
 
     def _warm_up(self, recent_len: int, seen_len: int, exclude_len: int, rounds: int = 3) -> None:
         """A few calls on a padding-only row before Triton reports the model ready: TorchScript's
@@ -105,6 +159,8 @@ class TritonPythonModel:
                 (1, exclude_len), -1, dtype=torch.int64, device=self.device
             ),
             "k": torch.ones(1, dtype=torch.int64, device=self.device),
+            "include_categories": torch.full((1, 1), -1, dtype=torch.int64, device=self.device),
+            "exclude_categories": torch.full((1, 1), -1, dtype=torch.int64, device=self.device),
         }
         for _ in range(rounds):
             self._top_k(row)
@@ -137,6 +193,15 @@ class TritonPythonModel:
         ):
             if bool((items < -1).any()):
                 raise BadRequest(f"invalid item id in {name}: ids are >= 0, -1 pads")
+        include = self._codes(request, "include_categories", n)
+        exclude_categories = self._codes(request, "exclude_categories", n)
+        if not self.has_categories and bool(
+            (include >= 0).any() or (exclude_categories >= 0).any()
+        ):
+            raise BadRequest(
+                "this version was exported without item categories: it cannot apply a "
+                "category filter (export a newly trained artifact)"
+            )
         return {
             "user_id": user_id,
             "age_bucket": self._int_input(request, "age_bucket").reshape(n),
@@ -146,7 +211,19 @@ class TritonPythonModel:
             "seen_items": seen.reshape(n, -1),
             "exclude_items": exclude.reshape(n, -1),
             "k": k,
+            "include_categories": include,
+            "exclude_categories": exclude_categories,
         }
+
+    def _codes(self, request: Any, name: str, n: int) -> torch.Tensor:
+        """A category filter input as ``(n, width)``; absent (a config without the filter
+        inputs): no filter."""
+        if pb_utils.get_input_tensor_by_name(request, name) is None:
+            return torch.full((n, 1), -1, dtype=torch.int64, device=self.device)
+        codes = self._int_input(request, name).reshape(n, -1)
+        if bool((codes < -1).any()):
+            raise BadRequest(f"invalid category code in {name}: codes are >= 0, -1 pads")
+        return codes
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -167,6 +244,9 @@ class TritonPythonModel:
             mask.scatter_(1, _lookup(self.item_ids, rows["seen_items"]), True)
             mask.scatter_(1, _lookup(self.item_ids, rows["exclude_items"]), True)
             scores.masked_fill_(mask[:, 1:], NEG_INF)
+            outside = self._category_mask(rows["include_categories"], rows["exclude_categories"])
+            if outside is not None:
+                scores.masked_fill_(outside, NEG_INF)
             width = int(rows["k"].max())
             top = min(width, n_items)
             values, index = torch.topk(scores, top, dim=1)
@@ -194,7 +274,7 @@ class TritonPythonModel:
         results: list[tuple[torch.Tensor, torch.Tensor]] = []
         if good:
             keys = good[0].keys()
-            merged = {key: torch.cat([p[key] for p in good]) for key in keys}
+            merged = {key: _cat([p[key] for p in good]) for key in keys}
             ids, values = self._top_k(merged)
             start = 0
             for p in good:
