@@ -15,6 +15,9 @@ Layout (``als_root(artifacts_dir)``, i.e. ``<artifacts_dir>/als``)::
         user_ids.npy, item_ids.npy   int64, row index -> original id (sorted, unique)
         seen_indptr.npy, seen_indices.npy   each user's training items (CSR over item indices)
         popular_items.npy, popular_counts.npy   ranked item ids and their interaction counts
+        item_categories.npy       unicode: each item's category name ("" = unknown), in item_ids
+                                  order; optional (artifacts trained before the category filter
+                                  lack it: the MF service and the gateway then refuse filters)
         metadata.json             format_version, shapes, id-map sha256, params, metrics, ...
 
 Every ``.npy`` is a plain array (``allow_pickle=False``); the writer stores the int arrays as int64.
@@ -63,6 +66,9 @@ ARRAY_NAMES = (
     POPULAR_ITEMS,
     POPULAR_COUNTS,
 )
+ITEM_CATEGORIES = "item_categories"
+# Arrays a version may lack (older artifacts); when metadata's shapes name one, it must be there.
+OPTIONAL_ARRAY_NAMES = (ITEM_CATEGORIES,)
 
 
 class ArtifactFormatError(ValueError):
@@ -157,6 +163,20 @@ def read_user_ids(directory: Path, *, mmap: bool = False) -> np.ndarray:
     return _int64(read_array(directory, USER_IDS, mmap=mmap), mmap)
 
 
+def read_item_categories(directory: Path) -> np.ndarray | None:
+    """Each item's category name in item id order (unicode); None when the version predates
+    item categories (its metadata names no such array)."""
+    meta = read_metadata(directory)
+    if ITEM_CATEGORIES not in (meta.get("shapes") or {}):
+        return None
+    categories = read_array(directory, ITEM_CATEGORIES)
+    if categories.ndim != 1 or categories.dtype.kind != "U":
+        raise ArtifactFormatError(
+            f"{array_path(directory, ITEM_CATEGORIES)}: not one category name per item"
+        )
+    return categories
+
+
 @dataclass(frozen=True)
 class SeenItems:
     """Each training user's items: CSR rows of item *indices* (into the item ids), by user id."""
@@ -214,6 +234,14 @@ def read_checked(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
                 f"{array_path(directory, name)}: shape {list(arrays[name].shape)} "
                 f"does not match metadata {shapes.get(name)}"
             )
+    for name in OPTIONAL_ARRAY_NAMES:
+        if name in shapes:
+            arrays[name] = read_array(directory, name)
+            if list(arrays[name].shape) != shapes[name]:
+                raise ArtifactFormatError(
+                    f"{array_path(directory, name)}: shape {list(arrays[name].shape)} "
+                    f"does not match metadata {shapes[name]}"
+                )
     _check_consistency(directory, arrays)
     checksum = id_map_sha256(arrays[USER_IDS], arrays[ITEM_IDS])
     if checksum != meta.get("id_map_sha256"):
@@ -241,6 +269,10 @@ def _check_consistency(directory: Path, a: dict[str, np.ndarray]) -> None:
         problems.append("seen_indices outside the item range")
     if a[POPULAR_ITEMS].shape != a[POPULAR_COUNTS].shape:
         problems.append("popular_items and popular_counts differ in shape")
+    if ITEM_CATEGORIES in a and (
+        a[ITEM_CATEGORIES].shape != (n_items,) or a[ITEM_CATEGORIES].dtype.kind != "U"
+    ):
+        problems.append("item_categories is not one category name per item")
     for name in (USER_IDS, ITEM_IDS):
         if len(a[name]) > 1 and not (np.diff(a[name]) > 0).all():
             problems.append(f"{name} not sorted and unique")

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def arrays_of(model: AlsModel) -> dict[str, np.ndarray]:
     """``model``'s arrays by their artifact name (what :func:`save_als` writes)."""
-    return {
+    arrays: dict[str, np.ndarray] = {
         fmt.USER_FACTORS: model.user_factors,
         fmt.ITEM_FACTORS: model.item_factors,
         fmt.USER_IDS: model.user_ids,
@@ -45,6 +45,9 @@ def arrays_of(model: AlsModel) -> dict[str, np.ndarray]:
         fmt.POPULAR_ITEMS: model.popular.items,
         fmt.POPULAR_COUNTS: model.popular.counts,
     }
+    if model.item_categories is not None:
+        arrays[fmt.ITEM_CATEGORIES] = np.asarray(model.item_categories, dtype=str)
+    return arrays
 
 
 def save_als(
@@ -149,6 +152,7 @@ def load_als(directory: Path) -> AlsModel:
             items=arrays[fmt.POPULAR_ITEMS], counts=arrays[fmt.POPULAR_COUNTS]
         ),
         metadata=meta,
+        item_categories=arrays.get(fmt.ITEM_CATEGORIES),
     )
 
 

@@ -60,6 +60,11 @@ def run_train_mf(
         seed=seed,
         progress=progress,
     )
+    if data.directory is not None:  # each item's category, for the serving tiers' filters
+        from cascade.data.dataset import item_category_names, read_side_tables
+
+        _, items = read_side_tables(data.directory)
+        model.item_categories = item_category_names(items, model.item_ids)
     metrics: dict[str, Any] = {}
     if split is not None and len(test):
         from cascade.evaluation.metrics import HEADLINE

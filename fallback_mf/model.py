@@ -45,6 +45,9 @@ class AlsModel:
     popular: PopularityRecommender
     metadata: dict[str, Any] = field(default_factory=dict)
     name: str = "als"
+    # Each item's category name in item_ids order ("" = unknown); None: not known (the
+    # artifact then cannot serve category filters).
+    item_categories: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:

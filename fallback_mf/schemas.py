@@ -1,6 +1,10 @@
 """The MF service's wire format, defined once here (its producer). Imports only pydantic.
 
-``GET /v1/recommendations/{user_id}?k=20&exclude=3,17`` answers :class:`RecommendationResponse`.
+``GET /v1/recommendations/{user_id}?k=20&exclude=3,17`` answers :class:`RecommendationResponse`;
+``include_categories`` / ``exclude_categories`` (repeated query parameters, category names of
+:data:`CATEGORY_PATTERN`, at most :data:`MAX_FILTER_CATEGORIES` each) filter it inside the
+top-k. An artifact without item categories answers a filtered request 409
+``categories_unavailable``.
 ``POST /admin/reload`` (internal) answers :class:`ReloadResponse`. Errors answer
 :class:`ErrorResponse` (domain errors) or FastAPI's ``{"detail": [...]}`` (request validation, 422).
 """
@@ -11,6 +15,13 @@ from pydantic import BaseModel, Field, StrictInt
 
 # Item ids are the data set's own non-negative int64 ids.
 MAX_ITEM_ID = 2**63 - 1
+
+# The category filter: names as the data set spells them (1-64 characters, no control
+# character, no comma), at most this many per list. The gateway's limits are the same
+# (gateway.schemas; a test holds them equal).
+MAX_FILTER_CATEGORIES = 20
+MAX_CATEGORY_LENGTH = 64
+CATEGORY_PATTERN = r"^[^\x00-\x1f\x7f,]+$"
 
 RECOMMENDATIONS_PATH = "/v1/recommendations/{user_id}"
 RELOAD_PATH = "/admin/reload"

@@ -56,6 +56,14 @@ class VersionPinForbidden(GatewayError):
     code = "version_pin_forbidden"
 
 
+class FiltersUnavailable(GatewayError):
+    """A category filter, but the served ALS artifact records no item categories: no tier's
+    answer could be checked against the filter (train ALS again: ``cascade train mf``)."""
+
+    status_code = 503
+    code = "filters_unavailable"
+
+
 class UpstreamError(GatewayError):
     status_code = 502
     code = "upstream_error"

@@ -30,6 +30,7 @@ from gateway.eventsink import EventSink
 from gateway.metrics import GatewayMetrics
 from gateway.readiness import UpstreamReadiness
 from gateway.settings import GatewaySettings
+from gateway.tiers.types import NO_FILTER, CategoryFilter
 
 tracer = trace.get_tracer("gateway")
 ROOT = Context()  # no parent: every request's trace starts here
@@ -40,11 +41,12 @@ _ERROR_TEXT = {
     401: "Missing or invalid credentials (one answer whatever the cause)",
     403: "Not allowed from this address, or model_version pinned by a key without pin_version",
     413: "Request body too large",
-    422: "Invalid request: malformed user id, k out of range, bad body",
+    422: "Invalid request: malformed user id, k out of range, bad body, bad category filter",
     429: "The client's rate limit is exhausted",
     431: "Request headers too large",
     500: "Internal error",
-    503: "Overloaded (too many requests in flight, or queued past half the deadline) or not ready",
+    503: "Overloaded (too many requests in flight, or queued past half the deadline), not ready,"
+    " or filters_unavailable (a category filter, but the served ALS artifact has no categories)",
 }
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "the accepted scheme", "schema": {"type": "string"}}},
@@ -86,6 +88,7 @@ async def _serve(
     k: int,
     exclude: list[int],
     pin: int | None = None,
+    categories: CategoryFilter = NO_FILTER,
 ) -> Response:
     # The app's long-lived objects straight from its state: FastAPI's dependency solving for
     # them cost ~3% of the gateway's CPU per request on this hot path.
@@ -119,7 +122,12 @@ async def _serve(
         "gateway.recommend", context=ROOT, links=client_links(request.scope["headers"])
     ) as span:
         outcome = await comps.chain.recommend(
-            user_id=user_id, k=k, exclude=exclude, arrived=arrived, pin_version=pin
+            user_id=user_id,
+            k=k,
+            exclude=exclude,
+            arrived=arrived,
+            pin_version=pin,
+            categories=categories,
         )
         reason = outcome.reason.value if outcome.reason else None
         if span.is_recording():
@@ -184,11 +192,30 @@ async def get_recommendations(
         int | None,
         Query(ge=1, le=2**31 - 1, description="pin a Two-Tower version (keys with pin_version)"),
     ] = None,
+    include_categories: Annotated[
+        list[schemas.CategoryName] | None,
+        Query(
+            max_length=schemas.MAX_FILTER_CATEGORIES,
+            description=schemas.INCLUDE_DOC + " (repeat the parameter)",
+        ),
+    ] = None,
+    exclude_categories: Annotated[
+        list[schemas.CategoryName] | None,
+        Query(
+            max_length=schemas.MAX_FILTER_CATEGORIES,
+            description=schemas.EXCLUDE_DOC + " (repeat the parameter)",
+        ),
+    ] = None,
 ) -> Response:
-    """Top-k items for a user, from the best tier that answers within the deadline."""
+    """Top-k items for a user, from the best tier that answers within the deadline; with
+    ``include_categories`` / ``exclude_categories``, only items inside that filter (applied
+    inside each tier's top-k: k items whenever k allowed items exist)."""
     settings: GatewaySettings = request.app.state.settings
     k = settings.default_k if k is None else k
-    return await _serve(request, principal, user_id=user_id, k=k, exclude=[], pin=model_version)
+    return await _serve(
+        request, principal, user_id=user_id, k=k, exclude=[], pin=model_version,
+        categories=CategoryFilter.of(include_categories or (), exclude_categories or ()),
+    )  # fmt: skip
 
 
 @router.post(
@@ -200,10 +227,12 @@ async def get_recommendations(
 async def post_recommendations(
     request: Request, principal: PrincipalDep, body: schemas.RecommendationRequest
 ) -> Response:
-    """Top-k items for a user, never returning the ``exclude`` ids."""
+    """Top-k items for a user, never returning the ``exclude`` ids; with
+    ``include_categories`` / ``exclude_categories``, only items inside that filter."""
     return await _serve(
         request, principal, user_id=body.user_id, k=body.k, exclude=body.exclude,
         pin=body.model_version,
+        categories=CategoryFilter.of(body.include_categories, body.exclude_categories),
     )  # fmt: skip
 
 
@@ -261,5 +290,9 @@ def openapi_with_limits(app: FastAPI, settings: GatewaySettings) -> dict[str, An
             if param["name"] == "k":
                 param["schema"] = {"type": "integer", "minimum": 1, "maximum": settings.max_k,
                                    "default": settings.default_k}  # fmt: skip
+            elif param["name"] in ("include_categories", "exclude_categories"):
+                # A repeated query parameter is an array or absent, never null.
+                array = next(s for s in param["schema"]["anyOf"] if s.get("type") == "array")
+                param["schema"] = {**array, "description": param["description"]}
         app.openapi_schema = spec
     return app.openapi_schema

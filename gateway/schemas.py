@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, StringConstraints
 
 RECOMMENDATIONS_PATH = "/v1/recommendations"
 EVENTS_PATH = "/v1/events"  # the body's events are defined by their producer, events.contract
@@ -41,6 +41,23 @@ def _json_integer(value: object) -> object:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 PinnedVersion = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]
 ItemId = Annotated[int, Field(ge=0, le=MAX_JSON_ID), BeforeValidator(_json_integer)]
+
+# The category filter: names as the data set spells them (compared exactly), 1-64 characters
+# without control characters or commas, at most MAX_FILTER_CATEGORIES per list. The same limits
+# as the MF service's (fallback_mf.schemas) and the Triton contract's width (two_tower.contract);
+# a test holds them equal.
+MAX_FILTER_CATEGORIES = 20
+MAX_CATEGORY_LENGTH = 64
+CATEGORY_PATTERN = r"^[^\x00-\x1f\x7f,]+$"
+CategoryName = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=MAX_CATEGORY_LENGTH, pattern=CATEGORY_PATTERN),
+]
+INCLUDE_DOC = (
+    "only items of these categories (names as the data set spells them); "
+    "absent or empty: every category"
+)
+EXCLUDE_DOC = "no item of these categories"
 
 
 class Tier(StrEnum):
@@ -74,6 +91,12 @@ class RecommendationRequest(BaseModel):
     model_version: PinnedVersion | None = Field(
         None, description="pin a Two-Tower version (keys with pin_version)"
     )
+    include_categories: list[CategoryName] = Field(
+        default_factory=list, max_length=MAX_FILTER_CATEGORIES, description=INCLUDE_DOC
+    )
+    exclude_categories: list[CategoryName] = Field(
+        default_factory=list, max_length=MAX_FILTER_CATEGORIES, description=EXCLUDE_DOC
+    )
 
 
 class ScoredItem(BaseModel):
@@ -101,7 +124,8 @@ def check_items(item_ids: Sequence[int], scores: Sequence[float]) -> None:
 
 
 class RecommendationResponse(BaseModel):
-    """Exactly k unique items the user has not interacted with, best first."""
+    """Exactly k unique items the user has not interacted with (inside the category filter,
+    when one is given), best first; fewer only when no more such items exist."""
 
     user_id: int
     items: list[ScoredItem]

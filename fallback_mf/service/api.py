@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from fallback_mf.schemas import (
+    CATEGORY_PATTERN,
+    MAX_CATEGORY_LENGTH,
+    MAX_FILTER_CATEGORIES,
     MODEL_VERSION_HEADER,
     RECOMMENDATIONS_PATH,
     RELOAD_PATH,
@@ -20,9 +25,10 @@ from fallback_mf.schemas import (
 )
 from fallback_mf.service.admin import ReloadThrottle, check_admin
 from fallback_mf.service.deps import MetricsDep, SettingsDep, StoreDep
-from fallback_mf.service.errors import InvalidRequest, ReloadFailed
+from fallback_mf.service.errors import CategoriesUnavailable, InvalidRequest, ReloadFailed
 from fallback_mf.service.metrics import CONTENT_TYPE
 from fallback_mf.service.model import Recommendation
+from fallback_mf.service.scoring import CategoriesUnavailable as NoCategories
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +54,35 @@ def parse_exclude(raw: str | None, *, limit: int) -> tuple[int, ...]:
     return ids
 
 
+_CATEGORY = re.compile(CATEGORY_PATTERN)
+
+
+def parse_categories(values: list[str] | None, *, name: str) -> tuple[str, ...]:
+    """Distinct category names in order; :class:`InvalidRequest` for too many or a bad one."""
+    if not values:
+        return ()
+    if len(values) > MAX_FILTER_CATEGORIES:
+        raise InvalidRequest(
+            f"{name} lists {len(values)} categories, at most {MAX_FILTER_CATEGORIES} allowed"
+        )
+    for value in values:
+        if len(value) > MAX_CATEGORY_LENGTH or not _CATEGORY.fullmatch(value):
+            raise InvalidRequest(
+                f"{name}: a category is 1-{MAX_CATEGORY_LENGTH} characters without control "
+                "characters or commas"
+            )
+    return tuple(dict.fromkeys(values))
+
+
 @router.get(
     RECOMMENDATIONS_PATH,
     response_model=RecommendationResponse,
     responses={
-        422: {"description": "malformed user id, k out of range, or malformed exclude list"},
+        409: {
+            "model": ErrorResponse,
+            "description": "a category filter, but the artifact records no item categories",
+        },
+        422: {"description": "malformed user id, k out of range, malformed exclude or categories"},
         503: {"model": ErrorResponse, "description": "no model loaded yet"},
     },
     tags=["recommendations"],
@@ -69,29 +99,51 @@ async def recommendations(
         str | None,
         Query(description="comma-separated item ids never to return", examples=["3,17,42"]),
     ] = None,
+    include_categories: Annotated[
+        list[str] | None,
+        Query(description="only items of these categories (repeat the parameter)"),
+    ] = None,
+    exclude_categories: Annotated[
+        list[str] | None,
+        Query(description="no item of these categories (repeat the parameter)"),
+    ] = None,
 ) -> Response:
     """Top-k items for ``user_id`` by ALS; popular items (``known_user: false``) for a new user.
 
     The user's training items, and the ``exclude`` ids, are never returned. Fewer than ``k``
-    items come back only when the catalogue has fewer left.
+    items come back only when the catalogue has fewer left (of the allowed categories, when
+    ``include_categories`` / ``exclude_categories`` filter them: applied before the top-k).
     """
     k = settings.default_k if k is None else k
     if k > settings.max_k:
         raise InvalidRequest(f"k must be between 1 and {settings.max_k}, got {k}")
     excluded = parse_exclude(exclude, limit=settings.max_exclude)
+    include = parse_categories(include_categories, name="include_categories")
+    exclude_cats = parse_categories(exclude_categories, name="exclude_categories")
     loaded = store.current  # read the reference once: a concurrent reload cannot mix models
     rec: Recommendation
-    if loaded.model.n_items <= settings.inline_max_items:
-        # Measured here (cascade.bench.mf_service.scoring_micro, one BLAS thread): scoring one
-        # user takes ~57 us at 3K items, ~160 us at 10K, ~330 us at 20K, 6-11 ms at 100K; an
-        # asyncio.to_thread hop costs ~54 us median but up to ~3 ms at p99 on a busy 2-core box.
-        # So small catalogues (MF_INLINE_MAX_ITEMS, default 10K) score inline: the loop is blocked
-        # for less than a hop would cost. Large ones go to a worker thread so one request's
-        # milliseconds don't stall the others (numpy releases the GIL in the product and the
-        # partition).
-        rec = loaded.recommend(user_id, k=k, exclude=excluded)
-    else:
-        rec = await asyncio.to_thread(loaded.recommend, user_id, k=k, exclude=excluded)
+    # Measured here (cascade.bench.mf_service.scoring_micro, one BLAS thread): scoring one
+    # user takes ~57 us at 3K items, ~160 us at 10K, ~330 us at 20K, 6-11 ms at 100K; an
+    # asyncio.to_thread hop costs ~54 us median but up to ~3 ms at p99 on a busy 2-core box.
+    # So small catalogues (MF_INLINE_MAX_ITEMS, default 10K) score inline: the loop is blocked
+    # for less than a hop would cost. Large ones go to a worker thread so one request's
+    # milliseconds don't stall the others (numpy releases the GIL in the product and the
+    # partition).
+    score = functools.partial(
+        loaded.recommend,
+        user_id,
+        k=k,
+        exclude=excluded,
+        include_categories=include,
+        exclude_categories=exclude_cats,
+    )
+    try:
+        if loaded.model.n_items <= settings.inline_max_items:
+            rec = score()
+        else:
+            rec = await asyncio.to_thread(score)
+    except NoCategories as exc:
+        raise CategoriesUnavailable(str(exc)) from None
     metrics.recommendations.labels("true" if rec.known_user else "false").inc()
     # Serialized directly (orjson) in the RecommendationResponse shape: validating 20-100 pydantic
     # items per answer cost ~0.3 ms of CPU here; tests validate the shape against the schema.

@@ -6,6 +6,7 @@
     ├── ModelNotReady         503 no artifact loaded yet (or the first load failed)
     ├── InvalidRequest        422 a parameter FastAPI's own validation cannot judge (k > max_k, exclude)
     ├── ReloadFailed          409 the requested artifact could not be loaded; the old one keeps serving
+    ├── CategoriesUnavailable 409 a category filter on an artifact without item categories
     ├── AdminUnauthorized     401 ``/admin/*`` without the right ``MF_ADMIN_TOKEN`` bearer
     ├── AdminForbidden        403 ``/admin/*`` from a non-loopback peer while no token is set
     └── ReloadThrottled       429 a reload within ``MF_RELOAD_MIN_INTERVAL_S`` of the previous one
@@ -45,6 +46,13 @@ class ReloadFailed(MfServiceError):
 
     status_code = 409
     code = "reload_failed"
+
+
+class CategoriesUnavailable(MfServiceError):
+    """A category filter, but the served artifact records no item categories."""
+
+    status_code = 409
+    code = "categories_unavailable"
 
 
 class AdminUnauthorized(MfServiceError):

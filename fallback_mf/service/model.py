@@ -70,9 +70,26 @@ class LoadedModel:
         """True when the model has factors for ``user_id``."""
         return bool(self.model.user_positions(np.array([user_id], dtype=np.int64))[0] >= 0)
 
-    def recommend(self, user_id: int, *, k: int, exclude: tuple[int, ...]) -> Recommendation:
-        """Top ``k`` for one user (CPU-bound numpy: a few microseconds to a few milliseconds)."""
-        items, scores = self.model.recommend_one(user_id, k=k, exclude=exclude)
+    def recommend(
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: tuple[int, ...],
+        include_categories: tuple[str, ...] = (),
+        exclude_categories: tuple[str, ...] = (),
+    ) -> Recommendation:
+        """Top ``k`` for one user (CPU-bound numpy: a few microseconds to a few milliseconds).
+
+        :class:`~fallback_mf.service.scoring.CategoriesUnavailable` for a category filter on
+        an artifact without item categories."""
+        items, scores = self.model.recommend_one(
+            user_id,
+            k=k,
+            exclude=exclude,
+            include_categories=include_categories,
+            exclude_categories=exclude_categories,
+        )
         return Recommendation(items, scores, self.knows(user_id), self.version)
 
 

@@ -18,10 +18,19 @@ tier when the time left cannot cover at least ``min_tier_ms`` of it:
 
 Every remote tier's answer is checked before it is served (``gateway.tiers.validation``, the rules
 written once): exactly k unique items (fewer only when the catalogue runs out: as many as the
-known items left unseen), none seen (features' ``seen_items``, the training history, the
-request's ``exclude``), all known ids, finite scores, best first. An answer that breaks a rule
+known items left unseen in the allowed categories), none seen (features' ``seen_items``, the
+training history, the request's ``exclude``), all known ids, all inside the request's category
+filter, finite scores, best first. An answer that breaks a rule
 is that tier's error (outcome ``invalid``, and a failure for the primary's breaker), and so is
 any unexpected exception raised inside a tier call: the next tier serves, never a 500.
+
+Category filters (``categories``): every tier applies them inside its own top-k (Triton's model
+masks items outside the filter before its top-k, the MF service likewise, popular filters its
+ranked list), so a filter never costs items while enough allowed ones exist. The chain passes a
+filter to a remote tier only when the request has one, and checks each answer against it with
+the popular list's item categories; without those (an ALS artifact trained before categories)
+a filtered request raises ``FiltersUnavailable`` (503) instead of serving an unchecked answer.
+A filtered request is not mirrored to a shadow candidate (the mirror compares plain requests).
 
 Rollouts (``gateway.rollout``): when ``rollout`` is set, each request's route names the Triton
 version the primary is asked for (stable, or the candidate for the canary's sticky users, or a
@@ -43,7 +52,7 @@ from typing import cast
 
 from opentelemetry import propagate, trace
 
-from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
+from gateway.errors import FiltersUnavailable, UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.states import Permit
@@ -52,8 +61,12 @@ from gateway.schemas import FallbackReason, Tier
 from gateway.throttled_log import ThrottledLog
 from gateway.tiers.popular import PopularList
 from gateway.tiers.types import (
+    NO_FILTER,
+    CategoryFilter,
     FallbackTier,
     FeatureSource,
+    FilteredFallback,
+    FilteredPrimary,
     PrimaryTier,
     TierResult,
     UserFeatures,
@@ -153,39 +166,32 @@ class FallbackChain:
         exclude: Sequence[int],
         arrived: float | None = None,
         pin_version: int | None = None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> Outcome:
         """Serve k items for ``user_id`` within the deadline; never raises an upstream error.
 
         ``arrived``: when the request reached the gateway (on ``clock``); the deadline counts
         from it, so time spent queued before the chain is not granted again. Default: now.
         ``pin_version``: ask the primary for this model version (the caller checked the right).
+        ``categories``: the request's category filter (:class:`FiltersUnavailable` when the
+        loaded catalogue cannot check it).
         """
+        self.check_filter(categories)
         cfg = self.config
         deadline = (self.clock() if arrived is None else arrived) + cfg.deadline_s
         feats, feature_state = await self._read_features(user_id, deadline)
-        skip = set(exclude)
-        if feats is not None:
-            skip.update(feats.seen_items)
-        skip.update(int(i) for i in self.popular.seen(user_id))
-        exclude_all = sorted(skip)
-
-        reason: FallbackReason | None
-        if feature_state is FeatureState.UNAVAILABLE:
-            reason = FallbackReason.FEATURES_UNAVAILABLE
-        elif feature_state is FeatureState.MISSING:
-            reason = FallbackReason.COLD_START
-        else:
-            reason = None
+        skip, exclude_all = self.skip_set(user_id, exclude, feats)
+        reason = first_reason(feature_state)
 
         if feats is not None and self.primary is not None:
             route = self._route(user_id, pin_version)
             result, primary_reason = await self._call_primary(
-                feats, k, exclude_all, skip, deadline, route
+                feats, k, exclude_all, skip, deadline, route, categories
             )
             if self.rollout is not None:
                 self.rollout.record_served(route, by_primary=result is not None)
             if result is not None:
-                if route.shadow_version is not None and self.rollout is not None:
+                if route.shadow_version is not None and self.rollout is not None and not categories:
                     self.rollout.mirror(
                         route,
                         self._shadow_call(feats, k, exclude_all),
@@ -198,11 +204,56 @@ class FallbackChain:
             reason = primary_reason
         elif reason is None:
             reason = FallbackReason.ERROR  # features read fine but no primary is configured
+        return await self.fall_back(
+            user_id,
+            k=k,
+            exclude_all=exclude_all,
+            skip=skip,
+            deadline=deadline,
+            reason=reason,
+            feature_state=feature_state,
+            categories=categories,
+        )
 
+    def check_filter(self, categories: CategoryFilter) -> None:
+        """:class:`FiltersUnavailable` when ``categories`` cannot be checked (no item
+        categories in the loaded ALS artifact)."""
+        if categories and not self.popular.has_categories:
+            raise FiltersUnavailable(
+                "category filters need item categories, and the served ALS artifact "
+                f"({self.popular.version or 'none'}) records none: train it again"
+            )
+
+    def skip_set(
+        self, user_id: int, exclude: Sequence[int], feats: UserFeatures | None
+    ) -> tuple[set[int], list[int]]:
+        """What the answer must not hold: the request's ``exclude``, the features' seen items
+        and the training history; as a set and as the sorted list the tiers are sent."""
+        skip = set(exclude)
+        if feats is not None:
+            skip.update(feats.seen_items)
+        skip.update(int(i) for i in self.popular.seen(user_id))
+        return skip, sorted(skip)
+
+    async def fall_back(
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude_all: list[int],
+        skip: set[int],
+        deadline: float,
+        reason: FallbackReason | None,
+        feature_state: FeatureState,
+        categories: CategoryFilter = NO_FILTER,
+    ) -> Outcome:
+        """ALS, then popular, for a request the primary did not serve (``reason``: why)."""
         if self.fallback is not None and self._too_busy_for_als(reason):
             self.metrics.fallbacks_skipped.labels(tier=Tier.ALS.value, cause="saturated").inc()
         elif self.fallback is not None:
-            result, als_reason = await self._call_fallback(user_id, k, exclude_all, skip, deadline)
+            result, als_reason = await self._call_fallback(
+                user_id, k, exclude_all, skip, deadline, categories
+            )
             if result is not None:
                 return Outcome(result, Tier.ALS, reason, feature_state)
             if (
@@ -211,7 +262,7 @@ class FallbackChain:
             ):
                 reason = FallbackReason.COLD_START
 
-        result = self.popular.recommend(user_id, k=k, exclude=skip)
+        result = self.popular.recommend(user_id, k=k, exclude=skip, categories=categories)
         return Outcome(result, Tier.POPULAR, reason, feature_state)
 
     # -- steps -------------------------------------------------------------------------------
@@ -222,9 +273,26 @@ class FallbackChain:
         return Route(version=pin_version) if pin_version is not None else NO_ROLLOUT
 
     def _ask_primary(
-        self, feats: UserFeatures, k: int, exclude: list[int], timeout_s: float, version: int | None
+        self,
+        feats: UserFeatures,
+        k: int,
+        exclude: list[int],
+        timeout_s: float,
+        version: int | None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> Awaitable[TierResult]:
         assert self.primary is not None
+        if categories:  # a filter: the primary must take it (and the version, None or not)
+            filtered = cast(FilteredPrimary, self.primary)
+            return filtered.recommend(
+                feats,
+                k=k,
+                exclude=exclude,
+                timeout_s=timeout_s,
+                headers=_traceparent(),
+                version=version,
+                categories=categories,
+            )
         if version is None:  # no rollout: the call every PrimaryTier understands
             return self.primary.recommend(
                 feats, k=k, exclude=exclude, timeout_s=timeout_s, headers=_traceparent()
@@ -287,6 +355,7 @@ class FallbackChain:
         skip: set[int],
         deadline: float,
         route: Route = NO_ROLLOUT,
+        categories: CategoryFilter = NO_FILTER,
     ) -> tuple[TierResult | None, FallbackReason | None]:
         """The primary's valid answer (reason None), or None and why it was not served.
 
@@ -309,8 +378,12 @@ class FallbackChain:
             span.set_attribute("k", k)
             started = self.clock()
             try:
-                answer = await self._ask_primary(feats, k, exclude, budget, route.version)
-                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
+                answer = await self._ask_primary(
+                    feats, k, exclude, budget, route.version, categories
+                )
+                result = check_answer(
+                    answer, k=k, skip=skip, catalogue=self.popular, categories=categories
+                )
             except UpstreamTimeout as exc:
                 elapsed = self.clock() - started
                 self._rolled(route, CallOutcome.TIMEOUT, elapsed)
@@ -359,7 +432,13 @@ class FallbackChain:
             self.rollout.record_call(route, outcome, elapsed)
 
     async def _call_fallback(
-        self, user_id: int, k: int, exclude: list[int], skip: set[int], deadline: float
+        self,
+        user_id: int,
+        k: int,
+        exclude: list[int],
+        skip: set[int],
+        deadline: float,
+        categories: CategoryFilter = NO_FILTER,
     ) -> tuple[TierResult | None, FallbackReason | None]:
         assert self.fallback is not None
         budget = min(self.config.mf_timeout_s, self._left(deadline))
@@ -370,10 +449,10 @@ class FallbackChain:
             span.set_attribute("k", k)
             started = self.clock()
             try:
-                answer = await self.fallback.recommend(
-                    user_id, k=k, exclude=exclude, timeout_s=budget, headers=_traceparent()
+                answer = await self._ask_fallback(user_id, k, exclude, budget, categories)
+                result = check_answer(
+                    answer, k=k, skip=skip, catalogue=self.popular, categories=categories
                 )
-                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
             except UnknownUser:
                 self._observe(tier, TierOutcome.UNKNOWN_USER, self.clock() - started, span)
                 return None, FallbackReason.COLD_START
@@ -387,6 +466,29 @@ class FallbackChain:
             self._observe(tier, TierOutcome.OK, self.clock() - started, span)
             span.set_attribute("model.version", result.model_version)
         return result, None
+
+    def _ask_fallback(
+        self,
+        user_id: int,
+        k: int,
+        exclude: list[int],
+        timeout_s: float,
+        categories: CategoryFilter,
+    ) -> Awaitable[TierResult]:
+        assert self.fallback is not None
+        if categories:
+            filtered = cast(FilteredFallback, self.fallback)
+            return filtered.recommend(
+                user_id,
+                k=k,
+                exclude=exclude,
+                timeout_s=timeout_s,
+                headers=_traceparent(),
+                categories=categories,
+            )
+        return self.fallback.recommend(
+            user_id, k=k, exclude=exclude, timeout_s=timeout_s, headers=_traceparent()
+        )
 
     def _observe(self, tier: Tier, outcome: TierOutcome, elapsed: float, span: trace.Span) -> None:
         self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome.value).observe(
@@ -427,6 +529,15 @@ class FallbackChain:
         self._log.error(
             (tier, name), "%s call raised %s; treated as an error", tier, name, exc_info=True
         )
+
+
+def first_reason(feature_state: FeatureState) -> FallbackReason | None:
+    """The fallback reason the feature read alone gives (None: features are there)."""
+    if feature_state is FeatureState.UNAVAILABLE:
+        return FallbackReason.FEATURES_UNAVAILABLE
+    if feature_state is FeatureState.MISSING:
+        return FallbackReason.COLD_START
+    return None
 
 
 def _outcome(exc: UpstreamError) -> TierOutcome:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from fallback_mf import schemas as mf
 from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.tiers.types import TierResult
+from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult
 from gateway.tiers.validation import InvalidAnswer, Rule, from_lists
 
 MF_MAX_EXCLUDE = 1000  # the MF service's default MF_MAX_EXCLUDE
@@ -66,11 +66,18 @@ class MfFallback:
         exclude: Sequence[int],
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> TierResult:
-        """Top-k for one user, excluding ``exclude``; raises the Upstream* errors."""
-        params: dict[str, str | int] = {"k": k}
+        """Top-k for one user, excluding ``exclude``, inside ``categories`` (the service
+        filters before its top-k; an artifact without item categories answers 409, an
+        ``UpstreamError``); raises the Upstream* errors."""
+        params: dict[str, str | int | list[str]] = {"k": k}
         if exclude:
             params["exclude"] = ",".join(str(i) for i in list(exclude)[:MF_MAX_EXCLUDE])
+        if categories.include:
+            params["include_categories"] = list(categories.include)
+        if categories.exclude:
+            params["exclude_categories"] = list(categories.exclude)
         path = mf.RECOMMENDATIONS_PATH.format(user_id=user_id)
         try:
             response = await self.client.get(

@@ -26,7 +26,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult, UserFeatures
 from gateway.tiers.validation import InvalidAnswer, Rule, decode_triton
 from two_tower import contract
 
@@ -46,10 +46,15 @@ _GRPC_CHANNEL_ARGS = [
 
 
 def input_arrays(
-    features: UserFeatures, *, k: int, exclude: Sequence[int]
+    features: UserFeatures,
+    *,
+    k: int,
+    exclude: Sequence[int],
+    categories: CategoryFilter = NO_FILTER,
 ) -> dict[str, np.ndarray]:
     """The contract's input tensors for one user, by name, each of shape ``[1, *dims]``:
-    the online store's values as it holds them, the request's ``exclude`` apart."""
+    the online store's values as it holds them, the request's ``exclude`` and category filter
+    apart (category names as ``contract.category_code``, right-padded with -1)."""
     rows: dict[str, list[int]] = {
         contract.USER_ID: [features.user_id],
         contract.AGE_BUCKET: [features.age_bucket],
@@ -61,6 +66,8 @@ def input_arrays(
         contract.SEEN_ITEMS: contract.pad_items(list(features.seen_items), contract.MAX_SEEN_ITEMS),
         contract.EXCLUDE_ITEMS: contract.pad_items(list(exclude), contract.MAX_EXCLUDE_ITEMS),
         contract.K: [k],
+        contract.INCLUDE_CATEGORIES: contract.pad_codes(categories.include),
+        contract.EXCLUDE_CATEGORIES: contract.pad_codes(categories.exclude),
     }
     return {
         spec.name: np.array([rows[spec.name]], dtype=spec.numpy_dtype) for spec in contract.INPUTS
@@ -68,11 +75,16 @@ def input_arrays(
 
 
 def build_inputs(
-    features: UserFeatures, *, k: int, exclude: Sequence[int], module: Any
+    features: UserFeatures,
+    *,
+    k: int,
+    exclude: Sequence[int],
+    module: Any,
+    categories: CategoryFilter = NO_FILTER,
 ) -> list[Any]:
     """The same tensors as tritonclient ``InferInput`` objects (``module``: tritonclient.grpc or
     .http), for the benchmarks and tests that call Triton directly."""
-    values = input_arrays(features, k=k, exclude=exclude)
+    values = input_arrays(features, k=k, exclude=exclude, categories=categories)
     inputs = []
     for spec in contract.INPUTS:
         tensor = module.InferInput(spec.name, list(values[spec.name].shape), spec.dtype)
@@ -123,16 +135,19 @@ class TritonPrimary:
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
         version: int | None = None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> TierResult:
         """Top-k for one user; raises UpstreamTimeout / UpstreamUnavailable / UpstreamError.
 
         ``version``: the Triton model version to ask (a rollout's stable or candidate); None
-        lets Triton pick its newest. A version Triton does not serve is an ``UpstreamError``."""
+        lets Triton pick its newest. A version Triton does not serve is an ``UpstreamError``.
+        ``categories``: the filter the model applies inside its top-k (a version exported
+        before the filter ignores it; the chain's answer check refuses that answer)."""
         request = service_pb2.ModelInferRequest()
         request.CopyFrom(self._template)
         if version is not None:
             request.model_version = str(version)
-        values = input_arrays(features, k=k, exclude=exclude)
+        values = input_arrays(features, k=k, exclude=exclude, categories=categories)
         request.raw_input_contents.extend(values[spec.name].tobytes() for spec in contract.INPUTS)
         metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
         try:

@@ -3,7 +3,7 @@ protocols the chain expects of the feature source and the remote tiers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,32 @@ class UserFeatures:
 
 
 @dataclass(frozen=True)
+class CategoryFilter:
+    """A request's category filter: the answer holds only items of an ``include`` category
+    (when any is named) and none of an ``exclude`` category. An item of unknown category never
+    matches ``include`` and always passes ``exclude``. Empty: no filter (falsy)."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> CategoryFilter:
+        """Distinct names, in the order given."""
+        return cls(tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude)))
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    def allows(self, category: str) -> bool:
+        if self.include and category not in self.include:
+            return False
+        return category not in self.exclude
+
+
+NO_FILTER = CategoryFilter()
+
+
+@dataclass(frozen=True)
 class TierResult:
     """Items best first with their scores, and the version of the model that produced them."""
 
@@ -31,6 +57,39 @@ class TierResult:
 
 class FeatureSource(Protocol):
     async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None: ...
+
+
+class FilteredPrimary(Protocol):
+    """A primary that applies a category filter inside its top-k. The chain passes
+    ``categories`` only when the request has a filter (and ``version`` only when a rollout or a
+    pin names one), so a ``PrimaryTier`` without them keeps serving unfiltered requests."""
+
+    async def recommend(
+        self,
+        features: UserFeatures,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+        categories: CategoryFilter = NO_FILTER,
+    ) -> TierResult: ...
+
+
+class FilteredFallback(Protocol):
+    """A fallback that applies a category filter inside its top-k (passed only when set)."""
+
+    async def recommend(
+        self,
+        user_id: int,
+        *,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        categories: CategoryFilter = NO_FILTER,
+    ) -> TierResult: ...
 
 
 class PrimaryTier(Protocol):

@@ -12,8 +12,11 @@ Two steps, both here:
   padding. MF: the JSON schema of ``fallback_mf.schemas``, for the user asked about.
   Both: ids and scores of equal length, ids integers in ``[0, 2**63)``, scores finite.
 - **checking** (the chain, for every tier): exactly k unique items (fewer only when the
-  catalogue has no more unseen items), none seen or excluded, all in the catalogue, best first.
-  A finite list out of order is re-sorted, not refused.
+  catalogue has no more unseen items of the allowed categories), none seen or excluded, all in
+  the catalogue, all inside the request's category filter, best first. A finite list out of
+  order is re-sorted, not refused. The category rule is what catches a Two-Tower version
+  exported before the filter existed: its model ignores the filter inputs and answers its
+  unfiltered top-k, which this refuses, so the next tier serves.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from gateway.errors import UpstreamError
-from gateway.tiers.types import TierResult
+from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult
 from two_tower import contract
 
 MAX_ITEM_ID = 2**63 - 1
@@ -44,6 +47,7 @@ class Rule(StrEnum):
     DUPLICATE = "duplicate"
     SEEN = "seen"  # an item the user has interacted with or asked to exclude
     UNKNOWN = "unknown"  # an id outside the catalogue
+    CATEGORY = "category"  # an item outside the request's category filter
 
 
 class InvalidAnswer(UpstreamError):
@@ -61,7 +65,9 @@ class Catalogue(Protocol):
 
     def known(self, item_ids: list[int]) -> np.ndarray: ...
 
-    def available(self, skip: set[int]) -> int | None: ...
+    def available(self, skip: set[int], categories: CategoryFilter = NO_FILTER) -> int | None: ...
+
+    def outside(self, item_ids: list[int], categories: CategoryFilter) -> np.ndarray: ...
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -114,15 +120,29 @@ def from_lists(item_ids: list[object], scores: list[object], *, model_version: s
 # -- checking ---------------------------------------------------------------------------------
 
 
-def check_answer(result: TierResult, *, k: int, skip: set[int], catalogue: Catalogue) -> TierResult:
-    """``result`` (re-sorted best first if needed) when it follows every rule, else raise."""
+def check_answer(
+    result: TierResult,
+    *,
+    k: int,
+    skip: set[int],
+    catalogue: Catalogue,
+    categories: CategoryFilter = NO_FILTER,
+) -> TierResult:
+    """``result`` (re-sorted best first if needed) when it follows every rule, else raise.
+
+    ``categories``: the request's filter; every item must be inside it, and fewer than k items
+    are accepted only when the allowed catalogue has no more unseen items."""
     checked = from_lists(
         list(result.item_ids), list(result.scores), model_version=result.model_version
     )
     items, scores = checked.item_ids, checked.scores
     n = len(items)
     if n != k:
-        available = catalogue.available(skip) if n < k else None
+        available = None
+        if n < k:  # the filter is passed only when there is one (older catalogues lack it)
+            available = (
+                catalogue.available(skip, categories) if categories else catalogue.available(skip)
+            )
         if n > k or available is None or n != min(k, available):
             raise InvalidAnswer(Rule.COUNT, f"{n} items for k={k}")
     if len(set(items)) != n:
@@ -131,6 +151,8 @@ def check_answer(result: TierResult, *, k: int, skip: set[int], catalogue: Catal
         raise InvalidAnswer(Rule.SEEN, "an item the user has seen or excluded")
     if not bool(catalogue.known(items).all()):
         raise InvalidAnswer(Rule.UNKNOWN, "an item id outside the catalogue")
+    if categories and bool(catalogue.outside(items, categories).any()):
+        raise InvalidAnswer(Rule.CATEGORY, "an item outside the request's category filter")
     if any(a < b for a, b in itertools.pairwise(scores)):
         order = sorted(range(n), key=lambda i: -scores[i])
         return TierResult(

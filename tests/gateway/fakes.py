@@ -13,7 +13,7 @@ from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.resilience.chain import FallbackChain
 from gateway.tiers.features import FeaturesTimedOut, FeaturesUnavailable
 from gateway.tiers.popular import PopularList
-from gateway.tiers.types import TierResult, UserFeatures
+from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult, UserFeatures
 
 N_ITEMS = 200
 CATALOGUE = list(range(N_ITEMS))  # item i has popularity N_ITEMS - i
@@ -25,16 +25,29 @@ def seen_of(user_id: int) -> tuple[int, ...]:
     return tuple((user_id + j) % N_ITEMS for j in range(3))
 
 
+N_CATEGORIES = 4
+
+
+def category_of(item: int) -> str:
+    """Item i's category: ``c{i % 4}`` (50 items each)."""
+    return f"c{item % N_CATEGORIES}"
+
+
 def popular_list() -> PopularList:
     return PopularList.from_arrays(
-        items=CATALOGUE, counts=[N_ITEMS - i for i in CATALOGUE], version="v-test"
+        items=CATALOGUE,
+        counts=[N_ITEMS - i for i in CATALOGUE],
+        version="v-test",
+        categories={i: category_of(i) for i in CATALOGUE},
     )
 
 
-def _rank(k: int, exclude: Sequence[int], *, reverse: bool) -> TierResult:
+def _rank(
+    k: int, exclude: Sequence[int], *, reverse: bool, categories: CategoryFilter = NO_FILTER
+) -> TierResult:
     skip = set(exclude)
     order = reversed(CATALOGUE) if reverse else iter(CATALOGUE)
-    items = [i for i in order if i not in skip][:k]
+    items = [i for i in order if i not in skip and categories.allows(category_of(i))][:k]
     return TierResult(
         item_ids=items, scores=[1.0 - n / 1000 for n in range(len(items))], model_version=""
     )
@@ -70,6 +83,7 @@ class FakeTier:
         self.mode = "ok"
         self.calls = 0
         self.last_headers: Mapping[str, str] = {}
+        self.last_categories: CategoryFilter = NO_FILTER
 
     async def ready(self, *, timeout_s: float = 0.5) -> bool:
         return self.mode == "ok"
@@ -77,8 +91,15 @@ class FakeTier:
     async def close(self) -> None:
         return None
 
-    async def _answer(self, k: int, exclude: Sequence[int], timeout_s: float) -> TierResult:
+    async def _answer(
+        self,
+        k: int,
+        exclude: Sequence[int],
+        timeout_s: float,
+        categories: CategoryFilter = NO_FILTER,
+    ) -> TierResult:
         self.calls += 1
+        self.last_categories = categories
         if self.mode == "error":
             raise UpstreamError(f"{self.name} failed")
         if self.mode == "hang":
@@ -86,7 +107,13 @@ class FakeTier:
                 await asyncio.wait_for(asyncio.Event().wait(), timeout_s)
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.name} timed out") from exc
-        result = _rank(k, exclude, reverse=self.reverse)
+        # "unfiltered": a model that ignores the category filter (a version exported before it)
+        result = _rank(
+            k,
+            exclude,
+            reverse=self.reverse,
+            categories=NO_FILTER if self.mode == "unfiltered" else categories,
+        )
         if self.mode == "bad":
             result.item_ids[0] = exclude[0] if exclude else result.item_ids[1]
         return TierResult(result.item_ids, result.scores, model_version=f"{self.name}/7")
@@ -104,9 +131,11 @@ class FakePrimary(FakeTier):
         exclude: Sequence[int],
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> TierResult:
         self.last_headers = dict(headers or {})
-        return await self._answer(k, exclude, timeout_s)
+        return await self._answer(k, exclude, timeout_s, categories)
 
 
 class FakeFallback(FakeTier):
@@ -121,12 +150,13 @@ class FakeFallback(FakeTier):
         exclude: Sequence[int],
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        categories: CategoryFilter = NO_FILTER,
     ) -> TierResult:
         self.last_headers = dict(headers or {})
         if self.mode == "ok" and user_id not in KNOWN_USERS:
             self.calls += 1
             raise UnknownUser(f"user {user_id} unknown")
-        return await self._answer(k, exclude, timeout_s)
+        return await self._answer(k, exclude, timeout_s, categories)
 
 
 class Fakes:

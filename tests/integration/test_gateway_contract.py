@@ -1,7 +1,9 @@
 """The recommender contract (``tests/contract.py``) applied to each tier the gateway serves, over
 HTTP against the real stack (see conftest.py): two_tower (healthy), als (Triton frozen, breaker
 open), popular (Triton frozen and the MF service down). Every answer's ``served_by`` is checked,
-so each class really exercises its tier."""
+so each class really exercises its tier. Each tier also passes the category filter's contract
+(``CategoryFilterContract``: k items of the allowed categories whenever enough exist, fewer only
+when they run out), with the data set's own item categories."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.contract import UNKNOWN_USER, K, RecommenderContract
+from tests.contract import UNKNOWN_USER, CategoryFilterContract, K, RecommenderContract
 from tests.integration.conftest import DATASET, GatewayStack
 
 pytestmark = pytest.mark.integration
@@ -26,7 +28,10 @@ class GatewayTier:
         self.tier = tier
         self.name = f"gateway-{tier}"
 
-    def recommend(self, user_ids, *, k, exclude=None):
+    def recommend(self, user_ids, *, k, exclude=None, include_categories=(), exclude_categories=()):
+        filters = {"include_categories": list(include_categories)} if include_categories else {}
+        if exclude_categories:
+            filters["exclude_categories"] = list(exclude_categories)
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1)
         items = np.full((len(users), k), -1, dtype=np.int64)
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
@@ -38,7 +43,8 @@ class GatewayTier:
                 3
             ):  # a rare slow call on this loaded 2-core machine falls back: ask again
                 r = self.http.post(
-                    "/v1/recommendations", json={"user_id": int(user), "k": k, "exclude": skip}
+                    "/v1/recommendations",
+                    json={"user_id": int(user), "k": k, "exclude": skip, **filters},
                 )
                 assert r.status_code == 200, r.text
                 body = r.json()
@@ -51,8 +57,22 @@ class GatewayTier:
         return items, scores
 
 
-class _GatewayContract(RecommenderContract):
+class _GatewayContract(RecommenderContract, CategoryFilterContract):
     tier = ""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def filtered(cls, recommender):
+        return recommender
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def item_category(cls, gateway_stack: GatewayStack) -> dict[int, str]:
+        path = gateway_stack.layout.dataset_dir(DATASET) / "items.parquet"
+        items = pd.read_parquet(path, columns=["item_id", "category"])
+        return {
+            int(i): str(c or "") for i, c in zip(items["item_id"], items["category"], strict=True)
+        }
 
     @pytest.fixture(scope="class")
     @classmethod
