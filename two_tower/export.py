@@ -46,6 +46,7 @@ import numpy as np
 from two_tower import contract
 from two_tower.artifacts import TrainedTwoTower
 from two_tower.manifest import write_manifest
+from two_tower.model_bytecode import compile_version
 from two_tower.similar_export import sync_versions as sync_similar
 from two_tower.triton_config import DEFAULT_VERSIONS_TO_KEEP, write_configs
 
@@ -165,6 +166,7 @@ def export_to_triton(
         )
         # The manifest goes in with the files, so no reader ever sees a version without one.
         write_manifest(tmp)
+        compile_version(tmp)  # a polling server would reload after the import wrote it
         os.chmod(tmp, 0o755)
         os.rename(tmp, folder / str(version))
     except BaseException:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from two_tower import contract, similar_contract
 from two_tower.manifest import write_manifest
+from two_tower.model_bytecode import compile_version
 from two_tower.triton_config import (
     BACKEND,
     DEFAULT_VERSIONS_TO_KEEP,
@@ -193,6 +194,7 @@ def write_version(repository: Path, version: int) -> Path:
             _link_or_copy(source / name, tmp / name)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         write_manifest(tmp)
+        compile_version(tmp)  # a polling server would reload after the import wrote it
         os.chmod(tmp, 0o755)
         os.rename(tmp, folder / str(version))
     except BaseException:

@@ -40,3 +40,24 @@ def test_compiled_versions_are_not_written_by_the_import(tmp_path: Path) -> None
         before = _snapshot(version)
         _import_like_the_stub(version)
         assert _snapshot(version) == before
+
+
+def test_an_exported_version_carries_its_bytecode(tmp_path: Path, tiny_trained) -> None:
+    """A version exported into a running server's repository goes live compiled: the server
+    loads it once, not a second time one poll after its first request."""
+    import shutil
+
+    from two_tower.export import export_to_triton
+    from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY
+
+    for model in ("two_tower", "two_tower_similar"):  # the tracked templates, as a checkout has
+        (tmp_path / model).mkdir()
+        shutil.copy(DEFAULT_MODEL_REPOSITORY / model / "model.py", tmp_path / model / "model.py")
+    result = export_to_triton(tiny_trained, repository=tmp_path)
+    for model in ("two_tower", "two_tower_similar"):
+        version = tmp_path / model / str(result.version)
+        assert version.is_dir()
+        before = _snapshot(version)
+        assert any(p.suffix == ".pyc" for p in version.rglob("*"))
+        _import_like_the_stub(version)
+        assert _snapshot(version) == before
