@@ -143,6 +143,8 @@ def _children(
         GATEWAY_TRITON_URL=f"{INTERNAL_HOST}:{ports.triton_grpc}" if with_triton else "",
         GATEWAY_EVENTS_NATS_URL=nats_url(ports),
     )
+    if data_checksum:  # Triton refuses a Two-Tower version trained on other data (issue 19)
+        gw_env["GATEWAY_DATASET_ID"] = f"{dataset}:{data_checksum[:12]}"
     if keys_file is not None:  # authentication on, with the development key (docs/security.md)
         gw_env["GATEWAY_API_KEYS_FILE"] = str(keys_file)
     if rollout_redis_url:  # `cascade rollout` works against this stack (docs/rollout.md)

@@ -133,6 +133,8 @@ def export_to_triton(
         "n_items": len(trained.item_ids),
         "trained_at": trained.metadata.get("trained_at"),
         "metrics": trained.metadata.get("metrics", {}),
+        # what the model checks a gateway's GATEWAY_DATASET_ID against (and the rollout gate reads)
+        "data": trained.metadata.get("data"),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder))
     try:

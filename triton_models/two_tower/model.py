@@ -26,6 +26,11 @@ items whenever k allowed items are left. Codes are looked up in the version's ow
 category codes, so the mask costs one (rows x categories) table and one gather per batch, and
 nothing at all for a batch without filters.
 
+The data set a version was trained on (``metadata.json`` ``data``: name and checksum) is checked
+against the request parameter ``cascade_dataset`` (``<name>:<checksum, 12 hex>``) when the
+gateway sends one (``GATEWAY_DATASET_ID``): a version trained on another data set answers that
+request with an error naming both, so a gateway serving demo never serves a tiny model's items.
+
 Dynamic batching hands ``execute`` several requests: the valid ones are scored together in one
 user-tower call and one matrix product; an invalid request gets its own error response and the
 others are unaffected.
@@ -97,6 +102,10 @@ class TritonPythonModel:
             self.device
         )
         self.version = meta.get("artifact_version", "?")
+        self.model_version = args["model_version"]
+        data = meta.get("data") or {}
+        checksum = str(data.get("checksum") or "")
+        self.dataset = f"{data.get('dataset')}:{checksum[:12]}" if checksum else ""
         self._load_categories(folder, len(items))
         self._warm_up(
             int(meta["recent_items_len"]),
@@ -172,6 +181,19 @@ class TritonPythonModel:
         if tensor is None:
             raise BadRequest(f"missing input '{name}'")
         return from_dlpack(tensor.to_dlpack()).to(self.device)
+
+    def _check_dataset(self, request: Any) -> None:
+        """Refuse a request for another data set than this version's (see the docstring)."""
+        try:
+            params = json.loads(request.parameters() or "{}")
+        except (AttributeError, ValueError):  # a stub without request parameters: no check
+            return
+        want = params.get("cascade_dataset") if isinstance(params, dict) else None
+        if want and self.dataset and want != self.dataset:
+            raise BadRequest(
+                f"two_tower version {self.model_version} was trained on data set "
+                f"{self.dataset}, not {want}: export a Two-Tower trained on {want}"
+            )
 
     def _parse(self, request: Any) -> dict[str, torch.Tensor]:
         user_id = self._int_input(request, "user_id").reshape(-1)
@@ -265,6 +287,7 @@ class TritonPythonModel:
         errors: list[str | None] = []
         for request in requests:
             try:
+                self._check_dataset(request)
                 parsed.append(self._parse(request))
                 errors.append(None)
             except BadRequest as exc:
