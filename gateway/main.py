@@ -21,6 +21,7 @@ from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.redact import redact_url
 from cascade.runtime.telemetry import configure_tracing
 from gateway import background, eventsink, gc_watch, similar, similar_routes
+from gateway.batch_routes import router as batch_router
 from gateway.components import Components, build_components
 from gateway.edge.admission import AdaptiveLimit
 from gateway.edge.limits import LimitsMiddleware, SecurityMetrics
@@ -34,7 +35,7 @@ from gateway.readiness import UpstreamReadiness
 from gateway.rollout import wiring as rollout_wiring
 from gateway.rollout.metrics import RolloutMetrics
 from gateway.routes import openapi_with_limits, router
-from gateway.schemas import EVENTS_PATH
+from gateway.schemas import BATCH_PATH, EVENTS_PATH
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -147,9 +148,11 @@ def create_app(
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        request_start_header=settings.request_start_header,
                        trusted_proxies=settings.trusted_proxies,
-                       path_body_bytes={EVENTS_PATH: settings.events_max_body_bytes})  # fmt: skip
+                       path_body_bytes={EVENTS_PATH: settings.events_max_body_bytes,
+                                        BATCH_PATH: settings.batch_max_body_bytes})  # fmt: skip
     install_error_handlers(app, metrics)
     app.include_router(router)
+    app.include_router(batch_router)
     app.include_router(events_router)
     app.include_router(similar_routes.router)
     app.openapi = lambda: similar_routes.document_limits(  # type: ignore[method-assign]

@@ -80,6 +80,25 @@ def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = N
     )
 
 
+def shed_if_late(
+    request: Request, settings: GatewaySettings, metrics: GatewayMetrics
+) -> Response | None:
+    """The handler-side queue-time check: a 503 for a request queued too long (it would miss
+    its deadline), else None. Believes a pending ``X-Request-Start`` stamp now (authenticated)."""
+    state = request.scope["state"]
+    if PENDING_KEY in state:  # X-Request-Start from a peer that is not our ingress: now believed
+        waited = apply_pending_stamp(state, time.time())
+        if waited is not None:
+            metrics.upstream_queue_seconds.observe(waited)
+    late = queue_shed_detail(state, settings.queue_shed_s)
+    if late is None:
+        return None
+    # queued too long before reaching the handler: it would miss its deadline
+    request.app.state.security.metrics.shed.labels(reason="queue_time").inc()
+    metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
+    return error_response(request.state.request_id, 503, "overloaded", late, {"Retry-After": "1"})
+
+
 async def _serve(
     request: Request,
     principal: Principal,
@@ -105,16 +124,9 @@ async def _serve(
         raise VersionPinForbidden("this key may not pin model_version (key flag pin_version)")
     request_id: str = request.state.request_id
     REQUEST_ID.set(request_id)  # log lines name the request, never the user (issue 20)
-    state = request.scope["state"]
-    if PENDING_KEY in state:  # X-Request-Start from a peer that is not our ingress: now believed
-        waited = apply_pending_stamp(state, time.time())
-        if waited is not None:
-            metrics.upstream_queue_seconds.observe(waited)
-    late = queue_shed_detail(state, settings.queue_shed_s)
-    if late is not None:  # queued too long before reaching the handler: it would miss its deadline
-        request.app.state.security.metrics.shed.labels(reason="queue_time").inc()
-        metrics.errors.labels(route=route_label(request.url.path), code="overloaded").inc()
-        return error_response(request_id, 503, "overloaded", late, {"Retry-After": "1"})
+    late = shed_if_late(request, settings, metrics)
+    if late is not None:
+        return late
     arrived: float | None = getattr(request.state, ARRIVED_KEY, None)
     # A new root trace at the edge: the client's traceparent is only a link, so it can neither
     # force sampling nor choose the trace id ratio sampling judges (issue 20).
@@ -285,6 +297,16 @@ def openapi_with_limits(app: FastAPI, settings: GatewaySettings) -> dict[str, An
         request = spec["components"]["schemas"]["RecommendationRequest"]["properties"]
         request["k"]["maximum"] = settings.max_k
         request["exclude"]["maxItems"] = settings.max_exclude
+        batch = spec["components"]["schemas"]
+        for model in ("BatchEntry", "BatchRecommendationRequest"):
+            k = batch[model]["properties"]["k"]  # optional: an integer in range, or absent/null
+            k["anyOf"] = [
+                {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+                {"type": "null"},
+            ]
+        batch["BatchEntry"]["properties"]["exclude"]["maxItems"] = settings.max_exclude
+        users = batch["BatchRecommendationRequest"]["properties"]["users"]
+        users["maxItems"] = settings.batch_max_users
         get = spec["paths"][schemas.RECOMMENDATIONS_PATH + "/{user_id}"]["get"]
         for param in get["parameters"]:
             if param["name"] == "k":

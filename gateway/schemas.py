@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, StringConstraints
 
 RECOMMENDATIONS_PATH = "/v1/recommendations"
+BATCH_PATH = "/v1/recommendations:batch"
 EVENTS_PATH = "/v1/events"  # the body's events are defined by their producer, events.contract
 SERVED_BY_HEADER = "X-Served-By"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -134,6 +135,61 @@ class RecommendationResponse(BaseModel):
         description="null when the primary (two_tower) served the request"
     )
     model_version: str
+    request_id: str
+
+
+class BatchEntry(BaseModel):
+    """One user of ``POST /v1/recommendations:batch``: the single-user body without
+    ``model_version`` (a batch is routed by the rollout like any request, never pinned)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: JsonInt = Field(ge=0, le=MAX_JSON_ID, description="the data set's own user id")
+    k: JsonInt | None = Field(
+        None, ge=1, description="how many items; absent: the batch's k (at most max_k)"
+    )
+    exclude: list[ItemId] = Field(
+        default_factory=list, description="item ids never to return (besides the user's history)"
+    )
+    include_categories: list[CategoryName] = Field(
+        default_factory=list, max_length=MAX_FILTER_CATEGORIES, description=INCLUDE_DOC
+    )
+    exclude_categories: list[CategoryName] = Field(
+        default_factory=list, max_length=MAX_FILTER_CATEGORIES, description=EXCLUDE_DOC
+    )
+
+
+class BatchRecommendationRequest(BaseModel):
+    """Body of ``POST /v1/recommendations:batch``: 1 to max users, each answered separately."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: JsonInt | None = Field(
+        None, ge=1, description="k of every entry that names none (absent: the default k)"
+    )
+    users: list[BatchEntry] = Field(
+        min_length=1, description="the users, answered in this order (a user may repeat)"
+    )
+
+
+class BatchResult(BaseModel):
+    """One user's answer in a batch: what the single-user route answers, with its own
+    ``request_id`` (``<batch request id>-<index>``), which that user's events carry."""
+
+    user_id: int
+    items: list[ScoredItem]
+    served_by: Tier
+    fallback_reason: FallbackReason | None = Field(
+        description="null when the primary (two_tower) served this user"
+    )
+    model_version: str
+    request_id: str
+
+
+class BatchRecommendationResponse(BaseModel):
+    """One result per entry of the request, in its order."""
+
+    results: list[BatchResult]
     request_id: str
 
 

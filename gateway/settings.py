@@ -29,6 +29,9 @@ variable                            default                    meaning
 ``GATEWAY_MAX_K`` / ``DEFAULT_K``   ``100`` / ``20``           k limits (max <= Triton contract MAX_K)
 ``GATEWAY_MAX_EXCLUDE``             ``500``                    most ids in one ``exclude`` list
 ``GATEWAY_MAX_BODY_BYTES``          ``16384``                  larger bodies answer 413
+``GATEWAY_BATCH_MAX_USERS``         ``100``                    users per ``POST /v1/recommendations:batch``
+                                                               (<= Triton's max_batch_size)
+``GATEWAY_BATCH_MAX_BODY_BYTES``    ``262144``                 body limit of the batch route (413)
 ``GATEWAY_POPULAR_REFRESH_S``       ``60``                     re-read the popular list; 0 disables
 ``GATEWAY_API_KEYS_FILE``           unset                      hashed API keys (``cascade keys``)
 ``GATEWAY_AUTH_ENABLED``            unset: on with keys/JWT    ``false``: no auth (local dev only)
@@ -142,6 +145,10 @@ class GatewaySettings(BaseSettings):
     default_k: int = Field(default=20, ge=1, le=contract.MAX_K)
     max_exclude: int = Field(default=500, ge=0, le=10_000)
     max_body_bytes: int = Field(default=16_384, ge=256, le=10_000_000)
+    # POST /v1/recommendations:batch: users per call (one Triton request of as many rows, so at
+    # most the contract's max_batch_size) and its own body limit.
+    batch_max_users: int = Field(default=100, ge=1, le=contract.MAX_BATCH_SIZE)
+    batch_max_body_bytes: int = Field(default=262_144, ge=1024, le=10_000_000)
     popular_refresh_s: float = Field(default=60.0, ge=0)
 
     # Security (docs/security.md, gateway/edge/security.py)

@@ -78,7 +78,9 @@ MAX_K = 100
 # Category names per filter (include, exclude); the gateway refuses more with a 422.
 MAX_FILTER_CATEGORIES = 20
 PAD_CODE = -1
-MAX_BATCH_SIZE = 64
+# Rows per request (and per dynamically built batch): the gateway's batch route sends up to
+# GATEWAY_BATCH_MAX_USERS (100) rows in one request.
+MAX_BATCH_SIZE = 128
 # Dynamic batching: how long Triton may hold a request to form a larger batch.
 MAX_QUEUE_DELAY_MICROSECONDS = 500
 

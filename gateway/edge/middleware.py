@@ -36,6 +36,7 @@ from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, trusted_peers, ups
 from gateway.errors import REFUSED_KEY, REFUSED_ROUTE, refuse, send_error
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import (
+    BATCH_PATH,
     EVENTS_PATH,
     RECOMMENDATIONS_PATH,
     REQUEST_ID_HEADER,
@@ -46,7 +47,7 @@ from gateway.throttled_log import ThrottledLog
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", EVENTS_PATH)
+_ROUTES = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", EVENTS_PATH, BATCH_PATH)
 # GET /v1/items/{item_id}/similar (gateway.similar_routes, which imports this module)
 SIMILAR_ROUTE = "/v1/items/{item_id}/similar"
 _ITEMS_PREFIX, _SIMILAR_SUFFIX = "/v1/items/", "/similar"

@@ -147,11 +147,12 @@ class RateLimiter:
     def redis_healthy(self) -> bool:
         return self.redis is not None and self.clock() >= self._redis_down_until
 
-    async def check(self, key: str, *, rate: float, burst: int) -> Decision:
-        """Take one token from ``key``'s bucket; never raises for a Redis failure."""
+    async def check(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> Decision:
+        """Take ``cost`` tokens (one per request; a batch's further users cost one each) from
+        ``key``'s bucket; never raises for a Redis failure."""
         if self.redis is not None and self.clock() >= self._redis_down_until:
             try:
-                return await self._redis_take(key, rate=rate, burst=burst)
+                return await self._redis_take(key, rate=rate, burst=burst, cost=cost)
             except (
                 RedisError,
                 OSError,
@@ -169,14 +170,18 @@ class RateLimiter:
                 if self.on_redis_error is not None:
                     self.on_redis_error(exc)
         if self.redis is None or self.replicas == 1:  # per process by design, or one replica
-            return self.local.take(key, rate=rate, burst=burst)
+            return self.local.take(key, rate=rate, burst=burst, cost=cost)
         # Redis down: this replica's share of the bucket, so all of them together stay within it
-        return self.local.take(key, rate=rate / self.replicas, burst=max(1, burst // self.replicas))
+        return self.local.take(
+            key, rate=rate / self.replicas, burst=max(1, burst // self.replicas), cost=cost
+        )
 
-    async def _redis_take(self, key: str, *, rate: float, burst: int) -> Decision:
+    async def _redis_take(
+        self, key: str, *, rate: float, burst: int, cost: float = 1.0
+    ) -> Decision:
         redis = self.redis
         assert redis is not None
-        args = (self.prefix + key, repr(float(rate)), str(int(burst)), "1")
+        args = (self.prefix + key, repr(float(rate)), str(int(burst)), repr(float(cost)))
         if self._sha is None:
             self._sha = await redis.script_load(TOKEN_BUCKET_LUA)
         try:

@@ -52,7 +52,7 @@ from gateway.edge.auth import (
 )
 from gateway.edge.keys import KeyFileError, KeyRing, parse_key_id
 from gateway.edge.limits import SecurityMetrics
-from gateway.edge.ratelimit import RateLimiter
+from gateway.edge.ratelimit import Decision, RateLimiter
 from gateway.errors import refuse
 
 if TYPE_CHECKING:
@@ -159,6 +159,21 @@ class SecurityLayer:
             self.metrics.api_keys_reload_failures.inc(keyring.reload_failures - failures)
         self.metrics.api_keys_reload_failing.set(1 if keyring.failing else 0)
 
+    async def charge(self, principal: Principal, cost: float = 1.0) -> Decision | None:
+        """Take ``cost`` tokens from the principal's bucket (None: no rate limits). The edge
+        takes one per request before the body is read; the batch route takes one more per
+        further user once it knows how many there are."""
+        limiter = self.config.limiter
+        if limiter is None or not self.config.enabled:
+            return None
+        bucket = principal.key_id if principal.method == "api_key" else f"jwt:{principal.client}"
+        return await limiter.check(
+            bucket,
+            rate=principal.rate or self.config.default_rate,
+            burst=principal.burst or self.config.default_burst,
+            cost=cost,
+        )
+
     async def close(self) -> None:
         """Lifespan shutdown: stop watching the key file, close the limiter's Redis client."""
         if self._watcher is not None:
@@ -207,14 +222,8 @@ class AuthMiddleware:
         client, key_id = principal.label_client, principal.key_id
         limiter = self.config.limiter
         if limiter is not None:
-            bucket = (
-                principal.key_id if principal.method == "api_key" else f"jwt:{principal.client}"
-            )
-            decision = await limiter.check(
-                bucket,
-                rate=principal.rate or self.config.default_rate,
-                burst=principal.burst or self.config.default_burst,
-            )
+            decision = await self.security.charge(principal)
+            assert decision is not None
             self.metrics.ratelimit_decisions.labels(backend=decision.backend).inc()
             if not decision.allowed:
                 self.metrics.rate_limited.labels(

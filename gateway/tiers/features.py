@@ -11,6 +11,10 @@ thread). The connection string gets short socket timeouts here, since redis-py w
 default (the direct read keeps the connect timeout and bounds each read itself). Any failure
 becomes ``FeaturesUnavailable``; the chain then goes on with the tiers that need no features.
 
+A batch (``read_many``, the batch route) is one round trip for all its users: one pipelined
+``HMGET`` per user sent together on the direct path, one ``get_online_features`` call for all the
+ids through Feast, under one timeout; a failure makes every user's features unavailable.
+
 Transport failures come in more shapes than ``redis.RedisError``: a connection accepted then
 reset (a proxy in front of a killed Redis, a load balancer, a restarting Redis) can surface from
 redis-py's ``connect()`` as uvloop's ``RuntimeError: unable to perform operation on
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cascade.runtime import feature_names as names
@@ -132,6 +137,39 @@ class FeastFeatureReader:
             return await self._read_direct(self.direct, user_id, timeout_s)
         return await self._read_feast(user_id, timeout_s)
 
+    async def read_many(
+        self, user_ids: Sequence[int], *, timeout_s: float
+    ) -> dict[int, UserFeatures | None]:
+        """Each distinct user's features (None: the store does not have the user), in one
+        round trip; ``FeaturesUnavailable`` / ``FeaturesTimedOut`` for all of them."""
+        ids = list(dict.fromkeys(int(u) for u in user_ids))
+        if self.direct is not None:
+            return await self._read_many_direct(self.direct, ids, timeout_s)
+        rows = await self._read_feast_rows(ids, timeout_s)
+        return {u: parse_row(u, rows.get(u, {})) for u in ids}
+
+    @staticmethod
+    async def _read_many_direct(
+        direct: FeastRedisReader, ids: list[int], timeout_s: float
+    ) -> dict[int, UserFeatures | None]:
+        import redis
+
+        client: Any = direct.client
+        try:
+            async with asyncio.timeout(timeout_s):
+                pipe = client.pipeline(transaction=False)
+                for u in ids:
+                    pipe.execute_command("HMGET", direct.key(u), *direct.fields)
+                replies = await pipe.execute()
+        except TimeoutError as exc:
+            raise FeaturesTimedOut(
+                f"batch feature read timed out after {timeout_s * 1000:.0f} ms"
+            ) from exc
+        # The same failure family as the single read: never a bare Exception.
+        except (redis.RedisError, OSError, RuntimeError, EOFError) as exc:
+            raise FeaturesUnavailable(f"batch feature read failed: {exc!r}") from exc
+        return {u: parse_row(u, direct.decode(raw)) for u, raw in zip(ids, replies, strict=True)}
+
     @staticmethod
     async def _read_direct(
         direct: FeastRedisReader, user_id: int, timeout_s: float
@@ -151,11 +189,15 @@ class FeastFeatureReader:
         return parse_row(user_id, row)
 
     async def _read_feast(self, user_id: int, timeout_s: float) -> UserFeatures | None:
+        users = await self._read_feast_rows([user_id], timeout_s)
+        return parse_row(user_id, users.get(user_id, {}))
+
+    async def _read_feast_rows(self, user_ids: list[int], timeout_s: float) -> dict[int, Any]:
         import redis
 
         from cascade.runtime.feature_online import read_user_features_async
 
-        task = asyncio.ensure_future(read_user_features_async(self.store, [user_id]))
+        task = asyncio.ensure_future(read_user_features_async(self.store, user_ids))
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout_s)
         except BaseException:  # our caller was cancelled: stop the read too
@@ -172,7 +214,7 @@ class FeastFeatureReader:
             raise FeaturesUnavailable(f"feature read failed: {exc!r}") from exc
         except asyncio.CancelledError as exc:  # the read's task, not ours (no await here)
             raise FeaturesUnavailable("feature read cancelled") from exc
-        return parse_row(user_id, users.get(user_id, {}))
+        return dict(users)
 
 
 def _abandon(task: asyncio.Future[Any]) -> None:

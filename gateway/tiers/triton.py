@@ -11,6 +11,10 @@ Tensors follow ``two_tower.contract``. The per-call timeout is the gRPC deadline
 spans join the request's trace. Errors become ``UpstreamTimeout`` / ``UpstreamUnavailable`` /
 ``UpstreamError``; an answer that is not the contract's outputs becomes ``InvalidAnswer``
 (``gateway.tiers.validation``).
+
+``recommend_many`` (the batch route) sends many users as the rows of one request (at most the
+contract's ``MAX_BATCH_SIZE``), for one model version; each row's answer is decoded on its own,
+so one bad row does not cost the others.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult, UserFeatures
-from gateway.tiers.validation import InvalidAnswer, Rule, decode_triton
+from gateway.tiers.types import NO_FILTER, CategoryFilter, PrimaryRow, TierResult, UserFeatures
+from gateway.tiers.validation import InvalidAnswer, Rule, decode_triton, decode_triton_rows
 from two_tower import contract
 
 logger = logging.getLogger(__name__)
@@ -149,6 +153,51 @@ class TritonPrimary:
             request.model_version = str(version)
         values = input_arrays(features, k=k, exclude=exclude, categories=categories)
         request.raw_input_contents.extend(values[spec.name].tobytes() for spec in contract.INPUTS)
+        response = await self._infer(request, timeout_s, headers)
+        answered = response.model_version
+        return decode_triton(
+            _outputs(response), k=k, model_version=f"{self.model}/{answered or '1'}"
+        )
+
+    async def recommend_many(
+        self,
+        rows: Sequence[PrimaryRow],
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+    ) -> list[TierResult | Exception]:
+        """Top-k for each row's user in one request (rows of the same model version); one
+        answer per row, in order: a ``TierResult`` or the ``InvalidAnswer`` that row broke. A
+        failure of the call itself (timeout, error, outputs not the contract's) raises."""
+        if not rows or len(rows) > contract.MAX_BATCH_SIZE:
+            raise ValueError(f"1..{contract.MAX_BATCH_SIZE} rows per call, got {len(rows)}")
+        request = service_pb2.ModelInferRequest()
+        request.CopyFrom(self._template)
+        if version is not None:
+            request.model_version = str(version)
+        for tensor in request.inputs:
+            tensor.shape[0] = len(rows)
+        per_row = [
+            input_arrays(r.features, k=r.k, exclude=r.exclude, categories=r.categories)
+            for r in rows
+        ]
+        request.raw_input_contents.extend(
+            b"".join(values[spec.name].tobytes() for values in per_row) for spec in contract.INPUTS
+        )
+        response = await self._infer(request, timeout_s, headers)
+        answered = response.model_version
+        return list(
+            decode_triton_rows(
+                _outputs(response),
+                ks=[r.k for r in rows],
+                model_version=f"{self.model}/{answered or '1'}",
+            )
+        )
+
+    async def _infer(
+        self, request: Any, timeout_s: float, headers: Mapping[str, str] | None
+    ) -> Any:
         metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
         try:
             async with asyncio.timeout(timeout_s):
@@ -164,10 +213,7 @@ class TritonPrimary:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise UpstreamUnavailable(f"triton unavailable: {exc.details()}") from exc
             raise UpstreamError(f"triton error {code.name}: {exc.details()}") from exc
-        version = response.model_version
-        return decode_triton(
-            _outputs(response), k=k, model_version=f"{self.model}/{version or '1'}"
-        )
+        return response
 
 
 _NUMPY = {spec.dtype: np.dtype(spec.numpy_dtype) for spec in contract.OUTPUTS}

@@ -59,6 +59,38 @@ class FeatureSource(Protocol):
     async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None: ...
 
 
+@dataclass(frozen=True)
+class PrimaryRow:
+    """One user of a multi-row primary call (the batch route): what a single call takes."""
+
+    features: UserFeatures
+    k: int
+    exclude: Sequence[int]
+    categories: CategoryFilter = NO_FILTER
+
+
+class BatchFeatureSource(Protocol):
+    """A feature source that reads many users in one round trip (the batch route)."""
+
+    async def read_many(
+        self, user_ids: Sequence[int], *, timeout_s: float
+    ) -> dict[int, UserFeatures | None]: ...
+
+
+class BatchPrimary(Protocol):
+    """A primary that answers many users in one call: one answer per row, in order, each a
+    decoded result or the exception that row's answer broke (a whole-call failure raises)."""
+
+    async def recommend_many(
+        self,
+        rows: Sequence[PrimaryRow],
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+    ) -> list[TierResult | Exception]: ...
+
+
 class FilteredPrimary(Protocol):
     """A primary that applies a category filter inside its top-k. The chain passes
     ``categories`` only when the request has a filter (and ``version`` only when a rollout or a

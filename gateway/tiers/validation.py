@@ -77,6 +77,33 @@ def decode_triton(
     outputs: Mapping[str, tuple[str, Sequence[int], np.ndarray]], *, k: int, model_version: str
 ) -> TierResult:
     """The Two-Tower's answer for one user from its outputs: name -> (datatype, shape, array)."""
+    ids, scores = _arrays(outputs, (1, k))
+    return _row(ids[0], scores[0], k, model_version)
+
+
+def decode_triton_rows(
+    outputs: Mapping[str, tuple[str, Sequence[int], np.ndarray]],
+    *,
+    ks: Sequence[int],
+    model_version: str,
+) -> list[TierResult | InvalidAnswer]:
+    """The answers of a multi-row call (row i asked for ``ks[i]`` items; the width is the
+    largest k, and row i pads after its own k). Outputs that are not the contract's, or not of
+    shape ``[rows, max(ks)]``, fail the whole call (raise); a row that breaks a rule is that
+    row's ``InvalidAnswer``, the others stand."""
+    ids, scores = _arrays(outputs, (len(ks), max(ks)))
+    answers: list[TierResult | InvalidAnswer] = []
+    for i, k in enumerate(ks):
+        try:
+            answers.append(_row(ids[i], scores[i], k, model_version))
+        except InvalidAnswer as exc:
+            answers.append(exc)
+    return answers
+
+
+def _arrays(
+    outputs: Mapping[str, tuple[str, Sequence[int], np.ndarray]], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     names = sorted(spec.name for spec in contract.OUTPUTS)
     if sorted(outputs) != names:
         raise InvalidAnswer(
@@ -84,15 +111,24 @@ def decode_triton(
         )
     arrays = {}
     for spec in contract.OUTPUTS:
-        datatype, shape, array = outputs[spec.name]
+        datatype, got, array = outputs[spec.name]
         if datatype != spec.dtype or array.dtype != np.dtype(spec.numpy_dtype):
             raise InvalidAnswer(
                 Rule.FORMAT, f"{spec.name} is {datatype}/{array.dtype}, not {spec.dtype}"
             )
-        if tuple(shape) != (1, k) or array.shape != (1, k):
-            raise InvalidAnswer(Rule.FORMAT, f"{spec.name} has shape {list(shape)}, not [1, {k}]")
-        arrays[spec.name] = array[0]
-    ids, scores = arrays[contract.ITEM_IDS], arrays[contract.SCORES]
+        if tuple(got) != shape or array.shape != shape:
+            raise InvalidAnswer(
+                Rule.FORMAT, f"{spec.name} has shape {list(got)}, not {list(shape)}"
+            )
+        arrays[spec.name] = array
+    return arrays[contract.ITEM_IDS], arrays[contract.SCORES]
+
+
+def _row(ids: np.ndarray, scores: np.ndarray, k: int, model_version: str) -> TierResult:
+    """One row: its first k entries, padding (-1 with -inf) only as their tail and after."""
+    if not bool((ids[k:] == contract.PAD_ITEM).all()) or not bool(np.isneginf(scores[k:]).all()):
+        raise InvalidAnswer(Rule.ID, "entries after the row's k are not padding")
+    ids, scores = ids[:k], scores[:k]
     pad = ids == contract.PAD_ITEM
     n = int(np.argmax(pad)) if bool(pad.any()) else k  # the first pad; all after must pad too
     if not bool(pad[n:].all()) or not bool(np.isneginf(scores[n:]).all()):

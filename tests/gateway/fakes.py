@@ -13,7 +13,7 @@ from gateway.errors import UnknownUser, UpstreamError, UpstreamTimeout
 from gateway.resilience.chain import FallbackChain
 from gateway.tiers.features import FeaturesTimedOut, FeaturesUnavailable
 from gateway.tiers.popular import PopularList
-from gateway.tiers.types import NO_FILTER, CategoryFilter, TierResult, UserFeatures
+from gateway.tiers.types import NO_FILTER, CategoryFilter, PrimaryRow, TierResult, UserFeatures
 
 N_ITEMS = 200
 CATALOGUE = list(range(N_ITEMS))  # item i has popularity N_ITEMS - i
@@ -59,6 +59,7 @@ class FakeFeatures:
     def __init__(self) -> None:
         self.mode = "ok"
         self.calls = 0
+        self.many_calls = 0
 
     async def read(self, user_id: int, *, timeout_s: float) -> UserFeatures | None:
         self.calls += 1
@@ -72,6 +73,21 @@ class FakeFeatures:
         if user_id not in KNOWN_USERS:
             return None
         return UserFeatures(user_id=user_id, interaction_count=3, seen_items=seen_of(user_id))
+
+    async def read_many(
+        self, user_ids: Sequence[int], *, timeout_s: float
+    ) -> dict[int, UserFeatures | None]:
+        """The batch read: one call (counted in ``many_calls``) for every user."""
+        self.many_calls += 1
+        self.calls -= 1  # counted once below, not per user
+        first = await self.read(-1, timeout_s=timeout_s)  # the mode's failure or hang, once
+        assert first is None
+        return {
+            u: UserFeatures(user_id=u, interaction_count=3, seen_items=seen_of(u))
+            if u in KNOWN_USERS
+            else None
+            for u in user_ids
+        }
 
 
 class FakeTier:
@@ -90,6 +106,14 @@ class FakeTier:
 
     async def close(self) -> None:
         return None
+
+    async def _ask(
+        self, k: int, exclude: Sequence[int], timeout_s: float, categories: CategoryFilter
+    ) -> TierResult:
+        # The filter only when there is one: tests replace ``_answer`` with 3-argument spies.
+        if categories:
+            return await self._answer(k, exclude, timeout_s, categories)
+        return await self._answer(k, exclude, timeout_s)
 
     async def _answer(
         self,
@@ -122,6 +146,9 @@ class FakeTier:
 class FakePrimary(FakeTier):
     def __init__(self) -> None:
         super().__init__("two_tower", reverse=True)
+        self.many_calls = 0
+        self.last_rows = 0
+        self.bad_users: set[int] = set()
 
     async def recommend(
         self,
@@ -135,7 +162,32 @@ class FakePrimary(FakeTier):
         categories: CategoryFilter = NO_FILTER,
     ) -> TierResult:
         self.last_headers = dict(headers or {})
-        return await self._answer(k, exclude, timeout_s, categories)
+        return await self._ask(k, exclude, timeout_s, categories)
+
+    async def recommend_many(
+        self,
+        rows: Sequence[PrimaryRow],
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        version: int | None = None,
+    ) -> list[TierResult | Exception]:
+        """One call for many rows (``many_calls``, ``last_rows``); ``bad_users``: rows whose
+        answer repeats an item (the answer check refuses those rows only)."""
+        self.many_calls += 1
+        self.last_rows = len(rows)
+        self.last_headers = dict(headers or {})
+        answers: list[TierResult | Exception] = []
+        for i, row in enumerate(rows):
+            if i == 0:
+                answer = await self._ask(row.k, row.exclude, timeout_s, row.categories)
+            else:  # the mode (error, hang) applies to the call, once
+                result = _rank(row.k, row.exclude, reverse=True, categories=row.categories)
+                answer = TierResult(result.item_ids, result.scores, model_version="two_tower/7")
+            if row.features.user_id in self.bad_users and len(answer.item_ids) > 1:
+                answer.item_ids[1] = answer.item_ids[0]
+            answers.append(answer)
+        return answers
 
 
 class FakeFallback(FakeTier):
@@ -156,7 +208,7 @@ class FakeFallback(FakeTier):
         if self.mode == "ok" and user_id not in KNOWN_USERS:
             self.calls += 1
             raise UnknownUser(f"user {user_id} unknown")
-        return await self._answer(k, exclude, timeout_s, categories)
+        return await self._ask(k, exclude, timeout_s, categories)
 
 
 class Fakes:

@@ -189,6 +189,8 @@ def test_unknown_and_upstream_paths_are_not_served(client: AppClient, k: Keys) -
         "/v1/events",
         "/v1/recommendations",
         "/v1/recommendations/{user_id}",
+        "/v1/recommendations:batch",
+        "/v1/items/{item_id}/similar",
     }
 
 

@@ -14,7 +14,9 @@ Every tenth request uses a key with a tiny bucket, so 429 answers are checked ag
 The recommendation routes' category filters (``include_categories`` / ``exclude_categories``:
 body lists and repeated query parameters) are part of the spec, so generated requests carry
 them; the test counts the positive requests that did and requires some (the fakes' catalogue
-has item categories, so a valid filter is served, not refused).
+has item categories, so a valid filter is served, not refused). ``POST
+/v1/recommendations:batch`` (250 more requests) must answer every positive case 200 (or 429:
+a batch costs a token per user).
 ``POST /v1/events`` publishes to a real ``nats-server`` (its own port and store): a positive case
 must be stored (202), a negative one refused. 1,353 requests measured in 40 s with it; with
 ``GET /v1/items/{item_id}/similar`` (250 more), 1,603 in 20-51 s.
@@ -53,6 +55,8 @@ EXAMPLES = {
     ("POST /v1/recommendations", GenerationMode.NEGATIVE): 250,
     ("POST /v1/events", GenerationMode.POSITIVE): 150,
     ("POST /v1/events", GenerationMode.NEGATIVE): 150,
+    ("POST /v1/recommendations:batch", GenerationMode.POSITIVE): 150,
+    ("POST /v1/recommendations:batch", GenerationMode.NEGATIVE): 100,
     ("GET /v1/items/{item_id}/similar", GenerationMode.POSITIVE): 150,
     ("GET /v1/items/{item_id}/similar", GenerationMode.NEGATIVE): 100,
 }
@@ -197,6 +201,7 @@ def test_gateway_conforms_to_its_spec(gateway_url: tuple[str, str, str]) -> None
     assert {200, 404, 422} <= set(similar_statuses), similar_statuses
     print(f"positive requests with a category filter: {dict(filtered)}")
     assert filtered["GET /v1/recommendations/{user_id}"] and filtered["POST /v1/recommendations"]
+    assert cases["POST /v1/recommendations:batch"] == 250
 
 
 def _has_filter(case: schemathesis.Case) -> bool:

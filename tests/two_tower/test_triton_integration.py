@@ -274,3 +274,59 @@ def test_the_export_writes_a_manifest_that_verifies(server):
     from two_tower.manifest import verify_model
 
     assert verify_model(model_dir(server.settings.model_repository)) == [1, 2]
+
+
+def test_the_gateway_client_sends_a_batch_as_the_rows_of_one_request(server, offline, tiny_trained):
+    """``TritonPrimary.recommend_many`` (the batch route): 100 rows in one request (the
+    contract's max_batch_size is 128), each with its own k, exclusions and category filter,
+    each row equal to that user's single-row answer."""
+    import asyncio
+
+    from gateway.tiers.triton import TritonPrimary
+    from gateway.tiers.types import CategoryFilter, PrimaryRow, UserFeatures
+
+    _, state = offline
+    table = state.set_index("user_id")
+    users = [int(u) for u in state["user_id"].to_numpy()[1:]]
+    rows = []
+    for i in range(100):
+        user = users[i % len(users)]
+        feats = UserFeatures(
+            user_id=user,
+            interaction_count=int(table.loc[user, "interaction_count"]),
+            recent_items=tuple(int(x) for x in table.loc[user, "recent_items"]),
+            seen_items=tuple(int(x) for x in table.loc[user, "seen_items"]),
+        )
+        categories = CategoryFilter.of(["g1"]) if i % 3 == 0 else CategoryFilter()
+        rows.append(PrimaryRow(feats, 2 + i % 5, (100,) if i % 2 else (), categories))
+
+    async def main():
+        primary = TritonPrimary(url=server.grpc_url.removeprefix("grpc://"))
+        try:
+            batch = await primary.recommend_many(rows, timeout_s=30)
+            singles = [
+                await primary.recommend(
+                    r.features, k=r.k, exclude=r.exclude, timeout_s=30, categories=r.categories
+                )
+                for r in rows[:12]
+            ]
+            return batch, singles
+        finally:
+            await primary.close()
+
+    batch, singles = asyncio.run(main())
+    assert len(batch) == 100 and all(not isinstance(a, Exception) for a in batch)
+    catalogue = {int(i) for i in tiny_trained.item_ids}
+    for i, (row, answer) in enumerate(zip(rows, batch, strict=True)):
+        allowed = {
+            x
+            for x in catalogue - set(row.features.seen_items) - set(row.exclude)
+            if not row.categories or contract_category(x) == "g1"
+        }
+        assert len(answer.item_ids) == min(row.k, len(allowed))  # fewer only when they run out
+        assert set(answer.item_ids) <= allowed
+        if row.categories:
+            assert {contract_category(x) for x in answer.item_ids} == {"g1"}
+        if i < len(singles):
+            assert answer.item_ids == singles[i].item_ids
+            np.testing.assert_allclose(answer.scores, singles[i].scores, rtol=1e-5, atol=1e-6)
