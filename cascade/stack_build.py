@@ -133,14 +133,18 @@ def trained_on(meta: dict[str, Any], serving: dict[str, Any]) -> str | None:
 
 
 def _als_matches(layout: Layout, serving: dict[str, Any]) -> bool:
-    """Whether ALS ``latest`` resolves (text file or symlink: the one rule) and was trained on
-    the data being served."""
+    """Whether ALS ``latest`` resolves (text file or symlink: the one rule), was trained on the
+    data being served and records item categories (ALS training takes seconds; without them the
+    category filter answers 503)."""
     try:
         latest = fmt.resolve_latest(fmt.als_root(layout.artifacts_dir))
         meta = fmt.read_metadata(latest)
     except (fmt.ArtifactFormatError, OSError):
         return False
     mismatch = trained_on(meta, serving)
+    if mismatch is None and fmt.ITEM_CATEGORIES not in (meta.get("shapes") or {}):
+        # trained before the category filter: the gateway would answer filtered requests 503
+        mismatch = "it records no item categories (trained before the category filter)"
     if mismatch:
         logger.warning("ALS %s is not served: %s; training one", latest.name, mismatch)
         return False

@@ -34,10 +34,11 @@ def test_other_data_a_split_or_no_record_do_not_match(data: dict, says: str) -> 
     assert mismatch is not None and says in mismatch
 
 
-def _als_version(root: Path, name: str, data: dict) -> None:
+def _als_version(root: Path, name: str, data: dict, *, categories: bool = True) -> None:
     version = root / "als" / name
     version.mkdir(parents=True)
-    (version / "metadata.json").write_text(json.dumps({"data": data}))
+    shapes = {"item_categories": [3]} if categories else {}
+    (version / "metadata.json").write_text(json.dumps({"data": data, "shapes": shapes}))
     (root / "als" / "latest").write_text(name + "\n")
 
 
@@ -55,6 +56,20 @@ def test_als_trained_on_the_served_data_is_kept(tmp_path: Path) -> None:
     layout = Layout(home=tmp_path)
     _als_version(layout.artifacts_dir, "20260101T000000Z", {**DEMO, "split": None})
     assert stack_build._als_matches(layout, DEMO)
+
+
+def test_als_without_item_categories_is_trained_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ALS version trained before the category filter (no item_categories.npy) would make
+    the gateway answer every filtered request 503: ``cascade up`` trains one (seconds)."""
+    layout = Layout(home=tmp_path)
+    _als_version(
+        layout.artifacts_dir, "20260101T000000Z", {**DEMO, "split": None}, categories=False
+    )
+    with caplog.at_level(logging.WARNING):
+        assert not stack_build._als_matches(layout, DEMO)
+    assert "no item categories" in caplog.text
 
 
 def test_the_newest_triton_version_is_checked_through_its_training_artifact(
