@@ -50,7 +50,11 @@ def test_self_is_this_process_without_its_children() -> None:
 
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.3)  # the child burns CPU; SELF must not count it
+        # The child burns CPU; SELF must not count it. Wait for the child's CPU, not for wall
+        # time: on a saturated machine 0.3 s of wall gave it under 0.1 s of CPU.
+        deadline = time.monotonic() + 60
+        while cpu_meter.cpu_seconds(child.pid) < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert cpu_meter.cpu_seconds(cpu_meter.SELF) == pytest.approx(time.process_time(), abs=0.05)
         assert cpu_meter.cpu_seconds(os.getpid()) > time.process_time() + 0.1
     finally:
