@@ -117,7 +117,9 @@ async def build_components(settings: GatewaySettings, metrics: GatewayMetrics) -
             features = NoFeatures(f"feature store not opened: {exc}")
     primary = None
     if settings.triton_url:
-        primary = TritonPrimary(url=settings.triton_url, model=settings.triton_model)
+        primary = TritonPrimary(
+            url=settings.triton_url, model=settings.triton_model, dataset_id=settings.dataset_id
+        )
         closers.append(primary.close)
     fallback = None
     if settings.mf_url:

@@ -11,6 +11,9 @@ variable                            default                    meaning
 ``GATEWAY_SIMILAR_MODEL``           ``two_tower_similar``      Triton model of similar items (same
                                                                ``TRITON_URL``); empty: ALS, popular
 ``GATEWAY_DATASET``                 ``$CASCADE_DATASET``/demo  data set whose Feast registry is read
+``GATEWAY_DATASET_ID``              empty                      ``<name>:<checksum, 12 hex>`` of the data
+                                                               served: a Two-Tower version trained on
+                                                               another refuses (empty: no check)
 ``GATEWAY_FEATURES_ENABLED``        ``true``                   false: never read features
 ``GATEWAY_ARTIFACTS_DIR``           ``$CASCADE_HOME/artifacts`` where the ALS artifacts (popular list) are
 ``GATEWAY_DEADLINE_MS``             ``250``                    whole-request budget
@@ -123,6 +126,9 @@ class GatewaySettings(BaseSettings):
         default_factory=_default_dataset,
         validation_alias=AliasChoices("GATEWAY_DATASET", "CASCADE_DATASET"),
     )
+    # Sent to Triton with each call (request parameter cascade_dataset): a Two-Tower version
+    # trained on another data set answers with an error instead of its items (issue 19).
+    dataset_id: str = Field(default="", max_length=200, pattern=r"^([^:\s]+:[0-9a-f]{1,64})?$")
     features_enabled: bool = True
     artifacts_dir: Path = Field(default_factory=_default_artifacts_dir)
 

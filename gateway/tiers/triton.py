@@ -97,9 +97,16 @@ def build_inputs(
     return inputs
 
 
-def _request_template(model: str) -> service_pb2.ModelInferRequest:
-    """Everything of a request but the tensors' bytes: names, datatypes, shapes, outputs."""
+DATASET_PARAMETER = "cascade_dataset"  # checked by the model (triton_models/two_tower/model.py)
+
+
+def _request_template(model: str, dataset_id: str = "") -> service_pb2.ModelInferRequest:
+    """Everything of a request but the tensors' bytes: names, datatypes, shapes, outputs, and
+    the data set the gateway serves (``dataset_id``; the model refuses a version trained on
+    another)."""
     request = service_pb2.ModelInferRequest(model_name=model)
+    if dataset_id:
+        request.parameters[DATASET_PARAMETER].string_param = dataset_id
     for spec in contract.INPUTS:
         request.inputs.add(name=spec.name, datatype=spec.dtype, shape=[1, *spec.dims])
     for out in contract.OUTPUTS:
@@ -110,12 +117,12 @@ def _request_template(model: str) -> service_pb2.ModelInferRequest:
 class TritonPrimary:
     """Async Triton client for the Two-Tower model."""
 
-    def __init__(self, *, url: str, model: str = contract.MODEL_NAME) -> None:
+    def __init__(self, *, url: str, model: str = contract.MODEL_NAME, dataset_id: str = "") -> None:
         self.url = url
         self.model = model
         self._channel = grpc.aio.insecure_channel(url, options=_GRPC_CHANNEL_ARGS)
         self._stub: Any = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        self._template = _request_template(model)
+        self._template = _request_template(model, dataset_id)
 
     async def close(self) -> None:
         await self._channel.close()

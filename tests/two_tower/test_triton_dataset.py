@@ -79,3 +79,34 @@ def test_a_version_trained_on_other_data_refuses_the_request(server, tiny_intera
         "two_tower version 1 was trained on data set demo:aaaaaaaaaaaa, not tiny:bbbbbbbbbbbb"
         in str(err.value)
     )
+
+
+@pytest.mark.parametrize(
+    ("dataset_id", "served"),
+    [("demo:aaaaaaaaaaaa", True), ("", True), ("tiny:bbbbbbbbbbbb", False)],
+)
+def test_the_gateways_client_sends_its_data_set(server, tiny_interactions, dataset_id, served):
+    """The gateway's Triton tier with GATEWAY_DATASET_ID: the matching data set (or none) is
+    served; another is an upstream error that says why (the chain falls back and logs it)."""
+    import asyncio
+
+    from gateway.errors import UpstreamError
+    from gateway.tiers.triton import TritonPrimary
+    from gateway.tiers.types import UserFeatures
+
+    user = int(user_state(tiny_interactions)["user_id"].iloc[0])
+
+    async def ask():
+        primary = TritonPrimary(url=server.grpc_url, dataset_id=dataset_id)
+        try:
+            return await primary.recommend(
+                UserFeatures(user_id=user), k=5, exclude=[], timeout_s=10.0
+            )
+        finally:
+            await primary.close()
+
+    if served:
+        assert len(asyncio.run(ask()).item_ids) == 5
+    else:
+        with pytest.raises(UpstreamError, match="trained on data set demo:aaaaaaaaaaaa, not tiny"):
+            asyncio.run(ask())
