@@ -113,3 +113,26 @@ def test_a_version_exported_for_another_contract_is_not_served(tmp_path: Path) -
         layout=Layout(home=tmp_path), repository=tmp_path / "models", versions=[1], serving=DEMO
     )
     assert mismatch is not None and "another Triton contract" in mismatch
+
+
+def test_cascade_up_trains_a_quick_two_tower_to_start_serving(tmp_path: Path, monkeypatch) -> None:
+    """With no matching artifact, `cascade up` trains UP_TWO_TOWER_EPOCHS epochs (minutes), not
+    the default run to convergence (~40 CPU-minutes on demo), then exports what it trained."""
+    import two_tower.export
+    import two_tower.pipeline
+
+    seen: dict[str, object] = {}
+
+    def fake_train(*, layout, spec, split, params):
+        seen.update(spec=spec, split=split, epochs=params.epochs)
+        raise RuntimeError("stop here")  # the export is tested elsewhere
+
+    monkeypatch.setattr(two_tower.pipeline, "run_train_two_tower", fake_train)
+    monkeypatch.setattr(two_tower.export, "export_to_triton", lambda *a, **k: None)
+    layout = Layout(home=tmp_path)
+    with pytest.raises(RuntimeError, match="stop here"):
+        stack_build._ensure_two_tower(
+            layout=layout, dataset="demo", repository=tmp_path / "repo", serving=DEMO
+        )
+    assert seen == {"spec": "demo", "split": None, "epochs": stack_build.UP_TWO_TOWER_EPOCHS}
+    assert stack_build.UP_TWO_TOWER_EPOCHS < 20
