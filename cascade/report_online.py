@@ -79,7 +79,8 @@ def report_online(
         "",
         "--redis-url",
         metavar="URL",
-        help="Redis of the online store (default $REDIS_URL, else redis://127.0.0.1:6379/0).",
+        help="Redis of the online store (default $REDIS_URL, else the running `cascade up`'s, "
+        "else redis://127.0.0.1:6379/0).",
     ),
     dataset: str = typer.Option(
         "",
@@ -93,9 +94,10 @@ def report_online(
     import redis
 
     from cascade.stack_build import DEFAULT_REDIS_URL
+    from cascade.stack_status import stack_redis_url
 
-    url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     layout = Layout.from_env()
+    url = redis_url or os.environ.get("REDIS_URL") or stack_redis_url(layout) or DEFAULT_REDIS_URL
     dataset = dataset or default_dataset(layout)
     try:
         rows = online_rows(redis_url=url, dataset=dataset)

@@ -230,6 +230,11 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
 
 
 def _run(url: str, prefix: str, body: Callable[[RolloutStore], Awaitable[T]]) -> T:
+    if not url:  # no flag, no env: the running `cascade up`'s Redis, else the default
+        from cascade.stack_status import stack_redis_url
+
+        url = stack_redis_url(Layout.from_env()) or DEFAULT_URL
+
     async def main() -> T:
         store = RolloutStore(connect(url, timeout_s=2.0), prefix=prefix)
         try:
@@ -248,11 +253,12 @@ def _run(url: str, prefix: str, body: Callable[[RolloutStore], Awaitable[T]]) ->
 
 
 UrlOpt = typer.Option(
-    DEFAULT_URL,
+    "",
     "--redis-url",
     # The gateway's variable, else the online store's: `cascade up` gives its gateway REDIS_URL.
     envvar=[URL_ENV, "REDIS_URL"],
-    help="Redis holding the rollout state (env GATEWAY_ROLLOUT_REDIS_URL, else REDIS_URL).",
+    help="Redis holding the rollout state (env GATEWAY_ROLLOUT_REDIS_URL, else REDIS_URL, else "
+    f"the running `cascade up`'s, else {DEFAULT_URL}).",
 )
 PrefixOpt = typer.Option(
     DEFAULT_PREFIX, "--prefix", envvar="GATEWAY_ROLLOUT_PREFIX", help="Key prefix."

@@ -321,6 +321,8 @@ def up(
         "create_time": _create_time(os.getpid()),
         "dataset": dataset,
         "gateway_url": f"http://{host}:{ports.gateway}",
+        # for the CLI's other commands (report online, rollout) run from another terminal
+        "redis_url": store_url,
     }
     try:
         for child in stack.children:

@@ -144,6 +144,15 @@ def status_text(layout: Layout) -> tuple[str, int]:
     return "\n".join(lines), 0 if all(c.ready for c in kids) else 2
 
 
+def stack_redis_url(layout: Layout) -> str | None:
+    """The Redis the running ``cascade up`` uses (its online store), or None: what the CLI's
+    other commands default to when neither a flag nor REDIS_URL names one, so a second
+    terminal reads the stack it sees (a stack started with REDIS_URL=.../11, say)."""
+    up = (read_state(layout) or {}).get(SUPERVISOR) or {}
+    url = up.get("redis_url")
+    return str(url) if running(up) and url else None
+
+
 def down(layout: Layout, *, timeout_s: float = 60.0) -> tuple[str, int]:
     """Stop the stack: SIGTERM to ``cascade up``, then wait for it and its children to exit."""
     state = read_state(layout)

@@ -74,6 +74,23 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+def reject_unknown_query(request: Request, allowed: frozenset[str]) -> None:
+    """422 for a query parameter the route does not take: ignored, a misspelt filter or a GET
+    ``exclude`` would be served as if absent (POST bodies refuse unknown fields the same way)."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        hint = " (exclude is a field of POST /v1/recommendations)" if "exclude" in unknown else ""
+        raise BadRequest(
+            f"unknown query parameter {', '.join(repr(u) for u in unknown)}: this route takes "
+            f"{', '.join(sorted(allowed))}{hint}"
+        )
+
+
+GET_RECOMMENDATION_QUERY = frozenset(
+    {"k", "model_version", "include_categories", "exclude_categories"}
+)
+
+
 def _json(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers
@@ -222,6 +239,7 @@ async def get_recommendations(
     """Top-k items for a user, from the best tier that answers within the deadline; with
     ``include_categories`` / ``exclude_categories``, only items inside that filter (applied
     inside each tier's top-k: k items whenever k allowed items exist)."""
+    reject_unknown_query(request, GET_RECOMMENDATION_QUERY)
     settings: GatewaySettings = request.app.state.settings
     k = settings.default_k if k is None else k
     return await _serve(

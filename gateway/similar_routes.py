@@ -28,12 +28,13 @@ from gateway.edge.middleware import SIMILAR_ROUTE, route_label
 from gateway.edge.queue_time import ARRIVED_KEY, PENDING_KEY, apply_pending_stamp, queue_shed_detail
 from gateway.errors import BadRequest, error_response
 from gateway.metrics import GatewayMetrics
-from gateway.routes import _errors, _json
+from gateway.routes import _errors, _json, reject_unknown_query
 from gateway.settings import GatewaySettings
 from gateway.similar import SimilarChain
 from two_tower import similar_contract
 
 SIMILAR_PATH = SIMILAR_ROUTE  # the request metrics' route label is the path template
+SIMILAR_QUERY = frozenset({"k"})  # what the route takes; anything else is a 422
 
 tracer = trace.get_tracer("gateway")
 ROOT = Context()  # no parent: every request's trace starts here
@@ -90,6 +91,7 @@ async def get_similar_items(
 ) -> Response:
     """The items most similar to ``item_id`` (Two-Tower item embeddings, else ALS item factors,
     else popular items), from the best tier that answers within the deadline."""
+    reject_unknown_query(request, SIMILAR_QUERY)
     app_state = request.app.state
     settings: GatewaySettings = app_state.settings
     metrics: GatewayMetrics = app_state.metrics

@@ -3,6 +3,7 @@ and a clear error (no traceback, no password) when Redis does not answer."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -73,3 +74,35 @@ def test_the_running_stacks_data_set_is_the_default_and_an_unknown_one_is_an_err
         env={**env, "CASCADE_HOME": str(tmp_path)},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_running_stacks_redis_is_the_default_without_a_flag_or_redis_url(
+    tmp_path, monkeypatch
+) -> None:
+    """A stack started with REDIS_URL=.../11 is read from a second terminal without it."""
+    import json
+
+    import psutil
+
+    from cascade.runtime.paths import Layout
+    from cascade.stack_status import stack_redis_url, state_path
+
+    layout = Layout(home=tmp_path)
+    assert stack_redis_url(layout) is None  # no stack
+    layout.run_dir.mkdir(parents=True)
+    me = psutil.Process()
+    up = {"pid": me.pid, "create_time": me.create_time(), "dataset": "tiny"}
+    up["redis_url"] = "redis://127.0.0.1:1/11"  # nothing listens: the error names it
+    state_path(layout).write_text(json.dumps({"cascade_up": up}))
+    assert stack_redis_url(layout) == "redis://127.0.0.1:1/11"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CASCADE_DATASET")}
+    result = subprocess.run(
+        [sys.executable, "-m", "cascade.cli", "report", "online"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "CASCADE_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2 and "redis://127.0.0.1:1/11" in result.stderr, result.stderr
+    state_path(layout).write_text(json.dumps({"cascade_up": {**up, "pid": 2**22 + 7}}))
+    assert stack_redis_url(layout) is None  # a stack that is gone names nothing
