@@ -37,6 +37,7 @@ from gateway.rollout.store import StateCache, StoreUnavailable
 from gateway.tiers.types import TierResult
 from gateway.tiers.validation import Catalogue, InvalidAnswer, check_answer
 
+DRAIN_TIMEOUT_S = 2.0  # shadow calls have a 100 ms timeout; shutdown waits this long at most
 logger = logging.getLogger(__name__)
 
 
@@ -222,8 +223,10 @@ class RolloutRouter:
 
     async def drain(self) -> None:
         """Wait for the shadow calls in flight (shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a shadow call stuck past its own timeout must not hang shutdown
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=DRAIN_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
 
     # -- counters ------------------------------------------------------------------------------
 
