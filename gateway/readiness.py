@@ -18,7 +18,9 @@ from typing import Protocol, runtime_checkable
 from gateway.components import Components
 
 READY_CACHE_S = 2.0
-PROBE_TIMEOUT_S = 0.2
+# Long enough for a model-ready call on a busy node (0.2 s read a loaded CI machine's Triton as
+# down), short enough for a kubelet's 1 s probe timeout.
+PROBE_TIMEOUT_S = 0.5
 
 
 @runtime_checkable

@@ -105,8 +105,15 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
             assert len(body["items"]) == 5 and r.headers["X-Served-By"] == body["served_by"]
             tiers.add(body["served_by"])
         if "tritonserver" in state:  # the Two-Tower was built: the primary tier serves
-            checks = httpx.get(f"{gateway}/readyz", timeout=10).json()["checks"]
-            assert checks["triton"] == "ready" and checks["mf"] == "ready", checks
+            # A probe on a busy machine can time out once: /readyz reports, it does not gate.
+            deadline = time.monotonic() + 30
+            while True:
+                checks = httpx.get(f"{gateway}/readyz", timeout=10).json()["checks"]
+                ready = checks["triton"] == "ready" and checks["mf"] == "ready"
+                if ready or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert ready, checks
             assert "two_tower" in tiers, tiers
         else:
             assert tiers <= {"als", "popular"}, tiers
