@@ -57,10 +57,10 @@ def entries_of(
     for i, user in enumerate(body.users):
         k = default_k if user.k is None else user.k
         if k > settings.max_k:
-            raise BadRequest(f"users[{i}]: k must be at most {settings.max_k}, got {k}")
+            raise BadRequest(f"users[{i}].k: must be at most {settings.max_k}, got {k}")
         if len(user.exclude) > settings.max_exclude:
             raise BadRequest(
-                f"users[{i}]: exclude holds at most {settings.max_exclude} ids, "
+                f"users[{i}].exclude: holds at most {settings.max_exclude} ids, "
                 f"got {len(user.exclude)}"
             )
         categories = CategoryFilter.of(user.include_categories, user.exclude_categories)

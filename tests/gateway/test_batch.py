@@ -200,3 +200,20 @@ def test_the_openapi_spec_documents_the_batch(client: AppClient) -> None:
     entry_k = schemas["BatchEntry"]["properties"]["k"]["anyOf"][0]
     assert entry_k == {"type": "integer", "minimum": 1, "maximum": 100}
     assert schemas["BatchEntry"]["properties"]["exclude"]["maxItems"] == 500
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"users": [{"user_id": 1}, {"user_id": 1, "k": 101}]}, "users[1].k: must be at most"),
+        ({"users": [{"user_id": 1}, {"user_id": "x"}]}, "users[1].user_id: "),
+        (
+            {"users": [{"user_id": 1, "include_categories": ["a,b"]}]},
+            "users[0].include_categories[0]: a category name may not contain a comma",
+        ),
+    ],
+)
+def test_a_422_names_the_field_in_one_form(client: AppClient, body: dict, detail: str) -> None:
+    r = client.post(BATCH_PATH, json=body)
+    assert r.status_code == 422 and detail in r.json()["detail"], r.text
+    assert "\\x00" not in r.json()["detail"]  # no regular expression quoted at the client
