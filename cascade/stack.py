@@ -69,19 +69,21 @@ class StackPorts:
     events: int = 8020  # the consumer's /healthz, /readyz, /metrics
 
 
-def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[int]:
-    """The stack's ports that something already listens on (checked before building anything)."""
-    wanted = [ports.gateway, ports.mf, ports.nats, ports.nats_monitor, ports.events]
+def busy_ports(host: str, ports: StackPorts, *, with_triton: bool) -> list[str]:
+    """The stack's ports that something already listens on (checked before building anything),
+    each as ``8000 (CASCADE_GATEWAY_PORT)``: the variable (or ``--gateway-port``) that moves it."""
+    names = ["gateway", "mf", "nats", "nats_monitor", "events"]
     if with_triton:
-        wanted += [ports.triton_http, ports.triton_grpc, ports.triton_metrics]
+        names += ["triton_http", "triton_grpc", "triton_metrics"]
     busy = []
-    for port in wanted:
+    for name in names:
+        port = getattr(ports, name)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
-                busy.append(port)
+                busy.append(f"{port} (CASCADE_{name.upper()}_PORT)")
     return busy
 
 
@@ -279,7 +281,8 @@ def up(
     busy = busy_ports(host, ports, with_triton=with_triton)
     if busy:
         raise ProcessError(
-            f"ports already in use on {host}: {busy} (another `cascade up`? set other ports)"
+            f"ports already in use on {host}: {', '.join(busy)}; another `cascade up`? "
+            "(`cascade status`), or move them with those variables or the --*-port options"
         )
     from events.natsd import nats_server_binary
 
