@@ -14,6 +14,8 @@ Layout (``layout.artifacts_dir / "two_tower"``)::
                                    item_vocab order (absent in artifacts trained before the
                                    category filter; their exports cannot filter)
         popular_items.npy, popular_counts.npy   fallback ranking for users never seen
+        item_bias.npy              float32, item_vocab order: the recent-popularity prior added
+                                   to every score (two_tower.item_prior); absent: no prior
         metadata.json              config, string vocabularies, params, metrics, data, versions
 
 A version folder is written under a temporary name and renamed into place, and ``latest`` is
@@ -50,6 +52,7 @@ LATEST_FILE = store.LATEST_FILE
 METADATA_FILE = store.METADATA_FILE
 WEIGHTS_FILE = "model.safetensors"
 ITEM_CATEGORIES = "item_categories"  # optional: artifacts before the category filter lack it
+ITEM_BIAS = "item_bias"  # optional: artifacts before the prior (or with beta 0) lack it
 _ARRAYS = (
     "user_vocab",
     "item_vocab",
@@ -78,6 +81,8 @@ class TrainedTwoTower:
     # Each item's category name in item_vocab order ("" = unknown); None: not recorded (an
     # artifact older than the category filter).
     item_categories: np.ndarray | None = None
+    # The recent-popularity prior per item in item_vocab order (two_tower.item_prior); None: none.
+    item_bias: np.ndarray | None = None
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -116,6 +121,8 @@ def save_two_tower(
     arrays = {name: getattr(trained, name) for name in _ARRAYS}
     if trained.item_categories is not None:
         arrays[ITEM_CATEGORIES] = np.asarray(trained.item_categories, dtype=str)
+    if trained.item_bias is not None:
+        arrays[ITEM_BIAS] = np.asarray(trained.item_bias, dtype=np.float32)
     meta = dict(trained.metadata)
     meta.update(
         {
@@ -210,6 +217,14 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         item_categories = np.load(categories_path, allow_pickle=False)
         if item_categories.shape != arrays["item_vocab"].shape or item_categories.dtype.kind != "U":
             raise ArtifactError(f"{categories_path}: not one category name per item")
+    item_bias = None
+    if ITEM_BIAS in meta["shapes"]:
+        bias_path = directory / f"{ITEM_BIAS}.npy"
+        if not bias_path.is_file():
+            raise ArtifactError(f"{bias_path} is missing: incomplete artifact")
+        item_bias = np.load(bias_path, allow_pickle=False)
+        if item_bias.shape != arrays["item_vocab"].shape or not np.isfinite(item_bias).all():
+            raise ArtifactError(f"{bias_path}: not one finite float per item")
     if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
         raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
     cfg = TwoTowerConfig.from_dict(meta["config"])
@@ -242,6 +257,7 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         popular_counts=arrays["popular_counts"],
         metadata=meta,
         item_categories=item_categories,
+        item_bias=None if item_bias is None else item_bias.astype(np.float32),
     )
 
 

@@ -163,6 +163,12 @@ def _echo_training_summary(folder: Path) -> None:
             f"training: {meta['train_seconds']:.0f} s, epochs run {epochs}, best epoch "
             f"{meta.get('best_epoch')}, peak memory {meta.get('peak_rss_mb', float('nan')):.0f} MiB"
         )
+    prior = meta.get("prior") or {}
+    if "validation_recall@20" in prior:
+        typer.echo(
+            f"recent-popularity prior: beta {prior['beta']} (validation Recall@20 by beta: "
+            f"{prior['validation_recall@20']})"
+        )
     summary = meta.get("training_set") or {}
     if "rows" not in summary:
         return

@@ -10,6 +10,8 @@
     item_categories.npy   int64: each item's ``contract.category_code`` (0 = unknown), in
                           item_ids order; only when the artifact records item categories
                           (trained after the category filter), ``item_categories`` in metadata
+    item_bias.npy         float32, item_ids order: the recent-popularity prior the model adds to
+                          every score (``two_tower.item_prior``); only when the artifact has one
     metadata.json         contract fingerprint, max_k, list lengths, artifact version, dim, n_items
 
 then regenerates ``config.pbtxt`` and ``configs/gpu.pbtxt`` from the contract and deletes all but
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "model.py"
 TOWER_FILE = "user_tower.pt"
 CATEGORIES_FILE = "item_categories.npy"
+BIAS_FILE = "item_bias.npy"
 
 
 class ExportError(RuntimeError):
@@ -129,6 +132,8 @@ def export_to_triton(
         "max_exclude_items": contract.MAX_EXCLUDE_ITEMS,
         "max_filter_categories": contract.MAX_FILTER_CATEGORIES,
         "item_categories": trained.item_categories is not None,
+        "item_bias": trained.item_bias is not None,
+        "prior": trained.metadata.get("prior"),
         "dim": trained.model.cfg.out_dim,
         "n_items": len(trained.item_ids),
         "trained_at": trained.metadata.get("trained_at"),
@@ -150,6 +155,12 @@ def export_to_triton(
             np.ascontiguousarray(trained.item_embeddings, dtype=np.float32),
             allow_pickle=False,
         )
+        if trained.item_bias is not None:
+            np.save(
+                tmp / BIAS_FILE,
+                np.ascontiguousarray(trained.item_bias, dtype=np.float32),
+                allow_pickle=False,
+            )
         if trained.item_categories is not None:
             np.save(
                 tmp / CATEGORIES_FILE,

@@ -46,6 +46,7 @@ from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import feature_settings
 from two_tower.artifacts import TrainedTwoTower, save_two_tower
 from two_tower.data import item_catalogue, item_rows
+from two_tower.item_prior import WINDOW_DAYS, choose_beta, item_bias, recent_counts
 from two_tower.model import TowerEnsemble, TwoTower
 from two_tower.prepare import Prepared, build_model, prepare
 from two_tower.recommender import item_vectors
@@ -149,6 +150,7 @@ def run_train_two_tower(
     trained.metadata.update(
         {
             "data": data.data_metadata(),
+            "prior": fit_prior(trained, prepared, train=data.train),
             "params": params.to_dict(),
             "engine": engine,
             "training_set": training_set_summary(prepared),
@@ -231,6 +233,20 @@ def finish(
     )
 
 
+def fit_prior(trained: Any, prepared: Prepared, *, train: pd.DataFrame) -> dict[str, Any]:
+    """Choose the recent-popularity prior's beta on validation (``two_tower.item_prior``) and set
+    ``trained.item_bias`` from the whole training data's counts (None when beta is 0); returns
+    what ``metadata.json`` records (``prior``)."""
+    validate = prepared.validate
+    if validate is None or prepared.recent_counts is None:
+        return {"beta": 0.0, "window_days": WINDOW_DAYS, "why": "no validation hold-out"}
+    beta, recalls = choose_beta(lambda bias: validate(trained.model, bias), prepared.recent_counts)
+    logger.info("two_tower prior: beta %s chosen on validation Recall@20 %s", beta, recalls)
+    if beta:
+        trained.item_bias = item_bias(recent_counts(train, trained.item_vocab), beta)
+    return {"beta": beta, "window_days": WINDOW_DAYS, "validation_recall@20": recalls}
+
+
 def _placeholder_tables(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Users and items tables with missing side features, for data without them."""
     users = pd.DataFrame({USER_ID: np.unique(interactions[USER_ID].to_numpy(np.int64))})
@@ -279,6 +295,7 @@ def train_in_memory(
     trained = finish(model.cpu(), prepared, train=interactions, items=items)
     trained.metadata.update(
         {
+            "prior": fit_prior(trained, prepared, train=interactions),
             "params": params.to_dict(),
             "training_set": training_set_summary(prepared),
             feature_settings.KEY: feature_settings.current(),

@@ -93,6 +93,7 @@ class TwoTowerRecommender:
         users: pd.DataFrame,
         seen: UserItems,
         popular: PopularityRecommender,
+        item_bias: np.ndarray | None = None,
     ) -> None:
         self.model = model  # scored on the model's own device; results come back to the CPU
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
@@ -104,6 +105,12 @@ class TwoTowerRecommender:
         self.rows = user_rows(table, seen_len=max(model.cfg.seen_pool, 1))
         self.seen = seen
         self.popular = popular
+        # The recent-popularity prior (two_tower.item_prior), added to every user's scores.
+        self.item_bias = (
+            None
+            if item_bias is None
+            else torch.from_numpy(np.asarray(item_bias, np.float32).reshape(-1))
+        )
 
     @classmethod
     def from_trained(
@@ -134,6 +141,7 @@ class TwoTowerRecommender:
             popular=PopularityRecommender(
                 items=trained.popular_items, counts=trained.popular_counts
             ),
+            item_bias=trained.item_bias,
         )
 
     def _positions(self, users: np.ndarray) -> np.ndarray:
@@ -145,7 +153,10 @@ class TwoTowerRecommender:
     def scores(self, rows: UserRows) -> np.ndarray:
         """``(n, n_items)`` float32 scores for tower inputs ``rows`` (nothing masked)."""
         with torch.inference_mode():
-            out: np.ndarray = (user_vectors(self.model, rows) @ self.item_emb_t).numpy()
+            scores = user_vectors(self.model, rows) @ self.item_emb_t
+            if self.item_bias is not None:
+                scores += self.item_bias
+            out: np.ndarray = scores.numpy()
         return out
 
     def recommend(

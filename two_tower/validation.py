@@ -66,14 +66,15 @@ def recall_validator(
     val_fit: pd.DataFrame,
     val_target: pd.DataFrame,
     fit: pd.DataFrame,
-) -> Callable[[TwoTower], float]:
+) -> Callable[..., float]:
     """The early-stopping callback: a model's Recall@20 on the held-out ``val_target``, the
-    catalogue's items (``item_vocab``, features in ``catalogue``) as candidates."""
+    catalogue's items (``item_vocab``, features in ``catalogue``) as candidates; ``item_bias``
+    (``two_tower.item_prior``) added to the scores when given."""
     truth = ground_truth(val_fit, val_target)
     state = user_table(users, user_state(val_fit))
     popular = PopularityRecommender.from_interactions(fit, with_seen=False)
 
-    def validate(model: TwoTower) -> float:
+    def validate(model: TwoTower, item_bias: np.ndarray | None = None) -> float:
         rec = TwoTowerRecommender(
             model=model,
             item_ids=item_vocab,
@@ -81,6 +82,7 @@ def recall_validator(
             users=state,
             seen=truth.train_items,
             popular=popular,
+            item_bias=item_bias,
         )
         return float(evaluate_recommender(rec, truth, max_k=20)["recall@20"])
 

@@ -118,6 +118,7 @@ def collect_seed(
             "epochs_run": [len(h) for h in meta.get("history", [])],
             "val_recall@20": [max(e.get("val_recall@20", 0.0) for e in h) for h in meta["history"]],
             "artifact": str(folder),
+            "prior": meta.get("prior") or {},
         },
     }
 
@@ -218,6 +219,17 @@ def format_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Stats]
         "seconds and peak RSS from `os.wait4`; peak RSS of the training loop's process is the "
         "same figure.",
     ]
+    priors = [(r["seed"], r["two_tower"].get("prior") or {}) for r in runs]
+    if any("validation_recall@20" in p for _, p in priors):
+        lines.append(
+            "Recent-popularity prior (two_tower.item_prior; the Two-Tower figures above include "
+            "it): "
+            + "; ".join(
+                f"seed {seed} beta {p.get('beta')}, validation Recall@20 by beta "
+                f"{p.get('validation_recall@20')}"
+                for seed, p in priors
+            )
+        )
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ k items long); a version exported without item categories refuses a filtered req
 gets a clear Triton error (400) and the model stays ready.
 
 Two versions are exported: 1 without item categories (as an artifact trained before the filter
-exports), 2 with them (the newest, which requests without a version get).
+exports), 2 with them (the newest, which requests without a version get). Both carry a
+recent-popularity prior (``item_bias``, ``two_tower.item_prior``) large enough to reorder the
+top-k, so "served equals offline" also proves Triton adds it.
 """
 
 from __future__ import annotations
@@ -30,14 +32,21 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def server(tiny_trained, tmp_path_factory):
+def served(tiny_trained):
+    """The tiny model with a prior that reorders its rankings (see the module docstring)."""
+    bias = np.random.default_rng(3).normal(0.0, 0.3, len(tiny_trained.item_ids))
+    return dataclasses.replace(tiny_trained, item_bias=bias.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def server(served, tmp_path_factory):
     repo = tmp_path_factory.mktemp("triton_repo")
     model_dir(repo).mkdir()
     shutil.copy(
         model_dir(DEFAULT_MODEL_REPOSITORY) / TEMPLATE_NAME, model_dir(repo) / TEMPLATE_NAME
     )
-    export_to_triton(dataclasses.replace(tiny_trained, item_categories=None), repository=repo)
-    export_to_triton(_with_categories(tiny_trained), repository=repo)
+    export_to_triton(dataclasses.replace(served, item_categories=None), repository=repo)
+    export_to_triton(_with_categories(served), repository=repo)
     settings = TritonSettings(
         model_repository=repo,
         backends_dir=tmp_path_factory.mktemp("backends"),
@@ -101,8 +110,8 @@ def _infer(module, client, arrays, dtypes=None, version=""):
 
 
 @pytest.fixture(scope="module")
-def offline(tiny_trained, tiny_interactions):
-    rec = TwoTowerRecommender.from_trained(tiny_trained, interactions=tiny_interactions)
+def offline(served, tiny_interactions):
+    rec = TwoTowerRecommender.from_trained(served, interactions=tiny_interactions)
     return rec, user_state(tiny_interactions)
 
 
@@ -120,7 +129,7 @@ def client(request, server):
     c.close()
 
 
-def test_served_top_k_equals_offline_top_k(client, offline):
+def test_served_top_k_equals_offline_top_k(client, offline, served, tiny_interactions):
     module, c = client
     rec, state = offline
     users = np.random.default_rng(0).choice(state["user_id"].to_numpy(), size=12, replace=False)
@@ -129,6 +138,10 @@ def test_served_top_k_equals_offline_top_k(client, offline):
     assert ids.shape == (len(users), K) and ids.dtype == np.int64 and scores.dtype == np.float32
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    plain = TwoTowerRecommender.from_trained(
+        dataclasses.replace(served, item_bias=None), interactions=tiny_interactions
+    )
+    assert not np.array_equal(plain.recommend(users, k=K)[0], ids)  # the prior was applied
 
 
 def test_excluded_items_are_masked_and_not_history(client, offline):
@@ -276,7 +289,7 @@ def test_the_export_writes_a_manifest_that_verifies(server):
     assert verify_model(model_dir(server.settings.model_repository)) == [1, 2]
 
 
-def test_the_gateway_client_sends_a_batch_as_the_rows_of_one_request(server, offline, tiny_trained):
+def test_the_gateway_client_sends_a_batch_as_the_rows_of_one_request(server, offline, served):
     """``TritonPrimary.recommend_many`` (the batch route): 100 rows in one request (the
     contract's max_batch_size is 128), each with its own k, exclusions and category filter,
     each row equal to that user's single-row answer."""
@@ -316,7 +329,7 @@ def test_the_gateway_client_sends_a_batch_as_the_rows_of_one_request(server, off
 
     batch, singles = asyncio.run(main())
     assert len(batch) == 100 and all(not isinstance(a, Exception) for a in batch)
-    catalogue = {int(i) for i in tiny_trained.item_ids}
+    catalogue = {int(i) for i in served.item_ids}
     for i, (row, answer) in enumerate(zip(rows, batch, strict=True)):
         allowed = {
             x

@@ -6,6 +6,8 @@ SOURCE TEMPLATE. ``cascade export two-tower`` copies this file into each version
     user_tower.pt         TorchScript user tower (raw ids and features in, unit vector out)
     item_embeddings.npy   float32 (n_items, dim), L2-normalised, row order = item_ids.npy
     item_ids.npy          int64, sorted: the data set's own item ids
+    item_bias.npy         float32, row order = item_ids.npy, optional: the recent-popularity
+                          prior added to every score before masking (two_tower.item_prior)
     item_categories.npy   int64, row order = item_ids.npy: each item's category code
                           (``contract.category_code``; 0 = unknown); absent in versions exported
                           before the category filter, which then refuse a filtered request
@@ -107,6 +109,7 @@ class TritonPythonModel:
         checksum = str(data.get("checksum") or "")
         self.dataset = f"{data.get('dataset')}:{checksum[:12]}" if checksum else ""
         self._load_categories(folder, len(items))
+        self.item_bias = self._load_bias(folder, len(items))
         self._warm_up(
             int(meta["recent_items_len"]),
             int(meta["max_seen_items"]),
@@ -116,6 +119,16 @@ class TritonPythonModel:
             f"two_tower version {args['model_version']} (artifact {self.version}): "
             f"{len(items)} items, device {self.device}"
         )
+
+    def _load_bias(self, folder: str, n_items: int) -> torch.Tensor | None:
+        """The recent-popularity prior added to every score (absent: none), checked finite."""
+        path = os.path.join(folder, "item_bias.npy")
+        if not os.path.isfile(path):
+            return None
+        bias = np.load(path, allow_pickle=False).astype(np.float32)
+        if bias.shape != (n_items,) or not np.isfinite(bias).all():
+            raise ValueError(f"item_bias.npy is not one finite float per item ({bias.shape})")
+        return torch.from_numpy(bias).to(self.device)
 
     def _load_categories(self, folder: str, n_items: int) -> None:
         """Each item's category as an index into this version's sorted category codes."""
@@ -261,6 +274,8 @@ class TritonPythonModel:
                 rows["seen_items"],
             )
             scores = users @ self.item_emb_t
+            if self.item_bias is not None:
+                scores += self.item_bias
             n, n_items = scores.shape
             mask = torch.zeros((n, n_items + 1), dtype=torch.bool, device=self.device)
             mask.scatter_(1, _lookup(self.item_ids, rows["seen_items"]), True)
