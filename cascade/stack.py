@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -357,6 +358,9 @@ def up(
     finally:
         echo("stopping Cascade ...")
         stack.stop()
+        # `cascade status` then tells a clean stop from a crash
+        supervisor["stopped_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_state(layout, stack, supervisor)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     echo("stopped.")

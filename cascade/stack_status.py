@@ -125,9 +125,18 @@ def status_text(layout: Layout) -> tuple[str, int]:
         return f"no stack: {state_path(layout)} does not exist (start one with `cascade up`)", 1
     up = state.get(SUPERVISOR) or {}
     if not running(up):
+        entries = [e for n, e in state.items() if n != SUPERVISOR and isinstance(e, dict)]
+        logs = sorted({str(Path(e["log"]).parent) for e in entries if e.get("log")})
+        where = f"; its logs: {', '.join(logs)}" if logs else ""
+        if up.get("stopped_at"):
+            return (
+                f"no stack running: the last `cascade up` (pid {up.get('pid', '?')}, data set "
+                f"{up.get('dataset', '?')!r}) stopped cleanly at {up['stopped_at']}{where}",
+                1,
+            )
         return (
             f"no stack running: {state_path(layout)} is left from an earlier `cascade up` "
-            f"(pid {up.get('pid', '?')} is gone)",
+            f"(pid {up.get('pid', '?')} is gone without a clean stop){where}",
             1,
         )
     lines = [

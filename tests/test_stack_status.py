@@ -86,6 +86,19 @@ def test_a_reused_pid_is_not_the_stack(tmp_path: Path) -> None:
     assert stack_status.down(layout) == ("no stack running: nothing to stop", 0)
 
 
+def test_a_clean_stop_is_told_from_a_crash(tmp_path: Path) -> None:
+    layout = Layout(home=tmp_path)
+    layout.run_dir.mkdir(parents=True)
+    gone = {"pid": 2**22 + 7, "create_time": 1.0, "dataset": "tiny"}
+    child = {"pid": 2**22 + 8, "create_time": 1.0, "log": "/x/logs/gateway.log"}
+    for stopped, words in (({"stopped_at": "2026-12-05T07:00:00+00:00"}, "stopped cleanly"),
+                           ({}, "without a clean stop")):  # fmt: skip
+        state = {"cascade_up": {**gone, **stopped}, "gateway": child}
+        stack_status.state_path(layout).write_text(json.dumps(state))
+        text, code = stack_status.status_text(layout)
+        assert code == 1 and words in text and "its logs: /x/logs" in text, text
+
+
 def test_no_state_file(tmp_path: Path) -> None:
     text, code = stack_status.status_text(Layout(home=tmp_path))
     assert code == 1 and "cascade up" in text

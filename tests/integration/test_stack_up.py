@@ -143,6 +143,8 @@ def test_cascade_up_serves_and_stops_every_child(tmp_path: Path, feast_project: 
         assert proc.wait(timeout=60) == 0, out.read_text()[-3000:]
         assert "stopped." in out.read_text()
         assert _alive(pids) == []
+        status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+        assert status.returncode == 1 and "stopped cleanly" in status.stdout + status.stderr
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
