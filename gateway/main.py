@@ -10,7 +10,6 @@ in place of upstreams, for faults that real processes cannot produce on demand. 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from fastapi import FastAPI
 
 from cascade.runtime.api_docs import serve_docs_offline
 from cascade.runtime.redact import redact_url
+from cascade.runtime.tasks import stop_tasks
 from cascade.runtime.telemetry import configure_tracing
 from gateway import background, eventsink, gc_watch, similar, similar_routes
 from gateway.batch_routes import router as batch_router
@@ -89,10 +89,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await rollout.close()
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        stuck = await stop_tasks(tasks)
+        if stuck:
+            logger.warning("background tasks still running after shutdown began: %s", stuck)
         unwatch_gc()
         await events.close()
         await built.close()

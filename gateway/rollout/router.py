@@ -118,6 +118,7 @@ class RolloutRouter:
         self._slots = shadow_slots
         self._pending: dict[tuple[str, int], dict[str, Counter[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False  # set at shutdown: run() ends after its current tick
         self._first = True
         cache.on_change(self._changed)
 
@@ -271,7 +272,7 @@ class RolloutRouter:
 
     async def run(self, *, refresh_s: float = 1.0) -> None:
         """Background: :meth:`tick` every ``refresh_s``."""
-        while True:
+        while not self.stopping:
             await self.tick()
             await asyncio.sleep(refresh_s)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cascade.runtime.redact import redact_url
+from cascade.runtime.tasks import stop_tasks
 from gateway.metrics import LATENCY_BUCKETS
 from gateway.resilience.chain import FallbackChain
 from gateway.rollout.controller import RolloutController
@@ -30,10 +31,11 @@ class RolloutRuntime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.router is not None:
+            self.router.stopping = True  # its loop ends even if a Redis call ate the cancel
+        stuck = await stop_tasks(self.tasks)
+        if stuck:
+            logger.warning("rollout tasks still running after shutdown began: %s", stuck)
         if self.router is not None:
             await self.router.drain()
             with contextlib.suppress(Exception):  # best effort: the last second of counts
