@@ -34,39 +34,40 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import propagate, trace
 from prometheus_client import Counter
 
 from cascade.runtime.ranking import first_not_in
+from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker, redis_storage
-from gateway.resilience.tier_chain import (
-    ChainConfig,
-    TierCall,
-    TierChain,
-    TierOutcome,
-    traceparent,
-)
+from gateway.resilience.chain import ChainConfig
 from gateway.schemas import FallbackReason, Tier
 from gateway.settings import GatewaySettings
+from gateway.throttled_log import ThrottledLog
 from gateway.tiers.mf import MfFallback
 from gateway.tiers.popular import PopularList
 from gateway.tiers.similar_mf import MfSimilar
 from gateway.tiers.similar_triton import TritonSimilar
 from gateway.tiers.similar_types import ItemNotFound, SimilarTier, UnknownItem
 from gateway.tiers.types import TierResult
+from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("gateway")
 
 BREAKER_NAME = "similar"
 BREAKER_NAMESPACE = "cascade:gateway:similar"
 # Label values of the shared per-tier metrics (kept apart from the user path's two_tower / als).
 PRIMARY_LABEL = "two_tower_similar"
 FALLBACK_LABEL = "als_similar"
+_RESERVE_S = 0.002  # kept back for the popular tier and the response, as on the user path
 _OVERLOAD_REASONS = frozenset({FallbackReason.TIMEOUT})
 
 
@@ -114,19 +115,37 @@ def similar_metrics(metrics: GatewayMetrics) -> SimilarMetrics:
     return found
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
-class SimilarChain(TierChain):
+def _traceparent() -> dict[str, str]:
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
+
+
+class SimilarChain:
     """See the module docstring. One instance per app, shared by all requests."""
 
-    _logger = logger
-
-    primary: SimilarTier | None = None
-    fallback: SimilarTier | None = None
-    similar_metrics: SimilarMetrics = field(init=False)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.similar_metrics = similar_metrics(self.metrics)
+    def __init__(
+        self,
+        *,
+        config: ChainConfig,
+        popular: PopularList,
+        breaker: CircuitBreaker,
+        metrics: GatewayMetrics,
+        primary: SimilarTier | None = None,
+        fallback: SimilarTier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        saturated: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.config = config
+        self.popular = popular
+        self.breaker = breaker
+        self.metrics = metrics
+        self.similar_metrics = similar_metrics(metrics)
+        self.primary = primary
+        self.fallback = fallback
+        self.clock = clock
+        self.saturated = saturated
+        self._log = ThrottledLog(logger)
 
     async def similar(
         self, *, item_id: int, k: int, arrived: float | None = None
@@ -191,38 +210,132 @@ class SimilarChain(TierChain):
             model_version=f"popular/{snap.version}",
         )
 
+    def _left(self, deadline: float) -> float:
+        return deadline - self.clock() - _RESERVE_S
+
     async def _call_primary(
         self, item_id: int, k: int, skip: set[int], deadline: float
     ) -> tuple[TierResult | None, FallbackReason | None]:
         """The primary's valid answer (reason None), or None and why it was not served."""
         assert self.primary is not None
-        call = self._similar_call(PRIMARY_LABEL, self.primary, item_id, k, skip)
-        called, reason = await self._primary_call(call, deadline)
-        return (called.result if called is not None else None), reason
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return None, FallbackReason.BREAKER_OPEN
+        budget = min(self.config.primary_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
+            self.breaker.release(permit)
+            return None, FallbackReason.TIMEOUT
+        cut_short = budget < self.config.primary_timeout_s
+        with tracer.start_as_current_span("tier.two_tower_similar") as span:
+            span.set_attribute("breaker.state", self.breaker.state)
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                answer = await self.primary.similar(
+                    item_id, k=k, timeout_s=budget, headers=_traceparent()
+                )
+                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
+            except UnknownItem:
+                elapsed = self.clock() - started
+                self.breaker.record(permit, duration=elapsed, ok=True)  # it answered, correctly
+                self._observe(PRIMARY_LABEL, "unknown_item", elapsed, span)
+                return None, FallbackReason.COLD_START
+            except UpstreamTimeout as exc:
+                elapsed = self.clock() - started
+                if cut_short:  # our deadline, not the upstream's fault: no verdict
+                    self.breaker.release(permit)
+                else:
+                    self.breaker.record(permit, duration=elapsed, ok=False)
+                self._failed(PRIMARY_LABEL, "timeout", elapsed, span, exc)
+                return None, FallbackReason.TIMEOUT
+            except UpstreamError as exc:  # InvalidAnswer included: garbage counts as failure
+                elapsed = self.clock() - started
+                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._failed(PRIMARY_LABEL, _outcome(exc), elapsed, span, exc)
+                return None, FallbackReason.ERROR
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                elapsed = self.clock() - started
+                self.breaker.record(permit, duration=elapsed, ok=False)
+                self._observe(PRIMARY_LABEL, "error", elapsed, span)
+                self._crashed(PRIMARY_LABEL, exc, span)
+                return None, FallbackReason.ERROR
+            except BaseException:
+                self.breaker.release(permit)  # cancelled: the caller gave up, no verdict
+                raise
+            elapsed = self.clock() - started
+            self.breaker.record(permit, duration=elapsed, ok=True)
+            self._observe(PRIMARY_LABEL, "ok", elapsed, span)
+            span.set_attribute("model.version", result.model_version)
+        return result, None
 
     async def _call_fallback(
         self, item_id: int, k: int, skip: set[int], deadline: float
     ) -> tuple[TierResult | None, bool | None]:
         """ALS's valid answer, or None and whether ALS knows the item (None: no answer)."""
         assert self.fallback is not None
-        call = self._similar_call(FALLBACK_LABEL, self.fallback, item_id, k, skip)
-        called = await self._fallback_call(call, deadline)
-        if called is None or called.outcome not in (TierOutcome.OK, TierOutcome.UNKNOWN_ITEM):
+        budget = min(self.config.mf_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
             return None, None
-        return called.result, called.outcome is TierOutcome.OK
+        with tracer.start_as_current_span("tier.als_similar") as span:
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                answer = await self.fallback.similar(
+                    item_id, k=k, timeout_s=budget, headers=_traceparent()
+                )
+                result = check_answer(answer, k=k, skip=skip, catalogue=self.popular)
+            except UnknownItem:
+                self._observe(FALLBACK_LABEL, "unknown_item", self.clock() - started, span)
+                return None, False
+            except UpstreamError as exc:
+                self._failed(FALLBACK_LABEL, _outcome(exc), self.clock() - started, span, exc)
+                return None, None
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                self._observe(FALLBACK_LABEL, "error", self.clock() - started, span)
+                self._crashed(FALLBACK_LABEL, exc, span)
+                return None, None
+            self._observe(FALLBACK_LABEL, "ok", self.clock() - started, span)
+            span.set_attribute("model.version", result.model_version)
+        return result, True
 
-    @staticmethod
-    def _similar_call(
-        label: str, tier: SimilarTier, item_id: int, k: int, skip: set[int]
-    ) -> TierCall:
-        """``tier``'s call for ``item_id``'s neighbours (an unknown item is an answer)."""
-        return TierCall(
-            label,
-            lambda budget: tier.similar(item_id, k=k, timeout_s=budget, headers=traceparent()),
-            k=k,
-            skip=skip,
-            unknown=(UnknownItem, TierOutcome.UNKNOWN_ITEM),
+    def _observe(self, tier: str, outcome: str, elapsed: float, span: trace.Span) -> None:
+        self.metrics.upstream_seconds.labels(tier=tier, outcome=outcome).observe(elapsed)
+        span.set_attribute("tier.outcome", outcome)
+
+    def _failed(
+        self, tier: str, outcome: str, elapsed: float, span: trace.Span, exc: UpstreamError
+    ) -> None:
+        self._observe(tier, outcome, elapsed, span)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
+        if isinstance(exc, InvalidAnswer):
+            self.metrics.invalid_answers.labels(tier=tier, rule=exc.rule.value).inc()
+            self._log.warning(
+                (tier, outcome, exc.rule), "%s answer refused, rule %s", tier, exc.detail
+            )
+        else:
+            self._log.warning(
+                (tier, outcome),
+                "%s %s after %.1f ms: %s",
+                tier,
+                outcome,
+                elapsed * 1000,
+                exc.detail,
+            )
+
+    def _crashed(self, tier: str, exc: Exception, span: trace.Span) -> None:
+        name = type(exc).__name__
+        self.metrics.tier_exceptions.labels(tier=tier, exception=name).inc()
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{name} inside the {tier} call"))
+        self._log.error(
+            (tier, name), "%s call raised %s; treated as an error", tier, name, exc_info=True
         )
+
+
+def _outcome(exc: UpstreamError) -> str:
+    if isinstance(exc, InvalidAnswer):
+        return "invalid"
+    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"
 
 
 # -- wiring ---------------------------------------------------------------------------------------

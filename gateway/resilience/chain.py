@@ -44,35 +44,55 @@ user off the primary.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import cast
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from gateway.errors import FiltersUnavailable, UnknownUser, UpstreamError, UpstreamTimeout
+from gateway.metrics import GatewayMetrics
+from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.states import Permit
-from gateway.resilience.tier_chain import ChainConfig as ChainConfig
-from gateway.resilience.tier_chain import TierCall, TierChain, traceparent
-from gateway.resilience.tier_chain import TierOutcome as TierOutcome
 from gateway.rollout.router import NO_ROLLOUT, Arm, CallOutcome, RolloutRouter, Route
 from gateway.schemas import FallbackReason, Tier
+from gateway.throttled_log import ThrottledLog
+from gateway.tiers.popular import PopularList
 from gateway.tiers.types import (
     NO_FILTER,
     CategoryFilter,
     FallbackTier,
     FeatureSource,
+    FilteredFallback,
+    FilteredPrimary,
     PrimaryTier,
     TierResult,
     UserFeatures,
+    VersionedPrimary,
 )
+from gateway.tiers.validation import InvalidAnswer, check_answer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway")
 
 # Fallback reasons that a saturated loop causes (a deadline missed), as opposed to a fault.
 _OVERLOAD_REASONS = frozenset({FallbackReason.FEATURES_UNAVAILABLE, FallbackReason.TIMEOUT})
+
+# Time kept back for the popular tier and the response itself.
+_RESERVE_S = 0.002
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Time budgets in seconds (see ``GatewaySettings``)."""
+
+    deadline_s: float = 0.250
+    feature_timeout_s: float = 0.020
+    primary_timeout_s: float = 0.100
+    mf_timeout_s: float = 0.060
+    min_tier_s: float = 0.005
 
 
 class FeatureState(StrEnum):
@@ -82,6 +102,16 @@ class FeatureState(StrEnum):
     MISSING = "missing"  # the store does not know the user: cold start
     UNAVAILABLE = "unavailable"  # the read failed or timed out
     DISABLED = "disabled"  # no feature source configured
+
+
+class TierOutcome(StrEnum):
+    """How one tier call ended (the ``outcome`` label of ``gateway_upstream_seconds``)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    ERROR = "error"  # an upstream error, or an exception inside the call
+    INVALID = "invalid"  # it answered, but the answer broke a rule (gateway.tiers.validation)
+    UNKNOWN_USER = "unknown_user"  # the MF model never saw the user: cold start
 
 
 @dataclass(frozen=True)
@@ -94,19 +124,39 @@ class Outcome:
     features: FeatureState
 
 
-_traceparent = traceparent  # the name gateway.resilience.batch imports
+def _traceparent() -> dict[str, str]:
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
-class FallbackChain(TierChain):
+class FallbackChain:
     """See the module docstring. One instance per app, shared by all requests."""
 
-    _logger = logger
-
-    features: FeatureSource | None = None
-    primary: PrimaryTier | None = None
-    fallback: FallbackTier | None = None
-    rollout: RolloutRouter | None = field(default=None, init=False)  # set when rollouts are on
+    def __init__(
+        self,
+        *,
+        config: ChainConfig,
+        popular: PopularList,
+        breaker: CircuitBreaker,
+        metrics: GatewayMetrics,
+        features: FeatureSource | None = None,
+        primary: PrimaryTier | None = None,
+        fallback: FallbackTier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        saturated: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.config = config
+        self.popular = popular
+        self.breaker = breaker
+        self.metrics = metrics
+        self.features = features
+        self.primary = primary
+        self.fallback = fallback
+        self.clock = clock
+        self.saturated = saturated
+        self.rollout: RolloutRouter | None = None  # set by the lifespan when rollouts are on
+        self._log = ThrottledLog(logger)
 
     async def recommend(
         self,
@@ -232,14 +282,29 @@ class FallbackChain(TierChain):
         categories: CategoryFilter = NO_FILTER,
     ) -> Awaitable[TierResult]:
         assert self.primary is not None
-        # Only what is set goes: a PrimaryTier without rollouts or filters takes neither.
-        extra: dict[str, Any] = {}
         if categories:  # a filter: the primary must take it (and the version, None or not)
-            extra = {"version": version, "categories": categories}
-        elif version is not None:  # a rollout's version (VersionedPrimary)
-            extra = {"version": version}
-        return self.primary.recommend(
-            feats, k=k, exclude=exclude, timeout_s=timeout_s, headers=traceparent(), **extra
+            filtered = cast(FilteredPrimary, self.primary)
+            return filtered.recommend(
+                feats,
+                k=k,
+                exclude=exclude,
+                timeout_s=timeout_s,
+                headers=_traceparent(),
+                version=version,
+                categories=categories,
+            )
+        if version is None:  # no rollout: the call every PrimaryTier understands
+            return self.primary.recommend(
+                feats, k=k, exclude=exclude, timeout_s=timeout_s, headers=_traceparent()
+            )
+        primary = cast(VersionedPrimary, self.primary)
+        return primary.recommend(
+            feats,
+            k=k,
+            exclude=exclude,
+            timeout_s=timeout_s,
+            headers=_traceparent(),
+            version=version,
         )
 
     def _shadow_call(
@@ -252,6 +317,9 @@ class FallbackChain(TierChain):
     def _too_busy_for_als(self, reason: FallbackReason | None) -> bool:
         """After a timeout on a saturated loop, ALS would only add to the overload."""
         return reason in _OVERLOAD_REASONS and self.saturated()
+
+    def _left(self, deadline: float) -> float:
+        return deadline - self.clock() - _RESERVE_S
 
     async def _read_features(
         self, user_id: int, deadline: float
@@ -296,22 +364,58 @@ class FallbackChain(TierChain):
         call cut short by the request's own deadline, or cancelled, gives none.
         """
         assert self.primary is not None
-        call = TierCall(
-            Tier.TWO_TOWER.value,
-            lambda budget: self._ask_primary(feats, k, exclude, budget, route.version, categories),
-            k=k,
-            skip=skip,
-            categories=categories,
-        )
-        called, reason = await self._primary_call(
-            call,
-            deadline,
-            verdict=lambda permit, elapsed, ok: self._verdict(permit, route, elapsed, ok=ok),
-        )
-        if called is None:
-            return None, reason
-        self._rolled(route, CallOutcome(called.outcome.value), called.elapsed)  # the same names
-        return called.result, reason
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return None, FallbackReason.BREAKER_OPEN
+        budget = min(self.config.primary_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
+            self.breaker.release(permit)
+            return None, FallbackReason.TIMEOUT
+        cut_short = budget < self.config.primary_timeout_s
+        tier = Tier.TWO_TOWER
+        with tracer.start_as_current_span("tier.two_tower") as span:
+            span.set_attribute("breaker.state", self.breaker.state)
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                answer = await self._ask_primary(
+                    feats, k, exclude, budget, route.version, categories
+                )
+                result = check_answer(
+                    answer, k=k, skip=skip, catalogue=self.popular, categories=categories
+                )
+            except UpstreamTimeout as exc:
+                elapsed = self.clock() - started
+                self._rolled(route, CallOutcome.TIMEOUT, elapsed)
+                if cut_short:  # our deadline, not the upstream's fault: no verdict
+                    self.breaker.release(permit)
+                else:
+                    self._verdict(permit, route, elapsed, ok=False)
+                self._failed(tier, TierOutcome.TIMEOUT, elapsed, span, exc)
+                return None, FallbackReason.TIMEOUT
+            except UpstreamError as exc:  # InvalidAnswer included: garbage counts as failure
+                elapsed = self.clock() - started
+                self._verdict(permit, route, elapsed, ok=False)
+                self._failed(tier, _outcome(exc), elapsed, span, exc)
+                invalid = isinstance(exc, InvalidAnswer)
+                self._rolled(route, CallOutcome.INVALID if invalid else CallOutcome.ERROR, elapsed)
+                return None, FallbackReason.ERROR
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                elapsed = self.clock() - started
+                self._verdict(permit, route, elapsed, ok=False)
+                self._rolled(route, CallOutcome.ERROR, elapsed)
+                self._observe(tier, TierOutcome.ERROR, elapsed, span)
+                self._crashed(tier.value, exc, span)
+                return None, FallbackReason.ERROR
+            except BaseException:
+                self.breaker.release(permit)  # cancelled: the caller gave up, no verdict
+                raise
+            elapsed = self.clock() - started
+            self._verdict(permit, route, elapsed, ok=True)
+            self._rolled(route, CallOutcome.OK, elapsed)
+            self._observe(tier, TierOutcome.OK, elapsed, span)
+            span.set_attribute("model.version", result.model_version)
+        return result, None
 
     def _verdict(self, permit: Permit, route: Route, elapsed: float, *, ok: bool) -> None:
         """The breaker's verdict on a call, except for a canary's candidate calls: a bad
@@ -337,19 +441,31 @@ class FallbackChain(TierChain):
         categories: CategoryFilter = NO_FILTER,
     ) -> tuple[TierResult | None, FallbackReason | None]:
         assert self.fallback is not None
-        call = TierCall(
-            Tier.ALS.value,
-            lambda budget: self._ask_fallback(user_id, k, exclude, budget, categories),
-            k=k,
-            skip=skip,
-            categories=categories,
-            unknown=(UnknownUser, TierOutcome.UNKNOWN_USER),
-        )
-        called = await self._fallback_call(call, deadline)
-        if called is None:
+        budget = min(self.config.mf_timeout_s, self._left(deadline))
+        if budget < self.config.min_tier_s:
             return None, None
-        cold = called.outcome is TierOutcome.UNKNOWN_USER
-        return called.result, FallbackReason.COLD_START if cold else None
+        tier = Tier.ALS
+        with tracer.start_as_current_span("tier.als") as span:
+            span.set_attribute("k", k)
+            started = self.clock()
+            try:
+                answer = await self._ask_fallback(user_id, k, exclude, budget, categories)
+                result = check_answer(
+                    answer, k=k, skip=skip, catalogue=self.popular, categories=categories
+                )
+            except UnknownUser:
+                self._observe(tier, TierOutcome.UNKNOWN_USER, self.clock() - started, span)
+                return None, FallbackReason.COLD_START
+            except UpstreamError as exc:
+                self._failed(tier, _outcome(exc), self.clock() - started, span, exc)
+                return None, None
+            except Exception as exc:  # a bug or a library error: this tier failed, no 500
+                self._observe(tier, TierOutcome.ERROR, self.clock() - started, span)
+                self._crashed(tier.value, exc, span)
+                return None, None
+            self._observe(tier, TierOutcome.OK, self.clock() - started, span)
+            span.set_attribute("model.version", result.model_version)
+        return result, None
 
     def _ask_fallback(
         self,
@@ -360,9 +476,58 @@ class FallbackChain(TierChain):
         categories: CategoryFilter,
     ) -> Awaitable[TierResult]:
         assert self.fallback is not None
-        extra: dict[str, Any] = {"categories": categories} if categories else {}
+        if categories:
+            filtered = cast(FilteredFallback, self.fallback)
+            return filtered.recommend(
+                user_id,
+                k=k,
+                exclude=exclude,
+                timeout_s=timeout_s,
+                headers=_traceparent(),
+                categories=categories,
+            )
         return self.fallback.recommend(
-            user_id, k=k, exclude=exclude, timeout_s=timeout_s, headers=traceparent(), **extra
+            user_id, k=k, exclude=exclude, timeout_s=timeout_s, headers=_traceparent()
+        )
+
+    def _observe(self, tier: Tier, outcome: TierOutcome, elapsed: float, span: trace.Span) -> None:
+        self.metrics.upstream_seconds.labels(tier=tier.value, outcome=outcome.value).observe(
+            elapsed
+        )
+        span.set_attribute("tier.outcome", outcome.value)
+
+    def _failed(
+        self,
+        tier: Tier,
+        outcome: TierOutcome,
+        elapsed: float,
+        span: trace.Span,
+        exc: UpstreamError,
+    ) -> None:
+        self._observe(tier, outcome, elapsed, span)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, exc.detail))
+        if isinstance(exc, InvalidAnswer):
+            self.metrics.invalid_answers.labels(tier=tier.value, rule=exc.rule.value).inc()
+            self._log.warning(
+                (tier, outcome, exc.rule), "%s answer refused, rule %s", tier.value, exc.detail
+            )
+        else:
+            self._log.warning(
+                (tier, outcome),
+                "%s %s after %.1f ms: %s",
+                tier.value,
+                outcome.value,
+                elapsed * 1000,
+                exc.detail,
+            )
+
+    def _crashed(self, tier: str, exc: Exception, span: trace.Span) -> None:
+        name = type(exc).__name__
+        self.metrics.tier_exceptions.labels(tier=tier, exception=name).inc()
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{name} inside the {tier} call"))
+        self._log.error(
+            (tier, name), "%s call raised %s; treated as an error", tier, name, exc_info=True
         )
 
 
@@ -373,3 +538,9 @@ def first_reason(feature_state: FeatureState) -> FallbackReason | None:
     if feature_state is FeatureState.MISSING:
         return FallbackReason.COLD_START
     return None
+
+
+def _outcome(exc: UpstreamError) -> TierOutcome:
+    if isinstance(exc, InvalidAnswer):
+        return TierOutcome.INVALID
+    return TierOutcome.TIMEOUT if isinstance(exc, UpstreamTimeout) else TierOutcome.ERROR

@@ -1,9 +1,8 @@
 """The similar-items primary: the ``two_tower_similar`` model on Triton, over gRPC.
 
-Like ``gateway.tiers.triton`` (the user path's client; both on ``gateway.tiers.triton_grpc``):
-Triton's generated gRPC stub on one ``grpc.aio`` channel, a ``ModelInferRequest`` copied from a
-template built once, the tensors as raw bytes, the answer's raw bytes decoded here, defensively
-(the answer is untrusted input).
+Like ``gateway.tiers.triton`` (the user path's client): Triton's generated gRPC stub on one
+``grpc.aio`` channel, a ``ModelInferRequest`` copied from a template built once, the tensors as
+raw bytes, the answer's raw bytes decoded here, defensively (the answer is untrusted input).
 Tensors follow ``two_tower.similar_contract``: ``item_id`` and ``k`` in, ``item_ids`` and
 ``scores`` out (the optional ``exclude_items`` is not sent). The per-call timeout is the gRPC
 deadline and a hard ``asyncio.timeout`` around the call.
@@ -17,21 +16,32 @@ in ``[0, 2**63)`` and finite scores is ``InvalidAnswer`` (``gateway.tiers.valida
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers.similar_types import UnknownItem
-from gateway.tiers.triton_grpc import TritonClient, raw_outputs
 from gateway.tiers.types import TierResult
 from gateway.tiers.validation import InvalidAnswer, Rule, from_lists
 from two_tower import similar_contract as sc
 
+# As the user path's channel (gateway.tiers.triton): a short reconnect backoff, so a Triton that
+# is back is noticed within a second, not after gRPC's default of up to 120 s.
+_GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
+]
 _SENT = (sc.ITEM_ID, sc.K)  # the inputs the gateway sends (exclude_items is optional)
 _SPECS = {spec.name: spec for spec in sc.INPUTS}
 _NUMPY = {spec.name: np.dtype(spec.numpy_dtype) for spec in sc.OUTPUTS}
@@ -55,12 +65,28 @@ def input_bytes(item_id: int, k: int) -> list[bytes]:
     ]
 
 
-class TritonSimilar(TritonClient):
+class TritonSimilar:
     """Async Triton client for the similar-items model."""
 
     def __init__(self, *, url: str, model: str = sc.MODEL_NAME) -> None:
-        super().__init__(url=url, model=model)
+        self.url = url
+        self.model = model
+        self._channel = grpc.aio.insecure_channel(url, options=_GRPC_CHANNEL_ARGS)
+        self._stub: Any = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._template = _request_template(model)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def ready(self, *, timeout_s: float = 0.5) -> bool:
+        """Whether the model answers ready (for /readyz details; never gates readiness)."""
+        request = service_pb2.ModelReadyRequest(name=self.model)
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await self._stub.ModelReady(request, timeout=timeout_s)
+        except (grpc.RpcError, TimeoutError, OSError):
+            return False
+        return bool(answer.ready)
 
     async def similar(
         self,
@@ -74,24 +100,36 @@ class TritonSimilar(TritonClient):
         request = service_pb2.ModelInferRequest()
         request.CopyFrom(self._template)
         request.raw_input_contents.extend(input_bytes(item_id, k))
-        response = await self._infer(request, timeout_s, headers)
+        metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._stub.ModelInfer(
+                    request, timeout=timeout_s, metadata=metadata
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"triton did not answer in {timeout_s * 1000:.0f} ms") from exc
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), str(exc.details() or "")
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise UpstreamTimeout(f"triton deadline exceeded: {details}") from exc
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise UpstreamUnavailable(f"triton unavailable: {details}") from exc
+            if code == grpc.StatusCode.INVALID_ARGUMENT and sc.UNKNOWN_ITEM_MESSAGE in details:
+                raise UnknownItem("the item is unknown to the Two-Tower") from exc
+            raise UpstreamError(f"triton error {code.name}: {details[:200]}") from exc
         return decode(response, k=k, model_version=f"{self.model}/{response.model_version or '1'}")
-
-    def _rpc_error(self, exc: grpc.aio.AioRpcError) -> UpstreamError:
-        """INVALID_ARGUMENT naming an unknown item is an answer (``UnknownItem``); any other
-        status but a timeout or unavailability keeps at most 200 characters of its message."""
-        code, details = exc.code(), str(exc.details() or "")
-        if code == grpc.StatusCode.INVALID_ARGUMENT and sc.UNKNOWN_ITEM_MESSAGE in details:
-            return UnknownItem("the item is unknown to the Two-Tower")
-        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-            return super()._rpc_error(exc)
-        return UpstreamError(f"triton error {code.name}: {details[:200]}")
 
 
 def decode(response: Any, *, k: int, model_version: str) -> TierResult:
     """A ``TierResult`` from a ``ModelInferResponse``, or ``InvalidAnswer`` naming the rule."""
+    raws = response.raw_output_contents
+    if len(raws) != len(response.outputs):
+        raise InvalidAnswer(
+            Rule.FORMAT, f"{len(response.outputs)} outputs but {len(raws)} raw contents"
+        )
     arrays: dict[str, np.ndarray] = {}
-    for name, datatype, shape, raw in raw_outputs(response):
+    for entry, raw in zip(response.outputs, raws, strict=True):
+        name, datatype, shape = entry.name, entry.datatype, [int(d) for d in entry.shape]
         spec = next((s for s in sc.OUTPUTS if s.name == name), None)
         if spec is None or name in arrays:
             raise InvalidAnswer(Rule.FORMAT, f"output {name!r} unexpected or named twice")

@@ -19,20 +19,34 @@ so one bad row does not cost the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway.tiers.triton_grpc import TritonClient, raw_outputs
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.tiers.types import NO_FILTER, CategoryFilter, PrimaryRow, TierResult, UserFeatures
 from gateway.tiers.validation import InvalidAnswer, Rule, decode_triton, decode_triton_rows
 from two_tower import contract
 
 logger = logging.getLogger(__name__)
+
+# gRPC retries a lost connection with exponential backoff up to 120 s by default: far too slow
+# to notice that Triton is back. Keep the reconnect backoff short.
+_GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
+]
 
 
 def input_arrays(
@@ -100,12 +114,28 @@ def _request_template(model: str, dataset_id: str = "") -> service_pb2.ModelInfe
     return request
 
 
-class TritonPrimary(TritonClient):
+class TritonPrimary:
     """Async Triton client for the Two-Tower model."""
 
     def __init__(self, *, url: str, model: str = contract.MODEL_NAME, dataset_id: str = "") -> None:
-        super().__init__(url=url, model=model)
+        self.url = url
+        self.model = model
+        self._channel = grpc.aio.insecure_channel(url, options=_GRPC_CHANNEL_ARGS)
+        self._stub: Any = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._template = _request_template(model, dataset_id)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def ready(self, *, timeout_s: float = 0.5) -> bool:
+        """Whether the model answers ready (for /readyz details; never gates readiness)."""
+        request = service_pb2.ModelReadyRequest(name=self.model)
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await self._stub.ModelReady(request, timeout=timeout_s)
+        except (grpc.RpcError, TimeoutError, OSError):
+            return False
+        return bool(answer.ready)
 
     async def recommend(
         self,
@@ -172,6 +202,26 @@ class TritonPrimary(TritonClient):
             )
         )
 
+    async def _infer(
+        self, request: Any, timeout_s: float, headers: Mapping[str, str] | None
+    ) -> Any:
+        metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._stub.ModelInfer(
+                    request, timeout=timeout_s, metadata=metadata
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"triton did not answer in {timeout_s * 1000:.0f} ms") from exc
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise UpstreamTimeout(f"triton deadline exceeded: {exc.details()}") from exc
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise UpstreamUnavailable(f"triton unavailable: {exc.details()}") from exc
+            raise UpstreamError(f"triton error {code.name}: {exc.details()}") from exc
+        return response
+
 
 _NUMPY = {spec.dtype: np.dtype(spec.numpy_dtype) for spec in contract.OUTPUTS}
 
@@ -184,8 +234,14 @@ def _outputs(response: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
     raw bytes that do not fill the announced shape are a ``format`` error, never a library
     exception.
     """
+    raws = response.raw_output_contents
+    if len(raws) != len(response.outputs):
+        raise InvalidAnswer(
+            Rule.FORMAT, f"{len(response.outputs)} outputs but {len(raws)} raw contents"
+        )
     outputs: dict[str, tuple[str, list[int], np.ndarray]] = {}
-    for name, datatype, shape, raw in raw_outputs(response):
+    for entry, raw in zip(response.outputs, raws, strict=True):
+        name, datatype, shape = entry.name, entry.datatype, [int(d) for d in entry.shape]
         if not name or name in outputs:
             raise InvalidAnswer(Rule.FORMAT, f"output {name!r} unnamed or named twice")
         dtype = _NUMPY.get(datatype)
