@@ -15,7 +15,7 @@ from gateway.main import create_app
 from gateway.schemas import BATCH_PATH
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import CATALOGUE, KNOWN_USERS, Fakes, category_of, seen_of
-from tests.gateway.test_api import make_settings
+from tests.gateway.test_api import calm, make_settings
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def fakes() -> Fakes:
 
 @pytest.fixture
 def client(fakes: Fakes) -> Iterator[AppClient]:
-    with AppClient(create_app(make_settings(), components=fakes.factory)) as c:
+    with AppClient(calm(create_app(make_settings(), components=fakes.factory))) as c:
         yield c
 
 

@@ -33,7 +33,7 @@ from gateway.tiers.validation import InvalidAnswer, Rule
 from tests.gateway.appclient import AppClient
 from tests.gateway.fakes import CATALOGUE, N_ITEMS, popular_list
 from tests.gateway.similar_fakes import FakeSimilarTier, SimilarFakes, neighbours
-from tests.gateway.test_api import make_settings
+from tests.gateway.test_api import calm, make_settings
 from two_tower import similar_contract as sc
 
 URL = "/v1/items/{}/similar"
@@ -46,7 +46,7 @@ def fakes() -> SimilarFakes:
 
 @pytest.fixture
 def client(fakes: SimilarFakes) -> Iterator[AppClient]:
-    app = create_app(make_settings(), components=fakes.factory)
+    app = calm(create_app(make_settings(), components=fakes.factory))
     with AppClient(app) as c:
         yield c
 
