@@ -56,7 +56,7 @@ bench-triton: $(STAMP)
 	$(PY) -m cascade.bench.triton
 
 bench-tower-shapes: $(STAMP)
-	$(PY) -m cascade.bench.tower_shapes $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(PY) -m cascade.bench.tower_shapes $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(TRITON_CPU),--triton-cpu $(TRITON_CPU))
 
 # GATEWAY_CPU=0.5 / MF_CPU=0.5: hold the gateways and the bare app / the MF service to half a CPU.
 # SCALE=tiny (default demo), DURATION=3 (seconds per row).

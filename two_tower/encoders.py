@@ -79,6 +79,24 @@ class SeenSetPooling(nn.Module):
         out: Tensor = self.out(pooled.reshape(n, self.heads * self.dim))
         return out
 
+    def padded(self, emb: Tensor, keep: Tensor, context: Tensor) -> Tensor:
+        """The same pooling over a right-padded seen set: ``emb`` (n, L, d) with ``keep`` (n, L)
+        bool, an item's recency rank its column; ``context`` (n, d) -> (n, d).
+
+        Two batched matrix products instead of the packed form's (M, heads, d) intermediates
+        and scatters: the faster layout when padding is a small share of the (n, L) block, as
+        in a serving batch (``UserTower`` picks the layout per batch; a test holds them equal)."""
+        n, length, _ = emb.shape
+        query = self.query.unsqueeze(0) + self.context(context).view(n, self.heads, self.dim)
+        scores = torch.bmm(emb, query.transpose(1, 2)) * self.scale  # (n, L, heads)
+        scores = scores + self.rank_bias(self.ranks[:length]).unsqueeze(0)
+        mask = keep.unsqueeze(-1)
+        # masked entries weigh exactly 0; a row with none kept pools to zeros, as packed
+        weights = torch.softmax(scores.masked_fill(~mask, self.masked), dim=1) * mask
+        pooled = torch.bmm(weights.transpose(1, 2), emb)  # (n, heads, d)
+        out: Tensor = self.out(pooled.reshape(n, self.heads * self.dim))
+        return out
+
 
 class _Block(nn.Module):
     """One pre-LN Transformer encoder layer (self-attention + feed-forward), padding masked."""

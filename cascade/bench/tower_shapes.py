@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from cascade.bench.table import machine_footer, write_report
 from cascade.bench.two_tower import CONCURRENCY, load_level, random_trained, triton_process
+from cascade.cpu_quota import CpuQuota, CpuQuotaError
 
 if TYPE_CHECKING:
     from two_tower.train import TrainParams
@@ -218,9 +219,17 @@ def model_processes(pid: int) -> list[int]:
 
 
 def measure(
-    *, items: int, duration: float, rounds: int, concurrency: Sequence[int], workdir: Path
+    *,
+    items: int,
+    duration: float,
+    rounds: int,
+    concurrency: Sequence[int],
+    workdir: Path,
+    triton_cpu: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Serve both shapes (one tritonserver each) and load them, rounds x levels x (old, new).
+    """Serve both shapes (one tritonserver each) and load them, rounds x levels x (old, new);
+    with ``triton_cpu``, each server and its model processes held to that many CPUs (a cgroup
+    quota per server, :class:`cascade.cpu_quota.CpuQuota`).
 
     The rows, and the shapes whose model processes changed while loading (a model reloaded
     under load: its figures are not to be trusted)."""
@@ -229,6 +238,12 @@ def measure(
     }
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
+        # entered before the servers, so removed after they have stopped
+        quotas = {
+            name: stack.enter_context(CpuQuota(f"cascade-bench-shape-{name}", cpus=triton_cpu))
+            for name in SHAPE_NAMES
+            if triton_cpu is not None
+        }
         servers = {
             name: stack.enter_context(triton_process(model, label=f"shape-{name}", workdir=workdir))
             for name, model in trained.items()
@@ -236,6 +251,9 @@ def measure(
         for server in servers.values():  # both started above: they load in parallel
             server.wait_ready(timeout=300)
         stubs = {name: model_processes(server.pid) for name, server in servers.items()}
+        for name, quota in quotas.items():
+            for pid in (servers[name].pid, *stubs[name]):
+                quota.add(pid)
         for r in range(rounds):
             for c in concurrency:
                 for name in SHAPE_NAMES:
@@ -260,14 +278,20 @@ def render(
     duration: float,
     rounds: int,
     reloaded: Sequence[str] = (),
+    triton_cpu: float | None = None,
 ) -> str:
     """The report's markdown body (without the footer)."""
+    held = (
+        f"; each tritonserver and its model processes held to {triton_cpu:g} CPU (cgroup quota)"
+        if triton_cpu is not None
+        else ""
+    )
     parts = [
         "## Two-Tower user-tower shapes on Triton: old vs new, same run (issue 14)",
         f"{items:,} items, random weights; each shape exported with today's contract and "
         f"`model.py` and served by its own tritonserver; async gRPC, k = 20, 20 recent and "
         f"20-500 random seen items per request; {duration:g} s per level after 1 s of warm-up; "
-        f"means of {rounds} round(s), each old then new at every level.\n\n"
+        f"means of {rounds} round(s), each old then new at every level{held}.\n\n"
         f"- old: {describe(shape_params('old'))}\n"
         f"- new: {describe(shape_params('new'))} (`TrainParams` defaults)",
         format_table(summary),
@@ -302,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=_levels, default=list(CONCURRENCY), help="e.g. 1,8,32"
     )
     parser.add_argument("--name", default="tower_shapes", help="report file name")
+    parser.add_argument(
+        "--triton-cpu",
+        type=float,
+        default=None,
+        help="hold each tritonserver (and its model processes) to this many CPUs, e.g. 0.5",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.items < 100:
         parser.error("--rounds >= 1, --duration > 0 and --items >= 100")
@@ -318,12 +348,21 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             concurrency=args.concurrency,
             workdir=workdir,
+            triton_cpu=args.triton_cpu,
         )
+    except CpuQuotaError as exc:
+        print(f"bench-tower-shapes: --triton-cpu {args.triton_cpu:g}: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(rows)
     body = render(
-        summary, items=args.items, duration=args.duration, rounds=args.rounds, reloaded=reloaded
+        summary,
+        items=args.items,
+        duration=args.duration,
+        rounds=args.rounds,
+        reloaded=reloaded,
+        triton_cpu=args.triton_cpu,
     )
     markdown = body + "\n\n" + machine_footer(load_before=load)
     print(markdown)

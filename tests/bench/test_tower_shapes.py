@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cascade.bench import tower_shapes
+from cascade.cpu_quota import CpuQuota
 
 
 def _row(
@@ -125,3 +126,27 @@ def test_short_run_serves_both_shapes_and_writes_the_report(
     for row in data["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0
         assert row["server_cpu_s"] > 0  # tritonserver and its stub did the work
+
+
+@pytest.mark.integration
+def test_triton_cpu_holds_both_servers_to_a_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--triton-cpu``: each tritonserver and its stubs in their own cgroup quota for the run,
+    said in the report; the groups are gone afterwards."""
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    code = tower_shapes.main(
+        [
+            *("--duration", "0.3", "--rounds", "1", "--items", "300", "--concurrency", "2"),
+            *("--triton-cpu", "0.5"),
+        ]
+    )
+    captured = capsys.readouterr()
+    if code == 2 and "--triton-cpu 0.5" in captured.err:
+        pytest.skip(f"no cgroup CPU quota here: {captured.err.strip()}")
+    assert code == 0, captured.out
+    assert "held to 0.5 CPU (cgroup quota)" in captured.out
+    data = json.loads((tmp_path / "reports" / "bench" / "tower_shapes.json").read_text())
+    assert all(row["requests"] > 0 and row["errors"] == 0 for row in data["rows"])
+    for name in tower_shapes.SHAPE_NAMES:
+        assert not CpuQuota(f"cascade-bench-shape-{name}", cpus=0.5).path.exists()

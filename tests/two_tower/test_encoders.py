@@ -79,8 +79,24 @@ def test_packed_pooling_equals_padded_softmax_pooling() -> None:
         tower.item_embedding(index[kept[:, 0], kept[:, 1]]), kept[:, 0], kept[:, 1], short
     )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    # an empty seen set pools to the output bias alone
+    # the padded layout (serving batches) is the same pooling
+    torch.testing.assert_close(pooling.padded(emb, keep, short), expected, rtol=1e-5, atol=1e-6)
+    # an empty seen set pools to the output bias alone, in both layouts
     torch.testing.assert_close(got[2], pooling.out.bias)
+    torch.testing.assert_close(pooling.padded(emb, keep, short)[2], pooling.out.bias)
+
+
+@pytest.mark.parametrize("fill", [1, 10**6], ids=["packed", "padded"])
+def test_the_tower_gives_the_same_vector_whichever_layout_it_picks(fill: int) -> None:
+    """The tower pools padded when the batch's (rows x longest) block is mostly kept items and
+    packed when it is mostly padding; both layouts give the same user vectors."""
+    model = _model()
+    inputs = _inputs()
+    with torch.no_grad():
+        default = model.user_tower(*inputs)
+        model.user_tower.padded_pooling_fill = fill  # 1: packed always; 10**6: padded always
+        forced = model.user_tower(*inputs)
+    torch.testing.assert_close(forced, default, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit:DeprecationWarning")  # what Triton loads

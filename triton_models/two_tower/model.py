@@ -40,6 +40,8 @@ others are unaffected.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 from typing import Any
@@ -50,6 +52,20 @@ import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
 NEG_INF = float("-inf")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def _keep_freed_memory(limit: int = 1 << 30) -> None:
+    """glibc returns every block above its mmap threshold (at most 32 MiB) to the kernel on
+    free, so each batch's multi-megabyte tensors (scores over the catalogue, the padded seen
+    set) cost fresh page faults; keep them in the heap instead (two_tower/allocator.py says
+    more; this file imports nothing from that package)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, limit)
+        libc.mallopt(M_TRIM_THRESHOLD, limit)
+    except (OSError, AttributeError):  # another C library: keep its allocator as it is
+        pass
 
 
 class BadRequest(ValueError):
@@ -91,6 +107,7 @@ class TritonPythonModel:
         else:
             self.device = torch.device("cpu")
             torch.set_num_threads(int(params.get("torch_num_threads") or 1))
+            _keep_freed_memory()
         with open(os.path.join(folder, "metadata.json")) as f:
             meta = json.load(f)
         self.max_k = int(meta["max_k"])
