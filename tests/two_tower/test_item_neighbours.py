@@ -1,0 +1,122 @@
+"""The item-to-item neighbour term (``two_tower.item_neighbours``): pair counts within the window,
+normalisation and top-N per item, and the TorchScript term against a plain numpy reference."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
+from two_tower import item_neighbours
+from two_tower.item_neighbours import ItemNeighbours, NeighbourTerm, build_neighbours
+
+
+def _log(sequences: dict[int, list[int]]) -> pd.DataFrame:
+    rows = [
+        (user, item, pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=step))
+        for user, items in sequences.items()
+        for step, item in enumerate(items)
+    ]
+    users, items, times = zip(*rows, strict=True)
+    return pd.DataFrame({USER_ID: users, ITEM_ID: items, TIMESTAMP: list(times)})
+
+
+def _reference_counts(
+    sequences: dict[int, list[int]], vocab: np.ndarray, window: int
+) -> np.ndarray:
+    n = len(vocab)
+    counts = np.zeros((n, n))
+    for items in sequences.values():
+        pos = np.searchsorted(vocab, items)
+        for a in range(len(pos)):
+            for b in range(a + 1, min(len(pos), a + window + 1)):
+                w = item_neighbours.DECAY ** (b - a - 1)
+                counts[pos[a], pos[b]] += w
+                counts[pos[b], pos[a]] += w
+    np.fill_diagonal(counts, 0)
+    return counts
+
+
+def test_neighbours_are_the_normalised_window_counts_strongest_first() -> None:
+    rng = np.random.default_rng(0)
+    vocab = np.arange(100, 130, dtype=np.int64)
+    sequences = {
+        u: list(rng.choice(vocab, size=int(rng.integers(2, 25)), replace=False)) for u in range(40)
+    }
+    got = build_neighbours(_log(sequences), vocab, window=3, per_item=5)
+    counts = _reference_counts(sequences, vocab, window=3)
+    n = np.array([sum(i in s for s in sequences.values()) for i in vocab], dtype=np.float64)
+    norm = counts / (
+        np.maximum(n, 1)[:, None] ** item_neighbours.ALPHA
+        * np.maximum(n, 1)[None, :] ** (1 - item_neighbours.ALPHA)
+    )
+    for i in range(len(vocab)):
+        kept = got.items[i][got.items[i] >= 0]
+        assert len(kept) == min(5, int((norm[i] > 0).sum()))
+        assert np.allclose(got.weights[i][: len(kept)], norm[i, kept])
+        assert np.all(np.diff(got.weights[i][: len(kept)]) <= 1e-12)  # strongest first
+        if len(kept):
+            assert norm[i, kept].min() >= np.sort(norm[i])[::-1][len(kept) - 1] - 1e-12
+    got.check(len(vocab))
+
+
+def test_blocks_give_the_same_tables_as_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    vocab = np.arange(50, dtype=np.int64)
+    sequences = {u: list(rng.choice(vocab, size=20, replace=False)) for u in range(30)}
+    one = build_neighbours(_log(sequences), vocab)
+    monkeypatch.setattr(item_neighbours, "PAIRS_PER_BLOCK", 1_000)  # many source blocks
+    many = build_neighbours(_log(sequences), vocab)
+    assert np.array_equal(one.items, many.items)
+    assert np.allclose(one.weights, many.weights)
+
+
+def test_users_are_never_linked_across_and_unknown_items_are_ignored() -> None:
+    vocab = np.array([1, 2, 3], dtype=np.int64)
+    got = build_neighbours(_log({7: [1, 99], 8: [2, 3]}), vocab, per_item=2)
+    assert got.items[0].tolist() == [-1, -1]  # 1 was followed only by 99, not in the vocabulary
+    assert got.items[1].tolist() == [2, -1] and got.items[2].tolist() == [1, -1]
+
+
+def test_the_term_matches_a_numpy_reference_and_scripts() -> None:
+    rng = np.random.default_rng(2)
+    item_ids = np.array([10, 20, 30, 40, 50], dtype=np.int64)
+    table = ItemNeighbours(
+        items=np.array([[1, 2], [0, -1], [3, 4], [-1, -1], [0, 3]], dtype=np.int64),
+        weights=rng.random((5, 2)).astype(np.float32),
+    )
+    table.weights[table.items < 0] = 0
+    seen = torch.tensor([[30, 10, 77, -1], [-1, -1, -1, -1], [50, 20, 40, 10]])
+    term = NeighbourTerm(item_ids, table, gamma=0.5)
+    got = term(seen)
+    for row, ids in enumerate(seen.tolist()):
+        want = np.zeros(5)
+        for rank, item in enumerate(ids):
+            if item in item_ids:
+                i = int(np.searchsorted(item_ids, item))
+                for j, w in zip(table.items[i], table.weights[i], strict=True):
+                    if j >= 0:
+                        want[j] += w / (1 + rank)
+        want = 0.5 * want / want.max() if want.max() > 0 else want
+        assert np.allclose(got[row].numpy(), want, atol=1e-6)
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.13; Triton loads it
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        scripted = torch.jit.script(term)
+    assert torch.equal(scripted(seen), got)
+
+
+@pytest.mark.parametrize(
+    ("items", "weights", "message"),
+    [
+        (np.array([[5]]), np.array([[1.0]]), "outside"),
+        (np.array([[0]]), np.array([[np.nan]]), "finite"),
+        (np.zeros((2, 1), np.int64), np.zeros((2, 1)), "hold 2 items"),
+    ],
+)
+def test_bad_tables_are_refused(items: np.ndarray, weights: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ItemNeighbours(items, weights.astype(np.float32)).check(1)
