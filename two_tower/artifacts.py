@@ -16,6 +16,9 @@ Layout (``layout.artifacts_dir / "two_tower"``)::
         popular_items.npy, popular_counts.npy   fallback ranking for users never seen
         item_bias.npy              float32, item_vocab order: the recent-popularity prior added
                                    to every score (two_tower.item_prior); absent: no prior
+        neighbour_items.npy, neighbour_weights.npy   (n_items, 50): the item-neighbour term's
+                                   tables (two_tower.item_neighbours), gamma in metadata
+                                   ``neighbours``; absent: no term
         metadata.json              config, string vocabularies, params, metrics, data, versions
 
 A version folder is written under a temporary name and renamed into place, and ``latest`` is
@@ -40,6 +43,7 @@ from cascade.runtime import artifact_store as store
 from cascade.runtime.artifact_store import ArtifactError as ArtifactError
 from cascade.runtime.artifact_store import id_map_sha256 as id_map_sha256
 from cascade.runtime.artifact_store import new_version as new_version
+from two_tower.item_neighbours import ItemNeighbours, NeighbourTerm
 from two_tower.model import TowerEnsemble, TwoTower, build_two_tower
 from two_tower.towers import StringVocab, TwoTowerConfig
 
@@ -53,6 +57,8 @@ METADATA_FILE = store.METADATA_FILE
 WEIGHTS_FILE = "model.safetensors"
 ITEM_CATEGORIES = "item_categories"  # optional: artifacts before the category filter lack it
 ITEM_BIAS = "item_bias"  # optional: artifacts before the prior (or with beta 0) lack it
+# optional: the item-neighbour term's tables (two_tower.item_neighbours); absent when gamma is 0
+NEIGHBOUR_ITEMS, NEIGHBOUR_WEIGHTS = "neighbour_items", "neighbour_weights"
 _ARRAYS = (
     "user_vocab",
     "item_vocab",
@@ -83,6 +89,15 @@ class TrainedTwoTower:
     item_categories: np.ndarray | None = None
     # The recent-popularity prior per item in item_vocab order (two_tower.item_prior); None: none.
     item_bias: np.ndarray | None = None
+    # The item-neighbour term (two_tower.item_neighbours) and its weight; None / 0: none.
+    neighbours: ItemNeighbours | None = None
+    neighbour_gamma: float = 0.0
+
+    def neighbour_term(self) -> NeighbourTerm | None:
+        """The term the recommender and the export add to the scores, or None."""
+        if self.neighbours is None or not self.neighbour_gamma:
+            return None
+        return NeighbourTerm(self.item_vocab, self.neighbours, self.neighbour_gamma)
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -123,6 +138,9 @@ def save_two_tower(
         arrays[ITEM_CATEGORIES] = np.asarray(trained.item_categories, dtype=str)
     if trained.item_bias is not None:
         arrays[ITEM_BIAS] = np.asarray(trained.item_bias, dtype=np.float32)
+    if trained.neighbours is not None and trained.neighbour_gamma:
+        arrays[NEIGHBOUR_ITEMS] = np.asarray(trained.neighbours.items, dtype=np.int64)
+        arrays[NEIGHBOUR_WEIGHTS] = np.asarray(trained.neighbours.weights, dtype=np.float32)
     meta = dict(trained.metadata)
     meta.update(
         {
@@ -225,6 +243,7 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         item_bias = np.load(bias_path, allow_pickle=False)
         if item_bias.shape != arrays["item_vocab"].shape or not np.isfinite(item_bias).all():
             raise ArtifactError(f"{bias_path}: not one finite float per item")
+    neighbours, gamma = _load_neighbours(directory, meta, len(arrays["item_vocab"]))
     if id_map_sha256(arrays["user_vocab"], arrays["item_vocab"]) != meta["id_map_sha256"]:
         raise ArtifactError(f"{directory}: id maps do not match metadata.json (id_map_sha256)")
     cfg = TwoTowerConfig.from_dict(meta["config"])
@@ -258,7 +277,32 @@ def load_two_tower_artifact(directory: Path) -> TrainedTwoTower:
         metadata=meta,
         item_categories=item_categories,
         item_bias=None if item_bias is None else item_bias.astype(np.float32),
+        neighbours=neighbours,
+        neighbour_gamma=gamma,
     )
+
+
+def _load_neighbours(
+    directory: Path, meta: dict[str, Any], n_items: int
+) -> tuple[ItemNeighbours | None, float]:
+    """The neighbour tables and gamma when the artifact has them, checked against the vocab."""
+    if NEIGHBOUR_ITEMS not in meta["shapes"]:
+        return None, 0.0
+    tables = []
+    for name in (NEIGHBOUR_ITEMS, NEIGHBOUR_WEIGHTS):
+        path = directory / f"{name}.npy"
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: incomplete artifact")
+        tables.append(np.load(path, allow_pickle=False))
+    neighbours = ItemNeighbours(tables[0].astype(np.int64), tables[1].astype(np.float32))
+    gamma = float((meta.get("neighbours") or {}).get("gamma", 0.0))
+    try:
+        neighbours.check(n_items)
+        if not np.isfinite(gamma) or gamma < 0:
+            raise ValueError(f"gamma {gamma} is not finite and >= 0")
+    except ValueError as exc:
+        raise ArtifactError(f"{directory}: bad item-neighbour term: {exc}") from exc
+    return neighbours, gamma
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:

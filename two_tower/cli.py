@@ -169,6 +169,12 @@ def _echo_training_summary(folder: Path) -> None:
             f"recent-popularity prior: beta {prior['beta']} (validation Recall@20 by beta: "
             f"{prior['validation_recall@20']})"
         )
+    neighbours = meta.get("neighbours") or {}
+    if "validation_recall@20" in neighbours:
+        typer.echo(
+            f"item-neighbour term: gamma {neighbours['gamma']} (validation Recall@20 by gamma: "
+            f"{neighbours['validation_recall@20']})"
+        )
     summary = meta.get("training_set") or {}
     if "rows" not in summary:
         return

@@ -10,6 +10,8 @@
     item_categories.npy   int64: each item's ``contract.category_code`` (0 = unknown), in
                           item_ids order; only when the artifact records item categories
                           (trained after the category filter), ``item_categories`` in metadata
+    item_neighbours.pt    TorchScript item-neighbour term (two_tower.item_neighbours), optional:
+                          seen_items in, (rows, n_items) added to the scores before masking
     item_bias.npy         float32, item_ids order: the recent-popularity prior the model adds to
                           every score (``two_tower.item_prior``); only when the artifact has one
     metadata.json         contract fingerprint, max_k, list lengths, artifact version, dim, n_items
@@ -58,6 +60,7 @@ TEMPLATE_NAME = "model.py"
 TOWER_FILE = "user_tower.pt"
 CATEGORIES_FILE = "item_categories.npy"
 BIAS_FILE = "item_bias.npy"
+NEIGHBOURS_FILE = "item_neighbours.pt"
 
 
 class ExportError(RuntimeError):
@@ -106,6 +109,19 @@ def script_user_tower(trained: TrainedTwoTower, path: Path) -> None:
         scripted.save(str(path))  # type: ignore[no-untyped-call]
 
 
+def script_neighbour_term(trained: TrainedTwoTower, path: Path) -> bool:
+    """Save the item-neighbour term as TorchScript when the artifact has one (True if saved)."""
+    import torch
+
+    term = trained.neighbour_term()
+    if term is None:
+        return False
+    with warnings.catch_warnings():  # see script_user_tower
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        torch.jit.script(term.eval()).save(str(path))  # type: ignore[no-untyped-call]
+    return True
+
+
 def export_to_triton(
     trained: TrainedTwoTower,
     *,
@@ -133,6 +149,8 @@ def export_to_triton(
         "max_filter_categories": contract.MAX_FILTER_CATEGORIES,
         "item_categories": trained.item_categories is not None,
         "item_bias": trained.item_bias is not None,
+        "item_neighbours": trained.neighbour_term() is not None,
+        "neighbours": trained.metadata.get("neighbours"),
         "prior": trained.metadata.get("prior"),
         "dim": trained.model.cfg.out_dim,
         "n_items": len(trained.item_ids),
@@ -145,6 +163,7 @@ def export_to_triton(
     try:
         shutil.copy2(template, tmp / TEMPLATE_NAME)
         script_user_tower(trained, tmp / TOWER_FILE)
+        script_neighbour_term(trained, tmp / NEIGHBOURS_FILE)
         np.save(
             tmp / "item_ids.npy",
             np.ascontiguousarray(trained.item_ids, dtype=np.int64),

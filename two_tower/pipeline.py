@@ -46,7 +46,9 @@ from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import feature_settings
 from two_tower.artifacts import TrainedTwoTower, save_two_tower
 from two_tower.data import item_catalogue, item_rows
-from two_tower.item_prior import WINDOW_DAYS, choose_beta, item_bias, recent_counts
+from two_tower.item_neighbours import GAMMA_GRID, NeighbourTerm, build_neighbours
+from two_tower.item_neighbours import metadata as neighbour_metadata
+from two_tower.item_prior import BETA_GRID, WINDOW_DAYS, choose_beta, item_bias, recent_counts
 from two_tower.model import TowerEnsemble, TwoTower
 from two_tower.prepare import Prepared, build_model, prepare
 from two_tower.recommender import item_vectors
@@ -234,17 +236,47 @@ def finish(
 
 
 def fit_prior(trained: Any, prepared: Prepared, *, train: pd.DataFrame) -> dict[str, Any]:
-    """Choose the recent-popularity prior's beta on validation (``two_tower.item_prior``) and set
-    ``trained.item_bias`` from the whole training data's counts (None when beta is 0); returns
-    what ``metadata.json`` records (``prior``)."""
+    """Choose the recent-popularity prior's beta and the item-neighbour term's gamma together on
+    validation (``two_tower.item_prior``, ``two_tower.item_neighbours``; both grids hold 0), and
+    set ``trained.item_bias`` / ``trained.neighbours`` from the whole training data (None when 0);
+    returns what ``metadata.json`` records (``prior``; ``neighbours`` is set in the metadata)."""
     validate = prepared.validate
     if validate is None or prepared.recent_counts is None:
+        trained.metadata["neighbours"] = {"gamma": 0.0, "why": "no validation hold-out"}
         return {"beta": 0.0, "window_days": WINDOW_DAYS, "why": "no validation hold-out"}
-    beta, recalls = choose_beta(lambda bias: validate(trained.model, bias), prepared.recent_counts)
-    logger.info("two_tower prior: beta %s chosen on validation Recall@20 %s", beta, recalls)
+    terms = {
+        gamma: None
+        if not gamma or prepared.neighbours is None
+        else NeighbourTerm(prepared.item_vocab, prepared.neighbours, gamma)
+        for gamma in GAMMA_GRID
+    }
+    recalls: dict[tuple[float, float], float] = {}
+    for gamma, term in terms.items():
+
+        def with_term(bias: np.ndarray | None, term: NeighbourTerm | None = term) -> float:
+            return validate(trained.model, bias, term)
+
+        _, by_beta = choose_beta(with_term, prepared.recent_counts)
+        recalls.update({(float(beta), gamma): recall for beta, recall in by_beta.items()})
+    beta, gamma = max(recalls, key=lambda bg: (recalls[bg], -bg[1], -bg[0]))
+    logger.info(
+        "two_tower prior and neighbour term: beta %s, gamma %s chosen on validation Recall@20 "
+        "%.5f (beta 0, gamma 0: %.5f)",
+        beta,
+        gamma,
+        recalls[(beta, gamma)],
+        recalls[(0.0, 0.0)],
+    )
     if beta:
         trained.item_bias = item_bias(recent_counts(train, trained.item_vocab), beta)
-    return {"beta": beta, "window_days": WINDOW_DAYS, "validation_recall@20": recalls}
+    if gamma:
+        trained.neighbours = build_neighbours(train, trained.item_vocab)
+        trained.neighbour_gamma = gamma
+    trained.metadata["neighbours"] = neighbour_metadata(
+        gamma, {str(g): recalls[(beta, g)] for g in GAMMA_GRID}
+    )
+    by_beta_at_gamma = {str(b): recalls[(b, gamma)] for b in BETA_GRID}
+    return {"beta": beta, "window_days": WINDOW_DAYS, "validation_recall@20": by_beta_at_gamma}
 
 
 def _placeholder_tables(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,6 +20,7 @@ from two_tower.data import (
     item_rows,
     training_set,
 )
+from two_tower.item_neighbours import ItemNeighbours, build_neighbours
 from two_tower.item_prior import recent_counts
 from two_tower.model import TowerEnsemble, TwoTower, build_two_tower
 from two_tower.towers import StringVocab, TwoTowerConfig
@@ -40,10 +41,11 @@ class Prepared:
     categories: StringVocab
     n_age_buckets: int
     n_price_buckets: int
-    validate: Callable[..., float] | None  # (model, item_bias=None) -> validation Recall@20
+    validate: Callable[..., float] | None  # (model, item_bias, neighbour_term) -> val. Recall@20
     seen_len: int = 1
     empty_history_share: float = 0.0  # training rows whose user had no earlier interaction
     recent_counts: np.ndarray | None = None  # per item_vocab item, from the fit interactions
+    neighbours: ItemNeighbours | None = None  # item_vocab order, from the fit interactions
 
 
 def prepare(
@@ -84,6 +86,7 @@ def prepare(
         seen_len=seen_len,
         empty_history_share=history.empty_share(),
         recent_counts=recent_counts(fit, item_vocab),
+        neighbours=build_neighbours(fit, item_vocab) if len(val_target) else None,
     )
     if len(val_target):
         prepared.validate = recall_validator(

@@ -21,13 +21,14 @@ import torch
 
 from cascade.recommenders import PAD_ITEM, PopularityRecommender, UserItems, check_request, top_k
 from cascade.runtime.schema import ITEM_ID, USER_ID
-from two_tower import feature_settings
+from two_tower import contract, feature_settings
 from two_tower.data import ItemRows, UserRows, user_rows, user_table
 
 if TYPE_CHECKING:
     from cascade.evaluation.model_data import ModelData
     from cascade.runtime.paths import Layout
     from two_tower.artifacts import TrainedTwoTower
+    from two_tower.item_neighbours import NeighbourTerm
     from two_tower.model import TowerEnsemble, TwoTower
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class TwoTowerRecommender:
         seen: UserItems,
         popular: PopularityRecommender,
         item_bias: np.ndarray | None = None,
+        neighbour_term: NeighbourTerm | None = None,
     ) -> None:
         self.model = model  # scored on the model's own device; results come back to the CPU
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
@@ -102,7 +104,10 @@ class TwoTowerRecommender:
         )
         table = users.sort_values(USER_ID).reset_index(drop=True)
         self.user_ids = table[USER_ID].to_numpy(np.int64)
-        self.rows = user_rows(table, seen_len=max(model.cfg.seen_pool, 1))
+        # The neighbour term reads every seen item the online store holds (as Triton gets them);
+        # the tower itself pools only its newest seen_pool.
+        seen_len = contract.MAX_SEEN_ITEMS if neighbour_term is not None else model.cfg.seen_pool
+        self.rows = user_rows(table, seen_len=max(seen_len, 1))
         self.seen = seen
         self.popular = popular
         # The recent-popularity prior (two_tower.item_prior), added to every user's scores.
@@ -111,6 +116,8 @@ class TwoTowerRecommender:
             if item_bias is None
             else torch.from_numpy(np.asarray(item_bias, np.float32).reshape(-1))
         )
+        # The item-neighbour term (two_tower.item_neighbours) over the seen items, when any.
+        self.neighbour_term = neighbour_term
 
     @classmethod
     def from_trained(
@@ -142,6 +149,7 @@ class TwoTowerRecommender:
                 items=trained.popular_items, counts=trained.popular_counts
             ),
             item_bias=trained.item_bias,
+            neighbour_term=trained.neighbour_term(),
         )
 
     def _positions(self, users: np.ndarray) -> np.ndarray:
@@ -156,6 +164,11 @@ class TwoTowerRecommender:
             scores = user_vectors(self.model, rows) @ self.item_emb_t
             if self.item_bias is not None:
                 scores += self.item_bias
+            if self.neighbour_term is not None:
+                seen = np.asarray(rows.seen_items)
+                for start in range(0, len(seen), 1024):  # bounds the term's (rows, items) buffers
+                    part = torch.as_tensor(seen[start : start + 1024])
+                    scores[start : start + 1024] += self.neighbour_term(part)
             out: np.ndarray = scores.numpy()
         return out
 

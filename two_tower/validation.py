@@ -18,6 +18,7 @@ from cascade.evaluation.split import SplitParams, temporal_split
 from cascade.recommenders import PopularityRecommender
 from cascade.runtime.schema import USER_ID
 from two_tower.data import ItemRows, user_table
+from two_tower.item_neighbours import NeighbourTerm
 from two_tower.model import TwoTower
 from two_tower.recommender import TwoTowerRecommender, item_vectors
 
@@ -69,12 +70,17 @@ def recall_validator(
 ) -> Callable[..., float]:
     """The early-stopping callback: a model's Recall@20 on the held-out ``val_target``, the
     catalogue's items (``item_vocab``, features in ``catalogue``) as candidates; ``item_bias``
-    (``two_tower.item_prior``) added to the scores when given."""
+    (``two_tower.item_prior``) and ``neighbour_term`` (``two_tower.item_neighbours``) added to
+    the scores when given."""
     truth = ground_truth(val_fit, val_target)
     state = user_table(users, user_state(val_fit))
     popular = PopularityRecommender.from_interactions(fit, with_seen=False)
 
-    def validate(model: TwoTower, item_bias: np.ndarray | None = None) -> float:
+    def validate(
+        model: TwoTower,
+        item_bias: np.ndarray | None = None,
+        neighbour_term: NeighbourTerm | None = None,
+    ) -> float:
         rec = TwoTowerRecommender(
             model=model,
             item_ids=item_vocab,
@@ -83,6 +89,7 @@ def recall_validator(
             seen=truth.train_items,
             popular=popular,
             item_bias=item_bias,
+            neighbour_term=neighbour_term,
         )
         return float(evaluate_recommender(rec, truth, max_k=20)["recall@20"])
 

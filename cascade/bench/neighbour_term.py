@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.from_env()
     data, test = prepare_data(layout=layout, spec=args.data, split=SplitParams())
     rec = load_two_tower(layout=layout, dataset=data)
+    rec.neighbour_term = None  # the screen adds its own term to the tower's scores
     items = rec.item_ids
     started = time.perf_counter()
     term = NeighbourTerm(items, build_neighbours(data.train, items), gamma=1.0)

@@ -3,6 +3,7 @@ normalisation and top-N per item, and the TorchScript term against a plain numpy
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -12,7 +13,9 @@ import torch
 
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import item_neighbours
+from two_tower.artifacts import ArtifactError, load_two_tower_artifact, save_two_tower
 from two_tower.item_neighbours import ItemNeighbours, NeighbourTerm, build_neighbours
+from two_tower.recommender import TwoTowerRecommender
 
 
 def _log(sequences: dict[int, list[int]]) -> pd.DataFrame:
@@ -120,3 +123,42 @@ def test_the_term_matches_a_numpy_reference_and_scripts() -> None:
 def test_bad_tables_are_refused(items: np.ndarray, weights: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ItemNeighbours(items, weights.astype(np.float32)).check(1)
+
+
+def test_training_with_validation_chooses_gamma_with_beta(tiny_interactions) -> None:
+    from tests.two_tower.conftest import TINY
+    from two_tower.item_prior import BETA_GRID
+    from two_tower.pipeline import train_in_memory
+
+    trained = train_in_memory(
+        tiny_interactions, params=dataclasses.replace(TINY, members=1, epochs=1), val_fraction=0.5
+    )
+    chosen = trained.metadata["neighbours"]
+    assert chosen["gamma"] in item_neighbours.GAMMA_GRID
+    assert set(chosen["validation_recall@20"]) == {str(g) for g in item_neighbours.GAMMA_GRID}
+    assert set(trained.metadata["prior"]["validation_recall@20"]) == {str(b) for b in BETA_GRID}
+    assert (trained.neighbour_term() is None) == (chosen["gamma"] == 0.0)
+
+
+def test_the_artifact_carries_the_term_and_the_recommender_adds_it(
+    tiny_trained, tiny_interactions, tmp_path
+) -> None:
+    n = len(tiny_trained.item_ids)
+    table = ItemNeighbours(np.full((n, 2), -1, np.int64), np.zeros((n, 2), np.float32))
+    table.items[:, 0], table.weights[:, 0] = 3, 1.0  # every item points at item 3
+    table.items[3, 0], table.weights[3, 0] = -1, 0.0
+    trained = dataclasses.replace(tiny_trained, neighbours=table, neighbour_gamma=100.0)
+    trained.metadata = {**tiny_trained.metadata, "neighbours": {"gamma": 100.0}}
+    folder = save_two_tower(trained, artifacts_dir=tmp_path)
+    loaded = load_two_tower_artifact(folder)
+    assert loaded.neighbour_gamma == 100.0 and loaded.neighbours is not None
+    np.testing.assert_array_equal(loaded.neighbours.items, table.items)
+    rec = TwoTowerRecommender.from_trained(loaded, interactions=tiny_interactions)
+    item = int(tiny_trained.item_ids[3])
+    seen = set(tiny_interactions.loc[tiny_interactions[ITEM_ID] == item, USER_ID])
+    users = np.array([u for u in np.unique(tiny_interactions[USER_ID]) if u not in seen][:5])
+    ids, _ = rec.recommend(users, k=5)
+    assert len(users) and (ids[:, 0] == item).all()
+    np.save(folder / "neighbour_items.npy", np.full_like(table.items, n), allow_pickle=False)
+    with pytest.raises(ArtifactError, match="outside the item vocabulary"):
+        load_two_tower_artifact(folder)

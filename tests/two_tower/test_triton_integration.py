@@ -9,7 +9,9 @@ gets a clear Triton error (400) and the model stays ready.
 Two versions are exported: 1 without item categories (as an artifact trained before the filter
 exports), 2 with them (the newest, which requests without a version get). Both carry a
 recent-popularity prior (``item_bias``, ``two_tower.item_prior``) large enough to reorder the
-top-k, so "served equals offline" also proves Triton adds it.
+top-k, and an item-neighbour term (``two_tower.item_neighbours``, scripted to
+``item_neighbours.pt``) weighted to reorder it too, so "served equals offline" also proves
+Triton adds both.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cascade.data.features import user_state
 from tests.contract import contract_category
 from two_tower import contract
 from two_tower.export import TEMPLATE_NAME, export_to_triton, model_dir
+from two_tower.item_neighbours import build_neighbours
 from two_tower.recommender import TwoTowerRecommender
 from two_tower.triton_server import DEFAULT_MODEL_REPOSITORY, TritonProcess, TritonSettings
 
@@ -32,10 +35,14 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def served(tiny_trained):
-    """The tiny model with a prior that reorders its rankings (see the module docstring)."""
+def served(tiny_trained, tiny_interactions):
+    """The tiny model with a prior and a neighbour term that reorder its rankings (see the
+    module docstring)."""
     bias = np.random.default_rng(3).normal(0.0, 0.3, len(tiny_trained.item_ids))
-    return dataclasses.replace(tiny_trained, item_bias=bias.astype(np.float32))
+    neighbours = build_neighbours(tiny_interactions, tiny_trained.item_ids)
+    return dataclasses.replace(
+        tiny_trained, item_bias=bias.astype(np.float32), neighbours=neighbours, neighbour_gamma=0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +149,10 @@ def test_served_top_k_equals_offline_top_k(client, offline, served, tiny_interac
         dataclasses.replace(served, item_bias=None), interactions=tiny_interactions
     )
     assert not np.array_equal(plain.recommend(users, k=K)[0], ids)  # the prior was applied
+    no_term = TwoTowerRecommender.from_trained(
+        dataclasses.replace(served, neighbours=None), interactions=tiny_interactions
+    )
+    assert not np.array_equal(no_term.recommend(users, k=K)[0], ids)  # the term was applied
 
 
 def test_excluded_items_are_masked_and_not_history(client, offline):

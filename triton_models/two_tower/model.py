@@ -8,6 +8,8 @@ SOURCE TEMPLATE. ``cascade export two-tower`` copies this file into each version
     item_ids.npy          int64, sorted: the data set's own item ids
     item_bias.npy         float32, row order = item_ids.npy, optional: the recent-popularity
                           prior added to every score before masking (two_tower.item_prior)
+    item_neighbours.pt    TorchScript, optional: the item-neighbour term (two_tower.item_neighbours),
+                          raw seen_items in, (rows, n_items) float32 added before masking
     item_categories.npy   int64, row order = item_ids.npy: each item's category code
                           (``contract.category_code``; 0 = unknown); absent in versions exported
                           before the category filter, which then refuse a filtered request
@@ -127,6 +129,7 @@ class TritonPythonModel:
         self.dataset = f"{data.get('dataset')}:{checksum[:12]}" if checksum else ""
         self._load_categories(folder, len(items))
         self.item_bias = self._load_bias(folder, len(items))
+        self.neighbour_term = self._load_neighbour_term(folder, len(items))
         self._warm_up(
             int(meta["recent_items_len"]),
             int(meta["max_seen_items"]),
@@ -146,6 +149,17 @@ class TritonPythonModel:
         if bias.shape != (n_items,) or not np.isfinite(bias).all():
             raise ValueError(f"item_bias.npy is not one finite float per item ({bias.shape})")
         return torch.from_numpy(bias).to(self.device)
+
+    def _load_neighbour_term(self, folder: str, n_items: int) -> Any:
+        """The item-neighbour term (absent: none), checked to give one finite score per item."""
+        path = os.path.join(folder, "item_neighbours.pt")
+        if not os.path.isfile(path):
+            return None
+        term = torch.jit.load(path, map_location=self.device).eval()
+        probe = term(torch.full((1, 4), -1, dtype=torch.int64, device=self.device))
+        if tuple(probe.shape) != (1, n_items) or not bool(torch.isfinite(probe).all()):
+            raise ValueError(f"item_neighbours.pt gives {tuple(probe.shape)}, not (1, {n_items})")
+        return term
 
     def _load_categories(self, folder: str, n_items: int) -> None:
         """Each item's category as an index into this version's sorted category codes."""
@@ -293,6 +307,8 @@ class TritonPythonModel:
             scores = users @ self.item_emb_t
             if self.item_bias is not None:
                 scores += self.item_bias
+            if self.neighbour_term is not None:
+                scores += self.neighbour_term(rows["seen_items"])
             n, n_items = scores.shape
             mask = torch.zeros((n, n_items + 1), dtype=torch.bool, device=self.device)
             mask.scatter_(1, _lookup(self.item_ids, rows["seen_items"]), True)
