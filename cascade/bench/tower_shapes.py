@@ -6,7 +6,8 @@ the weights, ``cascade.bench.two_tower.random_trained``):
 
 - **old**: the shape shipped before issue 14: 2 members x 128, the mean of the recent items, no
   seen-set reader, a user-id embedding;
-- **new**: ``TrainParams``' defaults (what ``cascade train two-tower`` builds today).
+- **new**: ``TrainParams``' defaults (what ``cascade train two-tower`` builds today) with the
+  item-neighbour term (``two_tower.item_neighbours``: full random tables, 50 per item, gamma 0.8).
 
 Each is exported with today's contract and ``triton_models/two_tower/model.py`` and served by
 its own tritonserver (both run for the whole benchmark). Each round loads every concurrency level
@@ -234,7 +235,13 @@ def measure(
     The rows, and the shapes whose model processes changed while loading (a model reloaded
     under load: its figures are not to be trusted)."""
     trained = {
-        name: random_trained(items, params=shape_params(name), seed=0) for name in SHAPE_NAMES
+        name: random_trained(
+            items,
+            params=shape_params(name),
+            seed=0,
+            neighbour_gamma=0.8 if name == "new" else 0.0,
+        )
+        for name in SHAPE_NAMES
     }
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:

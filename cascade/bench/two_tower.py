@@ -51,14 +51,19 @@ def random_trained(
     dim: int | None = None,
     seed: int = 0,
     params: TrainParams | None = None,
+    neighbour_gamma: float = 0.8,
 ) -> Any:
     """A randomly initialised ``TrainedTwoTower`` with ``n_items`` items (for latency only),
     shaped like the shipped defaults (``TrainParams``: dim, members, the user tower's seen-set
     and sequence readers, the user-id embedding) unless ``dim`` is given (then 1 member of that
-    size), or shaped by ``params`` (a ``TrainParams``: another user-tower shape to compare)."""
+    size), or shaped by ``params`` (a ``TrainParams``: another user-tower shape to compare).
+    With ``neighbour_gamma`` > 0 it carries full random item-neighbour tables
+    (``two_tower.item_neighbours``, ``PER_ITEM`` per item) as a trained primary does; 0: none
+    (the shape shipped before the term)."""
     import torch
 
     from two_tower.artifacts import TrainedTwoTower
+    from two_tower.item_neighbours import PER_ITEM, ItemNeighbours
     from two_tower.model import build_two_tower
     from two_tower.towers import StringVocab, TwoTowerConfig
     from two_tower.train import TrainParams
@@ -94,6 +99,12 @@ def random_trained(
         cfg, user_vocab=np.arange(n_users), item_vocab=np.arange(n_items), country_vocab=countries
     )
     emb = torch.nn.functional.normalize(torch.randn(n_items, cfg.out_dim), dim=1).numpy()
+    rng = np.random.default_rng(seed)
+    per_item = min(PER_ITEM, n_items)
+    neighbours = ItemNeighbours(
+        items=rng.integers(0, n_items, size=(n_items, per_item), dtype=np.int64),
+        weights=np.sort(rng.random((n_items, per_item), dtype=np.float32), axis=1)[:, ::-1].copy(),
+    )
     return TrainedTwoTower(
         model=model.eval(),
         user_vocab=np.arange(n_users),
@@ -105,6 +116,8 @@ def random_trained(
         popular_items=np.arange(n_items, dtype=np.int64),
         popular_counts=np.ones(n_items, dtype=np.int64),
         metadata={"model_version": f"random-{n_items}"},
+        neighbours=neighbours if neighbour_gamma > 0 else None,
+        neighbour_gamma=neighbour_gamma,
     )
 
 

@@ -14,7 +14,12 @@ import torch
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
 from two_tower import item_neighbours
 from two_tower.artifacts import ArtifactError, load_two_tower_artifact, save_two_tower
-from two_tower.item_neighbours import ItemNeighbours, NeighbourTerm, build_neighbours
+from two_tower.item_neighbours import (
+    TERM_HISTORY,
+    ItemNeighbours,
+    NeighbourTerm,
+    build_neighbours,
+)
 from two_tower.recommender import TwoTowerRecommender
 
 
@@ -110,6 +115,20 @@ def test_the_term_matches_a_numpy_reference_and_scripts() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
         scripted = torch.jit.script(term)
     assert torch.equal(scripted(seen), got)
+
+
+def test_the_term_reads_only_the_newest_history() -> None:
+    item_ids = np.arange(3, dtype=np.int64)
+    table = ItemNeighbours(
+        items=np.array([[1], [2], [0]], dtype=np.int64),
+        weights=np.ones((3, 1), dtype=np.float32),
+    )
+    term = NeighbourTerm(item_ids, table, gamma=1.0)
+    old = torch.full((1, TERM_HISTORY + 5), -1, dtype=torch.int64)
+    old[0, TERM_HISTORY:] = 1  # item 1 only past the newest TERM_HISTORY: not read
+    assert float(term(old).abs().sum()) == 0.0
+    old[0, TERM_HISTORY - 1] = 0  # item 0 at the last rank read: its neighbour 1 scores
+    assert term(old)[0].tolist() == [0.0, 1.0, 0.0]
 
 
 @pytest.mark.parametrize(
