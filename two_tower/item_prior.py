@@ -24,7 +24,7 @@ import pandas as pd
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP
 
 WINDOW_DAYS = 30
-BETA_GRID = (0.0, 0.005, 0.01, 0.02, 0.03)
+BETA_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
 
 
 def recent_counts(

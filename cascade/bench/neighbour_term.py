@@ -1,10 +1,11 @@
 """Screen of the item-neighbour term (``two_tower.item_neighbours``) on the test split.
 
-Not yet part of the served model: this measures what the term would add before it is wired
-into training, export and Triton. For the newest Two-Tower artifact trained on the data set's
-train split it prints test Recall@20 of the tower (with its prior), of the neighbour term
-alone, and of ``tower + gamma * term`` for every gamma of ``GAMMA_GRID``. gamma is *not* chosen
-on validation here, so the best row is an optimistic screen, not a result:
+The term is part of the served primary (gamma chosen with the prior's beta on validation by
+``cascade train two-tower``); this screen shows what it adds on the test split. For the newest
+Two-Tower artifact trained on the data set's train split it prints test Recall@20 of the tower
+(with its prior), of the neighbour term alone, and of ``tower + gamma * term`` for every gamma of
+``GAMMA_GRID``. gamma is *not* chosen on validation here, so the best row is an optimistic
+screen, not a result:
 
     cascade train two-tower --data demo --train-split
     python -m cascade.bench.neighbour_term --data demo
