@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
+from tests.two_tower.checks import assert_ranks_first
 from two_tower.artifacts import ArtifactError, load_two_tower_artifact, save_two_tower
 from two_tower.item_prior import BETA_GRID, choose_beta, item_bias, recent_counts
-from two_tower.recommender import TwoTowerRecommender
 
 
 def _log(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
@@ -56,7 +56,7 @@ def test_beta_is_the_best_on_validation_and_the_smaller_on_a_tie() -> None:
 
 
 def test_training_with_validation_records_the_prior(tiny_interactions) -> None:
-    from tests.two_tower.conftest import TINY
+    from tests.two_tower.checks import TINY
     from two_tower.pipeline import train_in_memory
 
     trained = train_in_memory(
@@ -79,12 +79,7 @@ def test_the_artifact_carries_the_bias_and_the_recommender_adds_it(
     )
     loaded = load_two_tower_artifact(folder)
     np.testing.assert_array_equal(loaded.item_bias, bias)
-    rec = TwoTowerRecommender.from_trained(loaded, interactions=tiny_interactions)
-    item = int(tiny_trained.item_ids[3])
-    seen = set(tiny_interactions.loc[tiny_interactions[ITEM_ID] == item, USER_ID])
-    users = np.array([u for u in np.unique(tiny_interactions[USER_ID]) if u not in seen][:5])
-    ids, _ = rec.recommend(users, k=5)
-    assert len(users) and (ids[:, 0] == item).all()
+    assert_ranks_first(loaded, tiny_interactions, int(tiny_trained.item_ids[3]))
     np.save(folder / "item_bias.npy", np.full_like(bias, np.nan), allow_pickle=False)
     with pytest.raises(ArtifactError, match="finite"):
         load_two_tower_artifact(folder)
