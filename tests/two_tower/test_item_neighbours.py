@@ -145,7 +145,7 @@ def test_bad_tables_are_refused(items: np.ndarray, weights: np.ndarray, message:
 
 
 def test_training_with_validation_chooses_gamma_with_beta(tiny_interactions) -> None:
-    from tests.two_tower.checks import TINY
+    from tests.two_tower.conftest import TINY
     from two_tower.item_prior import BETA_GRID
     from two_tower.pipeline import train_in_memory
 

@@ -56,7 +56,7 @@ def test_beta_is_the_best_on_validation_and_the_smaller_on_a_tie() -> None:
 
 
 def test_training_with_validation_records_the_prior(tiny_interactions) -> None:
-    from tests.two_tower.checks import TINY
+    from tests.two_tower.conftest import TINY
     from two_tower.pipeline import train_in_memory
 
     trained = train_in_memory(
