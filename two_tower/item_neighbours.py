@@ -27,6 +27,8 @@ code. Its input is what the online store holds (``seen_items``, newest first, -1
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from cascade.runtime.schema import ITEM_ID, TIMESTAMP, USER_ID
+
+logger = logging.getLogger(__name__)
 
 WINDOW = 10  # items this many steps apart in a user's log still count for each other
 DECAY = 0.7  # weight of a pair d steps apart: DECAY ** (d - 1)
@@ -82,6 +86,7 @@ def build_neighbours(
     Vectorised: one pass per distance ``d``, pair counts summed as sparse matrices, a block of
     source items at a time when the pairs are many, so memory stays bounded on large logs.
     """
+    started = time.perf_counter()
     n_items = len(item_vocab)
     ordered = interactions.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="mergesort")
     users = ordered[USER_ID].to_numpy(np.int64)
@@ -99,6 +104,13 @@ def build_neighbours(
     for lo, hi in itertools.pairwise(bounds):
         block = _pair_counts(users, pos, n_items, lo, hi, window)
         _keep_strongest(block, counts, lo, items, weights)
+    logger.info(
+        "item-neighbour tables: %d items from %d interactions in %.1f s (%d blocks)",
+        n_items,
+        len(pos),
+        time.perf_counter() - started,
+        n_blocks,
+    )
     return ItemNeighbours(items, weights)
 
 
