@@ -93,7 +93,7 @@ def build_neighbours(
     raw = ordered[ITEM_ID].to_numpy(np.int64)
     pos = np.searchsorted(item_vocab, raw).clip(max=max(n_items - 1, 0))
     known = (item_vocab[pos] == raw) if n_items else np.zeros(len(raw), bool)
-    users, pos = users[known], pos[known]
+    users, pos = users[known], pos[known].astype(np.int32)  # half the memory traffic of int64
     counts = np.bincount(pos, minlength=n_items).astype(np.float64)
     items = np.full((n_items, per_item), -1, dtype=np.int64)
     weights = np.zeros((n_items, per_item), dtype=np.float32)
@@ -118,28 +118,28 @@ def _pair_counts(
     users: np.ndarray, pos: np.ndarray, n_items: int, lo: int, hi: int, window: int
 ) -> sp.csr_matrix:
     """``(hi - lo, n_items)`` decayed pair counts of the source items ``lo <= i < hi``."""
-    total = sp.csr_matrix((hi - lo, n_items), dtype=np.float64)
+    src, dst, value = [], [], []
     for d in range(1, window + 1):
         same = users[:-d] == users[d:]
         a, b = pos[:-d][same], pos[d:][same]
-        src = np.concatenate([a, b])
-        dst = np.concatenate([b, a])
-        inside = (src >= lo) & (src < hi)
-        if not inside.any():
-            continue
-        part = sp.csr_matrix(
-            (np.full(int(inside.sum()), DECAY ** (d - 1)), (src[inside] - lo, dst[inside])),
-            shape=(hi - lo, n_items),
-        )
-        total = total + part
-    total.sum_duplicates()
-    return total
+        for s, t in ((a, b), (b, a)):
+            inside = (s >= lo) & (s < hi)
+            src.append(s[inside] - lo)
+            dst.append(t[inside])
+            value.append(np.full(len(src[-1]), DECAY ** (d - 1)))
+    # One matrix per block (its conversion sums the duplicate pairs): adding one per distance
+    # rebuilt the growing block ten times.
+    return sp.coo_matrix(
+        (np.concatenate(value), (np.concatenate(src), np.concatenate(dst))),
+        shape=(hi - lo, n_items),
+    ).tocsr()
 
 
 def _keep_strongest(
     block: sp.csr_matrix, counts: np.ndarray, lo: int, items: np.ndarray, weights: np.ndarray
 ) -> None:
     """Normalise ``block``'s counts and write each row's ``PER_ITEM`` largest into the tables."""
+    block.sum_duplicates()  # canonical: by source, then neighbour id
     coo = block.tocoo()
     src, dst = coo.row.astype(np.int64), coo.col.astype(np.int64)
     keep = src + lo != dst  # an item is not its own neighbour
@@ -147,9 +147,13 @@ def _keep_strongest(
     value = coo.data[keep] / (
         np.maximum(counts[src + lo], 1) ** ALPHA * np.maximum(counts[dst], 1) ** (1 - ALPHA)
     )
-    order = np.lexsort((dst, -value, src))  # by source, strongest first, ties by id
+    # By source, strongest first, ties by id: one stable sort of source + a [0, 0.5) fraction
+    # falling with the value relative to the row's largest (a 3-key lexsort was half the build).
+    peak = np.zeros(block.shape[0])
+    np.maximum.at(peak, src, value)
+    order = np.argsort(src + 0.5 * (1.0 - value / peak[src]), kind="stable")
     src, dst, value = src[order], dst[order], value[order]
-    first = np.searchsorted(src, src)  # index of each source's first pair
+    first = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=block.shape[0]))])[src]
     rank = np.arange(len(src)) - first
     top = rank < items.shape[1]
     items[src[top] + lo, rank[top]] = dst[top]
