@@ -449,7 +449,10 @@ def up_command(
             rematerialize=rematerialize,
             echo=typer.echo,
         )
-    except (DataSourceError, FeatureStoreError, ProcessError) as exc:
+    except DataSourceError as exc:  # bad input (an unknown scale or source): usage error
+        typer.echo(f"cascade up failed: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    except (FeatureStoreError, ProcessError) as exc:
         typer.echo(f"cascade up failed: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     except KeyboardInterrupt:  # Ctrl-C while building, before any child started

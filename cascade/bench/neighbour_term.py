@@ -20,7 +20,8 @@ import time
 import numpy as np
 import torch
 
-from cascade.evaluation.model_data import prepare_data
+from cascade.data.errors import DataSourceError
+from cascade.evaluation.model_data import ModelUnavailable, prepare_data
 from cascade.evaluation.split import SplitParams
 from cascade.runtime.paths import Layout
 from cascade.runtime.schema import ITEM_ID, USER_ID
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="demo")
     args = parser.parse_args(argv)
     layout = Layout.from_env()
-    data, test = prepare_data(layout=layout, spec=args.data, split=SplitParams())
-    rec = load_two_tower(layout=layout, dataset=data)
+    try:
+        data, test = prepare_data(layout=layout, spec=args.data, split=SplitParams())
+        rec = load_two_tower(layout=layout, dataset=data)
+    except (DataSourceError, ModelUnavailable) as exc:
+        print(f"neighbour_term: {exc}", file=sys.stderr)
+        return 2
     rec.neighbour_term = None  # the screen adds its own term to the tower's scores
     items = rec.item_ids
     started = time.perf_counter()

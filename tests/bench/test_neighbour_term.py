@@ -40,3 +40,20 @@ def test_the_screen_prints_every_gamma_on_tiny(tmp_path: Path) -> None:
     rows = dict(re.findall(r"^\| (.+?) \| (0\.\d{4}) \|$", out, flags=re.M))
     assert {"tower (with its prior)", "neighbour term alone", "tower + 1.6 x term"} <= set(rows)
     assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
+
+
+def test_a_missing_data_set_or_tower_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from cascade.bench.neighbour_term import main
+
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
+    assert main(["--data", "nosuch"]) == 2
+    assert "no data set named 'nosuch'" in capsys.readouterr().err
+    cascade = str(Path(sys.executable).with_name("cascade"))
+    env = {**os.environ, "CASCADE_HOME": str(tmp_path)}
+    subprocess.run(
+        [cascade, "data", "-s", "synthetic:tiny"], env=env, check=True, capture_output=True
+    )
+    assert main(["--data", "tiny"]) == 2
+    assert "cascade train two-tower" in capsys.readouterr().err
