@@ -83,7 +83,7 @@ class TwoTowerRecommender:
     """Top-k over ``item_ids`` by ``user vector @ item_embeddings.T``; see the module docstring."""
 
     name = "two_tower"
-    report_params: dict[str, Any]  # set by load_two_tower: artifact, empty_history_share
+    report_params: dict[str, Any]  # set by load_two_tower: artifact, beta, gamma, empty history
 
     def __init__(
         self,
@@ -269,7 +269,11 @@ def load_two_tower(
                 trained, interactions=dataset.train, users=users
             )
             share = (meta.get("training_set") or {}).get("empty_history_share")
-            model.report_params = {"artifact": directory.name}
+            model.report_params = {
+                "artifact": directory.name,
+                "prior_beta": float((trained.metadata.get("prior") or {}).get("beta", 0.0)),
+                "neighbour_gamma": trained.neighbour_gamma,
+            }
             if isinstance(share, float):  # the evaluation's popularity-level warning says why
                 model.report_params["empty_history_share"] = share
             return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -40,6 +41,17 @@ def test_the_screen_prints_every_gamma_on_tiny(tmp_path: Path) -> None:
     rows = dict(re.findall(r"^\| (.+?) \| (0\.\d{4}) \|$", out, flags=re.M))
     assert {"tower (with its prior)", "neighbour term alone", "tower + 1.6 x term"} <= set(rows)
     assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
+    # `cascade evaluate` reports the weights validation chose for the prior and the term
+    subprocess.run(
+        [cascade, "evaluate", "--dataset", "tiny", "--models", "two_tower"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    report = json.loads((tmp_path / "reports" / "tiny" / "report.json").read_text())
+    params = report["params"]["two_tower"]
+    assert {"artifact", "prior_beta", "neighbour_gamma"} <= set(params)
 
 
 def test_a_missing_data_set_or_tower_is_one_line_and_exit_2(
