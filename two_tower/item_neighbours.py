@@ -14,7 +14,8 @@ learned from the training log, and a user's term sums the neighbours of their se
   interactions; mostly "how often j follows i, per i", a little less for very popular ``j``)
   and each item keeps its ``PER_ITEM`` largest.
 - **A user's term** (:class:`NeighbourTerm`): ``sum over seen items i of w(r_i) * S[i, :]``
-  over the newest ``TERM_HISTORY`` (100) seen items, ``r_i`` the item's recency rank in ``seen_items`` (0 = newest) and ``w(r) = 1 / (1 + r)``,
+  over the newest ``TERM_HISTORY`` (100) seen items, ``r_i`` the item's recency rank in
+  ``seen_items`` (0 = newest) and ``w(r) = 1 / (1 + r)``,
   divided by its largest value (so it lies in [0, 1] whatever the history's length) and
   multiplied by ``gamma``, chosen with the popularity prior's beta on validation
   (:data:`GAMMA_GRID`, 0 included: data where the term does not help keep the plain scores).
